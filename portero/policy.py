@@ -1,0 +1,167 @@
+"""Policy decisions and grants: pure functions of names, rules and a given time.
+
+Nothing here reads a clock, touches the event loop or does I/O; callers pass ``now`` (wall-clock epoch
+seconds). Every name is a *canonical* tool name such as ``github/create_issue`` (see SPEC, Names).
+
+Patterns use one wildcard: ``*`` matches any run of characters, ``/`` included; every other character is
+literal. Precedence, when several rules match a name:
+
+1. an exact rule (a pattern without ``*``) beats every pattern;
+2. among patterns, the one with more literal (non-``*``) characters wins;
+3. a tie goes to the stricter action: ``deny`` > ``require-approval`` > ``allow``;
+4. nothing matches: the configured default.
+
+A grant turns ``require-approval`` into ``allow`` for the names it matches until it expires. It never
+overrides ``deny`` -- :func:`apply_grant` only ever touches ``require-approval`` decisions, so callers that
+route every decision through it cannot get that wrong.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable, Mapping
+
+import attrs
+
+ACTIONS = ("allow", "deny", "require-approval")
+
+# Higher is stricter; used to break ties between equally specific patterns.
+_STRICTNESS = {"allow": 0, "require-approval": 1, "deny": 2}
+
+MAX_PATTERN_LENGTH = 200
+
+
+@functools.lru_cache(maxsize=1024)
+def _compile(pattern: str) -> re.Pattern[str]:
+    body = ".*".join(re.escape(part) for part in pattern.split("*"))
+    return re.compile(body, re.DOTALL)
+
+
+def glob_match(pattern: str, name: str) -> bool:
+    """Whether ``name`` matches ``pattern`` as a whole (``*`` = any run of characters, including ``/``)."""
+    return _compile(pattern).fullmatch(name) is not None
+
+
+def literal_length(pattern: str) -> int:
+    """How many characters of ``pattern`` are not ``*``: the measure of a pattern's specificity."""
+    return len(pattern) - pattern.count("*")
+
+
+def validate_pattern(pattern: str) -> str | None:
+    """Return what is wrong with ``pattern`` as a one-line message, or ``None`` when it is usable."""
+    if not isinstance(pattern, str):
+        return "a pattern must be a string"
+    if not pattern:
+        return "a pattern must not be empty"
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        return f"a pattern must be at most {MAX_PATTERN_LENGTH} characters (this one has {len(pattern)})"
+    if any(ch.isspace() for ch in pattern):
+        return "a pattern must not contain whitespace"
+    if not pattern.isprintable():
+        return "a pattern must contain only printable characters"
+    return None
+
+
+@attrs.frozen
+class Decision:
+    """What to do with a call: ``action`` is one of :data:`ACTIONS`.
+
+    ``source`` says why, as recorded in the audit log: ``rule:<pattern>``, ``default`` or ``grant:<pattern>``.
+    ``rule`` is the matching pattern (of the rule or grant), ``None`` for the default.
+    """
+
+    action: str
+    source: str
+    rule: str | None = None
+
+
+class PolicyEngine:
+    """Decides the action for canonical names from a default action and a mapping of pattern → action.
+
+    Construction validates everything and raises :class:`ValueError` with one message per problem. Results
+    are cached per name: the set of tool names is small and fixed between ``tools/list`` refreshes.
+    """
+
+    def __init__(self, default: str, rules: Mapping[str, str]) -> None:
+        problems: list[str] = []
+        if default not in ACTIONS:
+            problems.append(f"default action {default!r} is not one of {', '.join(ACTIONS)}")
+        for pattern, action in rules.items():
+            error = validate_pattern(pattern)
+            if error is not None:
+                problems.append(f"rule {pattern!r}: {error}")
+            if action not in ACTIONS:
+                problems.append(f"rule {pattern!r}: action {action!r} is not one of {', '.join(ACTIONS)}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        self.default = default
+        self._exact: dict[str, str] = {p: a for p, a in rules.items() if "*" not in p}
+        # Most specific first, then strictest first: the first match is the winner.
+        self._patterns: list[tuple[str, str]] = sorted(
+            ((p, a) for p, a in rules.items() if "*" in p),
+            key=lambda item: (-literal_length(item[0]), -_STRICTNESS[item[1]], item[0]),
+        )
+        self._cache: dict[str, Decision] = {}
+
+    def decide(self, canonical: str) -> Decision:
+        """The policy decision for ``canonical`` (grants not applied; see :func:`apply_grant`)."""
+        cached = self._cache.get(canonical)
+        if cached is not None:
+            return cached
+        decision = self._decide(canonical)
+        self._cache[canonical] = decision
+        return decision
+
+    def _decide(self, canonical: str) -> Decision:
+        action = self._exact.get(canonical)
+        if action is not None:
+            return Decision(action, f"rule:{canonical}", canonical)
+        for pattern, action in self._patterns:
+            if glob_match(pattern, canonical):
+                return Decision(action, f"rule:{pattern}", pattern)
+        return Decision(self.default, "default", None)
+
+    def visible(self, canonical: str) -> bool:
+        """Whether the tool is listed at all: denied tools are left out of ``tools/list``."""
+        return self.decide(canonical).action != "deny"
+
+
+@attrs.frozen
+class Grant:
+    """A temporary allowance for names matching ``pattern``; times are wall-clock epoch seconds.
+
+    A grant is live while ``now < expires_at``: at ``expires_at`` exactly it has expired.
+    """
+
+    pattern: str
+    expires_at: float
+    created_at: float
+    id: int | None = None
+    created_by: str = ""
+
+    def live(self, now: float) -> bool:
+        return now < self.expires_at
+
+
+def match_grant(grants: Iterable[Grant], canonical: str, now: float) -> Grant | None:
+    """The live grant matching ``canonical`` that lasts longest, or ``None``."""
+    best: Grant | None = None
+    for grant in grants:
+        if grant.live(now) and glob_match(grant.pattern, canonical):
+            if best is None or grant.expires_at > best.expires_at:
+                best = grant
+    return best
+
+
+def apply_grant(decision: Decision, grants: Iterable[Grant], canonical: str, now: float) -> Decision:
+    """Turn a ``require-approval`` decision into ``allow`` when a live grant matches; else return it as is.
+
+    ``deny`` and ``allow`` decisions are never changed: a grant cannot override a deny.
+    """
+    if decision.action != "require-approval":
+        return decision
+    grant = match_grant(grants, canonical, now)
+    if grant is None:
+        return decision
+    return Decision("allow", f"grant:{grant.pattern}", grant.pattern)
