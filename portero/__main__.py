@@ -1,0 +1,3 @@
+from portero.cli import main
+
+raise SystemExit(main())

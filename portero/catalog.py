@@ -1,0 +1,150 @@
+"""Naming and aggregation of the children's tools, prompts and resources — pure.
+
+A tool ``create_issue`` of server ``github`` is exposed as ``github__create_issue`` (with the
+configured separator) and its canonical name is ``github/create_issue``. With ``prefix = false``
+the exposed name is the tool's own name; the canonical name keeps the server. An exposed name
+longer than 64 characters is shortened deterministically: its first 55 characters, ``_`` and 8 hex
+digits of its SHA-256, so it is stable across restarts and still routes to the right tool.
+Two entries with the same exposed name: the first in config order wins and the clash is
+reported in :attr:`Catalog.warnings`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import attrs
+
+MAX_NAME = 64
+
+
+def shorten(name: str, limit: int = MAX_NAME) -> str:
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[: limit - 9]}_{digest}"
+
+
+def exposed_name(server: str, name: str, *, prefix: bool, separator: str) -> str:
+    return shorten(f"{server}{separator}{name}" if prefix else name)
+
+
+def canonical_name(server: str, name: str) -> str:
+    return f"{server}/{name}"
+
+
+@attrs.frozen
+class Entry:
+    """One tool or prompt as the client sees it, and where it really lives."""
+
+    exposed: str
+    server: str
+    original: str
+    item: dict[str, Any]  # the child's definition with ``name`` set to ``exposed``
+
+    @property
+    def canonical(self) -> str:
+        return canonical_name(self.server, self.original)
+
+
+@attrs.frozen
+class ChildListing:
+    """What one ready child listed (config order matters for clashes)."""
+
+    server: str
+    prefix: bool
+    tools: Sequence[dict[str, Any]] = ()
+    prompts: Sequence[dict[str, Any]] = ()
+    resources: Sequence[dict[str, Any]] = ()
+    templates: Sequence[dict[str, Any]] = ()
+
+
+_TEMPLATE_VAR = re.compile(r"\{([+#./;?&]?)([A-Za-z0-9_,.*%]+)\}")
+
+
+def template_regex(template: str) -> re.Pattern[str]:
+    """A regex matching the URIs an RFC 6570 template can produce (enough for routing)."""
+    out: list[str] = []
+    pos = 0
+    for m in _TEMPLATE_VAR.finditer(template):
+        out.append(re.escape(template[pos : m.start()]))
+        op = m.group(1)
+        out.append(".*" if op in ("+", "#", "?", "&", "/", ";", ".") else "[^/]*")
+        pos = m.end()
+    out.append(re.escape(template[pos:]))
+    return re.compile("".join(out) + r"\Z", re.DOTALL)
+
+
+@attrs.define
+class Catalog:
+    tools: dict[str, Entry] = attrs.Factory(dict)
+    prompts: dict[str, Entry] = attrs.Factory(dict)
+    resources: dict[str, str] = attrs.Factory(dict)  # uri -> server
+    resource_items: list[dict[str, Any]] = attrs.Factory(list)
+    templates: list[tuple[re.Pattern[str], str, dict[str, Any]]] = attrs.Factory(list)
+    warnings: list[str] = attrs.Factory(list)
+    by_canonical: dict[str, Entry] = attrs.Factory(dict)
+
+    @classmethod
+    def build(cls, listings: Iterable[ChildListing], separator: str) -> Catalog:
+        cat = cls()
+        for lst in listings:
+            cat._add_named(cat.tools, "tool", lst, lst.tools, separator)
+            cat._add_named(cat.prompts, "prompt", lst, lst.prompts, separator)
+            for res in lst.resources:
+                uri = res.get("uri")
+                if not isinstance(uri, str):
+                    continue
+                if uri in cat.resources:
+                    if cat.resources[uri] != lst.server:
+                        cat.warnings.append(
+                            f"resource {uri} of {lst.server} is hidden by the same URI of {cat.resources[uri]}"
+                        )
+                    continue
+                cat.resources[uri] = lst.server
+                cat.resource_items.append(res)
+            for tpl in lst.templates:
+                t = tpl.get("uriTemplate")
+                if isinstance(t, str):
+                    cat.templates.append((template_regex(t), lst.server, tpl))
+        return cat
+
+    def _add_named(
+        self,
+        table: dict[str, Entry],
+        what: str,
+        lst: ChildListing,
+        items: Sequence[dict[str, Any]],
+        separator: str,
+    ) -> None:
+        for item in items:
+            name = item.get("name")
+            if not isinstance(name, str) or not name:
+                self.warnings.append(f"{lst.server}: a {what} without a name was ignored")
+                continue
+            exposed = exposed_name(lst.server, name, prefix=lst.prefix, separator=separator)
+            if exposed in table:
+                other = table[exposed]
+                self.warnings.append(
+                    f"{what} name clash: {exposed!r} of {lst.server} is hidden by {other.canonical}"
+                )
+                continue
+            entry = Entry(exposed=exposed, server=lst.server, original=name, item={**item, "name": exposed})
+            table[exposed] = entry
+            if what == "tool":
+                self.by_canonical[entry.canonical] = entry
+
+    def route_resource(self, uri: str) -> str | None:
+        server = self.resources.get(uri)
+        if server is not None:
+            return server
+        for rx, srv, _ in self.templates:
+            if rx.match(uri):
+                return srv
+        return None
+
+    def template_items(self) -> list[dict[str, Any]]:
+        return [tpl for _, _, tpl in self.templates]
