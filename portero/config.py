@@ -1,0 +1,845 @@
+"""The configuration file: one TOML document turned into frozen attrs objects.
+
+Everything here is pure: no trio, no clock, and no reads of ``os.environ`` -- callers pass the environment
+in as a mapping (``serve`` and ``check`` pass the process environment merged with an ``--env-file``).
+The only I/O is in :func:`load_config` and :func:`read_env_file`, which read the file they are given.
+
+Parsing happens in four steps, and every step keeps going after a mistake so that the user sees *all* of
+them at once, each as ``<file>: <key path>: <what is wrong>``:
+
+1. ``tomllib`` parses the text (a syntax error stops here: there is nothing to walk).
+2. ``${VAR}`` / ``${VAR:-default}`` is expanded in every string value. An ``[[mcp]]`` entry whose
+   ``required_env`` is not satisfied (or that has ``enabled = false``) is *skipped*: unresolved variables
+   inside it are left as they are rather than reported, so an example config can mention credentials that
+   are not set yet.
+3. Each section is structured separately with a strict cattrs converter (``forbid_extra_keys=True``; no
+   silent ``"8443"`` -> ``8443`` style coercions except for strings that are exactly a number or a
+   boolean, which is what an interpolated ``"${PORT}"`` produces).
+4. Cross-field checks (auth vs host, TLS pairs, unique names...) run on whatever structured successfully.
+
+Relative paths (``data_dir``, ``log_file``, ``tls_cert``, ``tls_key`` and ``[[mcp]].cwd``) are resolved
+against the directory of the config file, so the gateway behaves the same whatever its working directory
+(systemd starts services in ``/``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import json
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import attrs
+import cattrs
+from cattrs.errors import (
+    AttributeValidationNote,
+    ForbiddenExtraKeysError,
+    IterableValidationNote,
+)
+from cattrs.gen import make_dict_structure_fn, override
+
+__all__ = [
+    "ACTIONS",
+    "Config",
+    "ConfigError",
+    "McpServer",
+    "PoliciesSection",
+    "Replacement",
+    "ServerSection",
+    "TelegramSection",
+    "UnsetVariableError",
+    "default_config_path",
+    "interpolate",
+    "is_loopback_host",
+    "load_config",
+    "parse_config",
+    "parse_duration",
+    "parse_env_file",
+    "read_env_file",
+]
+
+ACTIONS = ("allow", "deny", "require-approval")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+AUTH_MODES = ("bearer", "none")
+MIN_TOKEN_LENGTH = 16
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9-]+$")
+_SEPARATOR_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+_VAR_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_BARE_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+# --------------------------------------------------------------------------------------------- errors
+
+
+class ConfigError(Exception):
+    """The configuration is unusable. ``problems`` holds one human-readable line per mistake."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+    def __str__(self) -> str:
+        return "\n".join(self.problems)
+
+
+class UnsetVariableError(KeyError):
+    """``${NAME}`` without a default refers to a variable that is not set. ``name`` is the variable."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(name)
+
+    def __str__(self) -> str:
+        return f"${{{self.name}}} is not set"
+
+
+class _Invalid(Exception):
+    """Raised by our structure hooks; the message is shown to the user as it is."""
+
+
+# ------------------------------------------------------------------------------------------ the model
+
+
+def _duration(**kwargs: Any) -> Any:
+    """An attrs field holding seconds, written in the file as ``"2h30m"`` or an integer."""
+    return attrs.field(metadata={"duration": True}, **kwargs)
+
+
+@attrs.frozen
+class ServerSection:
+    host: str = "127.0.0.1"
+    port: int = 8443
+    bearer_token: str = attrs.field(default="", repr=False)
+    auth: str = "bearer"
+    tls_cert: str = ""
+    tls_key: str = ""
+    allowed_origins: tuple[str, ...] = ()
+    tool_separator: str = "__"
+    data_dir: str = "data"
+    log_level: str = "info"
+    log_file: str = ""
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_message_bytes: int = 32 * 1024 * 1024
+    session_idle_timeout: float = _duration(default=3600.0)
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert and self.tls_key)
+
+
+@attrs.frozen
+class TelegramSection:
+    bot_token: str = attrs.field(repr=False)
+    admin_chat_id: int
+    api_base: str = "https://api.telegram.org"
+    approval_timeout: float = _duration(default=120.0)
+    max_grant: float = _duration(default=86400.0)
+
+
+@attrs.frozen
+class PoliciesSection:
+    default: str = "allow"
+    rules: dict[str, str] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class Replacement:
+    fake: str
+    real: str = attrs.field(repr=False)
+    bidirectional: bool = True
+    case_sensitive: bool = True
+    response_replacement: str = "[REDACTED]"
+
+
+@attrs.frozen
+class McpServer:
+    name: str
+    command: str
+    args: tuple[str, ...] = ()
+    env: dict[str, str] = attrs.field(factory=dict, repr=False)  # often holds tokens
+    cwd: str = ""
+    prefix: bool = True
+    required_env: tuple[str, ...] = ()
+    call_timeout: float = _duration(default=60.0)
+    enabled: bool = True
+    # Not a TOML key: set by parse_config when a required_env variable is unset or empty.
+    skip_reason: str | None = None
+
+    @property
+    def runnable(self) -> bool:
+        """True when the gateway should start this server."""
+        return self.enabled and self.skip_reason is None
+
+
+@attrs.frozen
+class Config:
+    server: ServerSection
+    telegram: TelegramSection | None
+    policies: PoliciesSection
+    replacements: tuple[Replacement, ...]
+    mcp: tuple[McpServer, ...]
+    path: str
+    warnings: tuple[str, ...] = ()
+
+
+_TOP_LEVEL_KEYS = ("server", "telegram", "policies", "replacements", "mcp")
+
+
+# ------------------------------------------------------------------------------------- small parsers
+
+_DURATION_RE = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def parse_duration(value: str | int | float) -> float:
+    """Seconds from ``"45s"``, ``"30m"``, ``"1h"``, ``"2h30m"``, ``"1d"``, ``"1h5m10s"``, ``"90"`` or a number.
+
+    Units must appear in the order d, h, m, s. The result must be positive: a zero or negative duration is
+    never meaningful here (a timeout of zero would refuse everything). Raises ``ValueError`` otherwise.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration like \"45s\", \"30m\" or \"2h30m\", got {_describe(value)}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        if re.fullmatch(r"\d+", text):
+            seconds = float(text)
+        else:
+            match = _DURATION_RE.match(text)
+            if not text or match is None:
+                raise ValueError(
+                    f"expected a duration like \"45s\", \"30m\" or \"2h30m\", got {_describe(value)}"
+                )
+            days, hours, minutes, secs = (int(g) if g else 0 for g in match.groups())
+            seconds = float(((days * 24 + hours) * 60 + minutes) * 60 + secs)
+    else:
+        raise ValueError(f"expected a duration like \"45s\", \"30m\" or \"2h30m\", got {_describe(value)}")
+    if not seconds > 0:  # also rejects NaN
+        raise ValueError(f"a duration must be positive, got {_describe(value)}")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """``5400`` -> ``"1h30m"``; the inverse of :func:`parse_duration` for whole seconds."""
+    total = int(round(seconds))
+    if total <= 0:
+        return f"{seconds:g}s"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, total = divmod(total, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)
+
+
+_INTERPOLATION_RE = re.compile(r"\$(?:\$|\{([^{}]*)\})")
+
+
+def interpolate(text: str, env: Mapping[str, str], *, strict: bool = True) -> str:
+    """Expand ``${VAR}`` and ``${VAR:-default}`` in ``text``; ``$$`` is a literal ``$``.
+
+    ``${VAR:-default}`` uses the default when VAR is unset *or empty* (as in the shell). A ``$`` not followed
+    by ``{`` or ``$`` is kept as it is. Raises :class:`UnsetVariableError` (a ``KeyError``) naming the first
+    variable that is unset without a default, or ``ValueError`` for a malformed ``${...}``.
+    With ``strict=False`` an unset variable leaves its ``${...}`` text in place instead.
+    """
+
+    def replace(match: re.Match[str]) -> str:
+        body = match.group(1)
+        if body is None:  # "$$"
+            return "$"
+        name, sep, default = body.partition(":-")
+        if not _VAR_NAME_RE.match(name):
+            raise ValueError(f"invalid variable reference ${{{body}}}")
+        value = env.get(name)
+        if sep:
+            return value if value else default
+        if value is None:
+            if strict:
+                raise UnsetVariableError(name)
+            return match.group(0)
+        return value
+
+    result = _INTERPOLATION_RE.sub(replace, text)
+    if strict and "${" in _INTERPOLATION_RE.sub("", text):
+        raise ValueError("unterminated \"${\" (write \"$$\" for a literal \"$\")")
+    return result
+
+
+def parse_env_file(text: str, *, path: str = "<env>") -> dict[str, str]:
+    """Parse ``KEY=VALUE`` lines the way systemd's ``EnvironmentFile=`` does.
+
+    Blank lines and lines starting with ``#`` or ``;`` are ignored; an ``export`` prefix is allowed; a value
+    may be wrapped in single quotes (taken literally) or double quotes (``\\"``, ``\\\\``, ``\\n`` and
+    ``\\$`` are unescaped); an unquoted value is stripped and a trailing backslash continues it on the next
+    line. ``#`` after a value is part of the value, as in systemd. Raises :class:`ConfigError` naming each bad
+    line.
+    """
+    result: dict[str, str] = {}
+    problems: list[str] = []
+    lines = text.splitlines()
+    index = 0
+    while index < len(lines):
+        lineno = index + 1
+        line = lines[index].strip()
+        index += 1
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("export ") or line.startswith("export\t"):
+            line = line[len("export") :].strip()
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not _VAR_NAME_RE.match(key):
+            problems.append(f"{path}:{lineno}: expected KEY=VALUE, got {line!r}")
+            continue
+        value = value.strip()
+        if value[:1] in ("'", '"'):
+            quote = value[0]
+            # A quoted value may span lines until its closing quote.
+            while not _closes(value, quote) and index < len(lines):
+                value += "\n" + lines[index]
+                index += 1
+            value = value.rstrip()
+            if not _closes(value, quote):
+                problems.append(f"{path}:{lineno}: {key}: missing closing {quote}")
+                continue
+            inner = value[1:-1]
+            if quote == '"':
+                inner = re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), inner)
+            value = inner
+        else:
+            while value.endswith("\\") and index < len(lines):
+                value = value[:-1] + lines[index].strip()
+                index += 1
+        result[key] = value
+    if problems:
+        raise ConfigError(problems)
+    return result
+
+
+def _closes(value: str, quote: str) -> bool:
+    if len(value) < 2 or not value.endswith(quote):
+        return False
+    if quote == "'":
+        return True
+    # The closing double quote must not be escaped.
+    backslashes = len(value[1:-1]) - len(value[1:-1].rstrip("\\"))
+    return backslashes % 2 == 0
+
+
+def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Read and parse an environment file (see :func:`parse_env_file`); a missing file is a ConfigError."""
+    name = os.fspath(path)
+    try:
+        with open(name, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise ConfigError([f"{name}: cannot read env file: {exc.strerror or exc}"]) from None
+    return parse_env_file(text, path=name)
+
+
+def default_config_path(env: Mapping[str, str]) -> str:
+    """``$PORTERO_CONFIG`` when set and non-empty, else ``./portero.toml``."""
+    return env.get("PORTERO_CONFIG") or "./portero.toml"
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost``, 127.0.0.0/8 and ``::1`` (brackets allowed)."""
+    host = host.strip().strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# ----------------------------------------------------------------------------------- the converter
+
+
+def _describe(value: object) -> str:
+    """How a TOML value is shown in a message: strings quoted, tables and arrays by kind."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list | tuple):
+        return "an array"
+    if isinstance(value, int | float):
+        return repr(value)
+    return type(value).__name__
+
+
+def _structure_str(value: object, _type: object) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        raise _Invalid(f"expected a string, got {_describe(value)} (quote keys that contain dots)")
+    raise _Invalid(f"expected a string, got {_describe(value)}")
+
+
+def _structure_int(value: object, _type: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    # An interpolated "${PORT}" is a string; accept exactly-a-number strings.
+    if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+        return int(value)
+    raise _Invalid(f"expected an integer, got {_describe(value)}")
+
+
+def _structure_bool(value: object, _type: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise _Invalid(f"expected true or false, got {_describe(value)}")
+
+
+def _structure_duration(value: object, _type: object) -> float:
+    try:
+        return parse_duration(value)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise _Invalid(str(exc)) from None
+
+
+def _check_strings(items: list[tuple[int | str, object]], container: type) -> None:
+    """Raise one grouped error naming every element of an array or table that is not a string."""
+    errors = []
+    for key, item in items:
+        if not isinstance(item, str):
+            if isinstance(item, dict):
+                exc = _Invalid(f"expected a string, got {_describe(item)} (quote keys that contain dots)")
+            else:
+                exc = _Invalid(f"expected a string, got {_describe(item)}")
+            exc.__notes__ = [IterableValidationNote(f"@ {key!r}", key, str)]
+            errors.append(exc)
+    if errors:
+        raise cattrs.IterableValidationError("invalid elements", errors, container)
+
+
+_T = TypeVar("_T")
+
+
+def _make_converter() -> cattrs.Converter:
+    converter = cattrs.Converter(forbid_extra_keys=True)
+    converter.register_structure_hook(str, _structure_str)
+    converter.register_structure_hook(int, _structure_int)
+    converter.register_structure_hook(bool, _structure_bool)
+
+    def tuple_hook(value: object, _type: object) -> tuple[str, ...]:
+        if not isinstance(value, list | tuple):
+            raise _Invalid(f"expected an array of strings, got {_describe(value)}")
+        _check_strings(list(enumerate(value)), tuple)
+        return tuple(value)
+
+    def dict_hook(value: object, _type: object) -> dict[str, str]:
+        if not isinstance(value, dict):
+            raise _Invalid(f"expected a table of strings, got {_describe(value)}")
+        _check_strings(list(value.items()), dict)
+        return dict(value)
+
+    converter.register_structure_hook_func(lambda t: t == tuple[str, ...], tuple_hook)
+    converter.register_structure_hook_func(lambda t: t == dict[str, str], dict_hook)
+
+    for cls in (ServerSection, TelegramSection, PoliciesSection, Replacement, McpServer):
+        overrides = {}
+        for field in attrs.fields(cls):
+            if field.metadata.get("duration"):
+                overrides[field.name] = override(struct_hook=_structure_duration)
+            if field.name == "skip_reason":
+                overrides[field.name] = override(omit=True)
+        converter.register_structure_hook(
+            cls, make_dict_structure_fn(cls, converter, _cattrs_forbid_extra_keys=True, **overrides)
+        )
+    return converter
+
+
+_CONVERTER = _make_converter()
+
+
+def _join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    shown = key if _BARE_KEY_RE.match(key) else json.dumps(key, ensure_ascii=False)
+    return f"{path}.{shown}" if path else shown
+
+
+def _flatten_structure_error(exc: BaseException, path: str, out: list[str]) -> None:
+    """Turn a (nested) cattrs validation error into ``key.path: message`` lines."""
+    if isinstance(exc, ForbiddenExtraKeysError):
+        known = [f.name for f in attrs.fields(exc.cl) if f.name != "skip_reason"]
+        for key in sorted(exc.extra_fields):
+            hint = difflib.get_close_matches(key, known, n=1)
+            suffix = f' (did you mean "{hint[0]}"?)' if hint else ""
+            out.append(f"{_join(path, key)}: unknown key{suffix}")
+        return
+    if isinstance(exc, BaseExceptionGroup):
+        for sub in exc.exceptions:
+            sub_path = path
+            for note in getattr(sub, "__notes__", ()):
+                if isinstance(note, AttributeValidationNote):
+                    sub_path = _join(path, note.name)
+                elif isinstance(note, IterableValidationNote):
+                    sub_path = _join(path, note.index)
+            _flatten_structure_error(sub, sub_path, out)
+        return
+    if isinstance(exc, KeyError):
+        out.append(f"{path}: missing required key")
+    elif isinstance(exc, _Invalid):
+        out.append(f"{path}: {exc}")
+    else:  # pragma: no cover - a hook we did not write; still say where
+        out.append(f"{path}: {exc}")
+
+
+def _structure(value: object, cls: type[_T], path: str, problems: list[str]) -> _T | None:
+    if not isinstance(value, dict):
+        problems.append(f"{path}: expected a table, got {_describe(value)}")
+        return None
+    try:
+        return _CONVERTER.structure(value, cls)
+    except Exception as exc:  # cattrs raises groups of errors; we flatten them all
+        found: list[str] = []
+        _flatten_structure_error(exc, path, found)
+        problems.extend(found or [f"{path}: {exc}"])
+        return None
+
+
+# -------------------------------------------------------------------------------------- interpolation
+
+
+def _interpolate_tree(
+    value: Any, path: str, env: Mapping[str, str], failed: dict[str, str], *, strict: bool
+) -> Any:
+    """Copy of ``value`` with every string interpolated.
+
+    A string that cannot be expanded is kept as it is and its key path and message go into ``failed``
+    (only when ``strict``), so later checks on the same key can stay quiet instead of piling up.
+    """
+    if isinstance(value, str):
+        try:
+            return interpolate(value, env, strict=strict)
+        except (UnsetVariableError, ValueError) as exc:
+            if strict:
+                failed[path] = str(exc)
+            return value
+    if isinstance(value, dict):
+        return {k: _interpolate_tree(v, _join(path, k), env, failed, strict=strict) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate_tree(v, _join(path, i), env, failed, strict=strict) for i, v in enumerate(value)]
+    return value
+
+
+def _skip_reason(entry: Any, env: Mapping[str, str]) -> str | None:
+    """Why an ``[[mcp]]`` entry will not start, judged from its raw table (before structuring)."""
+    if not isinstance(entry, dict):
+        return None
+    required = entry.get("required_env", ())
+    if not isinstance(required, list):
+        return None
+    missing = [name for name in required if isinstance(name, str) and not env.get(name)]
+    if not missing:
+        return None
+    if len(missing) == 1:
+        return f"{missing[0]} is not set"
+    return f"{', '.join(missing)} are not set"
+
+
+# ---------------------------------------------------------------------------------- semantic checks
+
+
+def _resolve(base_dir: str, value: str, env: Mapping[str, str]) -> str:
+    if not value:
+        return value
+    if value == "~" or value.startswith("~/"):
+        home = env.get("HOME")
+        if home:
+            value = home + value[1:]
+    return os.path.normpath(os.path.join(base_dir, value))
+
+
+def _check_server(s: ServerSection, problems: list[str]) -> None:
+    if not s.host.strip():
+        problems.append("server.host: must not be empty")
+    if not 0 <= s.port <= 65535:
+        problems.append(f"server.port: must be between 0 and 65535, got {s.port}")
+    if s.auth not in AUTH_MODES:
+        problems.append(f'server.auth: expected "bearer" or "none", got {_describe(s.auth)}')
+    elif s.auth == "bearer":
+        if not s.bearer_token:
+            problems.append(
+                'server.bearer_token: required when auth = "bearer" '
+                "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        elif len(s.bearer_token) < MIN_TOKEN_LENGTH:
+            problems.append(
+                f"server.bearer_token: too short ({len(s.bearer_token)} characters); "
+                f"use at least {MIN_TOKEN_LENGTH}"
+            )
+    elif not is_loopback_host(s.host):
+        problems.append(
+            f'server.auth: "none" is only allowed when host is a loopback address '
+            f"(127.0.0.1, ::1, localhost), not {_describe(s.host)}"
+        )
+    if bool(s.tls_cert) != bool(s.tls_key):
+        missing = "tls_key" if s.tls_cert else "tls_cert"
+        problems.append(f"server.{missing}: tls_cert and tls_key must be set together (or neither)")
+    for index, origin in enumerate(s.allowed_origins):
+        if origin != origin.strip() or not re.fullmatch(r"https?://[^/\s]+", origin.rstrip("/")):
+            problems.append(
+                f"server.allowed_origins[{index}]: expected an origin like \"https://example.com\" "
+                f"(scheme, host and optional port, no path), got {_describe(origin)}"
+            )
+    if not _SEPARATOR_RE.match(s.tool_separator):
+        problems.append(
+            "server.tool_separator: must be non-empty and use only letters, digits, '_', '.' and '-', "
+            f"got {_describe(s.tool_separator)}"
+        )
+    if not s.data_dir:
+        problems.append("server.data_dir: must not be empty")
+    if s.log_level.lower() not in LOG_LEVELS:
+        problems.append(f"server.log_level: expected one of {', '.join(LOG_LEVELS)}, got {_describe(s.log_level)}")
+    for key in ("max_body_bytes", "max_message_bytes"):
+        if getattr(s, key) <= 0:
+            problems.append(f"server.{key}: must be a positive number of bytes")
+
+
+def _check_telegram(t: TelegramSection, problems: list[str]) -> None:
+    if not t.bot_token.strip():
+        problems.append("telegram.bot_token: must not be empty")
+    if not re.match(r"^https?://", t.api_base):
+        problems.append(f"telegram.api_base: expected an http(s) URL, got {_describe(t.api_base)}")
+
+
+def _check_action(value: str, path: str, problems: list[str]) -> None:
+    if value not in ACTIONS:
+        hint = difflib.get_close_matches(value, ACTIONS, n=1)
+        suffix = f' (did you mean "{hint[0]}"?)' if hint else ""
+        problems.append(f"{path}: expected one of {', '.join(ACTIONS)}, got {_describe(value)}{suffix}")
+
+
+def _check_policies(p: PoliciesSection, problems: list[str]) -> None:
+    _check_action(p.default, "policies.default", problems)
+    for pattern, action in p.rules.items():
+        if not pattern.strip():
+            problems.append("policies.rules: a rule pattern must not be empty")
+            continue
+        _check_action(action, _join("policies.rules", pattern), problems)
+
+
+def _check_replacement(r: Replacement, path: str, problems: list[str]) -> None:
+    if not r.fake:
+        problems.append(f"{path}.fake: must not be empty")
+    if not r.real:
+        problems.append(f"{path}.real: must not be empty")
+
+
+def _check_mcp(m: McpServer, path: str, problems: list[str]) -> None:
+    if not _NAME_RE.match(m.name):
+        problems.append(f"{path}.name: use only letters, digits and '-', got {_describe(m.name)}")
+    if not m.command.strip():
+        problems.append(f"{path}.command: must not be empty")
+    for key in m.env:
+        if not key or "=" in key or "\0" in key:
+            problems.append(f"{_join(path + '.env', key)}: invalid environment variable name")
+    for index, name in enumerate(m.required_env):
+        if not _VAR_NAME_RE.match(name):
+            problems.append(f"{path}.required_env[{index}]: invalid environment variable name {_describe(name)}")
+
+
+# ------------------------------------------------------------------------------------------ parsing
+
+
+def parse_config(text: str, *, path: str, env: Mapping[str, str]) -> Config:
+    """Parse and validate a config document; raise :class:`ConfigError` listing every problem found.
+
+    ``path`` names the file in messages and anchors relative paths; ``env`` supplies ``${VAR}`` values and
+    decides which ``required_env`` servers are skipped.
+    """
+    problems: list[str] = []
+    warnings: list[str] = []
+
+    failed: dict[str, str] = {}  # key path -> interpolation problem
+
+    def fail() -> ConfigError:
+        # A key whose ${VAR} failed is reported once, not again as "too short" or "must not be empty".
+        lines = [f"{key}: {message}" for key, message in failed.items()]
+        lines += [p for p in problems if not any(p.startswith(f"{key}:") for key in failed)]
+        return ConfigError([f"{path}: {line}" for line in lines])
+
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        problems.append(f"invalid TOML: {exc}")
+        raise fail() from None
+
+    for key in raw:
+        if key not in _TOP_LEVEL_KEYS:
+            hint = difflib.get_close_matches(key, _TOP_LEVEL_KEYS, n=1)
+            suffix = f' (did you mean "{hint[0]}"?)' if hint else ""
+            problems.append(f"{_join('', key)}: unknown key{suffix}")
+
+    # Interpolate, section by section (each [[mcp]] entry on its own, so skipped ones can be lenient).
+    sections: dict[str, Any] = {}
+    for key in ("server", "telegram", "policies", "replacements"):
+        if key in raw:
+            sections[key] = _interpolate_tree(raw[key], key, env, failed, strict=True)
+
+    raw_mcp = raw.get("mcp", [])
+    mcp_entries: list[tuple[Any, str | None]] = []
+    if isinstance(raw_mcp, list):
+        for index, entry in enumerate(raw_mcp):
+            reason = _skip_reason(entry, env)
+            disabled = isinstance(entry, dict) and entry.get("enabled") is False
+            lenient = reason is not None or disabled
+            value = _interpolate_tree(entry, f"mcp[{index}]", env, failed, strict=not lenient)
+            mcp_entries.append((value, reason))
+    else:
+        problems.append(f"mcp: expected an array of tables ([[mcp]]), got {_describe(raw_mcp)}")
+
+    # Structure.
+    server = _structure(sections.get("server", {}), ServerSection, "server", problems)
+    telegram = None
+    if "telegram" in sections:
+        telegram = _structure(sections["telegram"], TelegramSection, "telegram", problems)
+    policies = _structure(sections.get("policies", {}), PoliciesSection, "policies", problems)
+
+    replacements: list[Replacement] = []
+    raw_replacements = sections.get("replacements", [])
+    if isinstance(raw_replacements, list):
+        for index, entry in enumerate(raw_replacements):
+            item = _structure(entry, Replacement, f"replacements[{index}]", problems)
+            if item is not None:
+                _check_replacement(item, f"replacements[{index}]", problems)
+                replacements.append(item)
+    else:
+        problems.append(
+            f"replacements: expected an array of tables ([[replacements]]), got {_describe(raw_replacements)}"
+        )
+
+    servers: list[McpServer] = []
+    seen: dict[str, int] = {}
+    for index, (entry, reason) in enumerate(mcp_entries):
+        item = _structure(entry, McpServer, f"mcp[{index}]", problems)
+        if item is None:
+            continue
+        _check_mcp(item, f"mcp[{index}]", problems)
+        if item.name in seen:
+            problems.append(f"mcp[{index}].name: duplicate server name {_describe(item.name)} (also mcp[{seen[item.name]}])")
+        else:
+            seen[item.name] = index
+        servers.append(item)
+        if reason is not None:
+            servers[-1] = attrs.evolve(item, skip_reason=reason)
+
+    # Cross-field checks.
+    if server is not None:
+        _check_server(server, problems)
+    if telegram is not None:
+        _check_telegram(telegram, problems)
+    if policies is not None:
+        _check_policies(policies, problems)
+    fakes: dict[str, int] = {}
+    for index, r in enumerate(replacements):
+        if r.fake and r.fake in fakes:
+            problems.append(f"replacements[{index}].fake: {_describe(r.fake)} is already used by replacements[{fakes[r.fake]}]")
+        fakes.setdefault(r.fake, index)
+
+    if problems or failed or server is None or policies is None:
+        raise fail()
+
+    # Resolve paths against the config file's directory.
+    abs_path = os.path.abspath(path)
+    base_dir = os.path.dirname(abs_path)
+    server = attrs.evolve(
+        server,
+        data_dir=_resolve(base_dir, server.data_dir, env),
+        log_file=_resolve(base_dir, server.log_file, env),
+        tls_cert=_resolve(base_dir, server.tls_cert, env),
+        tls_key=_resolve(base_dir, server.tls_key, env),
+        log_level=server.log_level.lower(),
+    )
+    servers = [attrs.evolve(m, cwd=_resolve(base_dir, m.cwd, env)) if m.cwd else m for m in servers]
+
+    warnings.extend(_warnings(server, telegram, policies, servers))
+    return Config(
+        server=server,
+        telegram=telegram,
+        policies=policies,
+        replacements=tuple(replacements),
+        mcp=tuple(servers),
+        path=abs_path,
+        warnings=tuple(warnings),
+    )
+
+
+def _warnings(
+    server: ServerSection,
+    telegram: TelegramSection | None,
+    policies: PoliciesSection,
+    servers: list[McpServer],
+) -> list[str]:
+    """Things that are valid but probably not what the user wants, as far as the file alone tells."""
+    out: list[str] = []
+    for m in servers:
+        if not m.enabled:
+            out.append(f"mcp server {m.name!r} is disabled (enabled = false)")
+        elif m.skip_reason:
+            out.append(f"mcp server {m.name!r} is skipped: {m.skip_reason}")
+        if server.tool_separator in m.name:
+            out.append(
+                f"mcp server {m.name!r} contains the tool separator {server.tool_separator!r}; "
+                "exposed names may be ambiguous"
+            )
+    running = [m for m in servers if m.runnable]
+    if not running:
+        out.append("no mcp server will start")
+    unprefixed = [m.name for m in running if not m.prefix]
+    if len(unprefixed) > 1:
+        out.append(
+            f"servers {', '.join(repr(n) for n in unprefixed)} all have prefix = false: "
+            "if two expose the same name, the first in the file wins"
+        )
+    actions = {policies.default, *policies.rules.values()}
+    if telegram is None and "require-approval" in actions:
+        out.append("no [telegram] section: calls that require approval will be denied")
+    names = {m.name for m in servers}
+    for pattern in policies.rules:
+        head, slash, _tail = pattern.partition("/")
+        if slash and "*" not in head and head not in names:
+            out.append(f"policies.rules: {pattern!r} names no configured server")
+        elif not slash and "*" not in pattern and server.tool_separator in pattern:
+            out.append(
+                f"policies.rules: {pattern!r} looks like an exposed name; rules match canonical names "
+                "such as \"server/tool\""
+            )
+    if server.auth == "bearer" and "change-me" in server.bearer_token.lower():
+        out.append("server.bearer_token is a placeholder; set a secret token (e.g. PORTERO_BEARER_TOKEN)")
+    if server.auth == "none":
+        out.append('auth = "none": anyone who can reach the port can use every tool')
+    if not server.tls and not is_loopback_host(server.host):
+        out.append(
+            f"listening on {server.host} without TLS: the bearer token crosses the network in clear text"
+        )
+    return out
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str]) -> Config:
+    """Read ``path`` and :func:`parse_config` it; an unreadable file is a ConfigError naming it."""
+    name = os.fspath(path)
+    try:
+        with open(name, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise ConfigError(
+            [f"{name}: no such file (create one with `portero init {name}`, or pass --config)"]
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{name}: cannot read: {exc}"]) from None
+    return parse_config(text, path=name, env=env)
