@@ -119,7 +119,8 @@ def _migrate(conn: sqlite3.Connection) -> None:
         )
     for number in range(version, SCHEMA_VERSION):
         # executescript runs its own statements; the BEGIN/COMMIT make the step and its version one unit.
-        conn.executescript(f"BEGIN IMMEDIATE;\n{MIGRATIONS[number]}\nPRAGMA user_version = {number + 1};\nCOMMIT;")
+        step = MIGRATIONS[number]
+        conn.executescript(f"BEGIN IMMEDIATE;\n{step}\nPRAGMA user_version = {number + 1};\nCOMMIT;")
 
 
 def _dumps(value: Any) -> str:
@@ -147,7 +148,9 @@ class _AuditSlot:
     error: BaseException | None = None
 
 
-_AUDIT_COLUMNS = ("ts", "session", "tool", "arguments", "decision", "source", "outcome", "duration_ms", "error")
+_AUDIT_COLUMNS = (
+    "ts", "session", "tool", "arguments", "decision", "source", "outcome", "duration_ms", "error"
+)
 
 
 def _audit_row(rec: dict[str, Any]) -> tuple[Any, ...]:
@@ -284,7 +287,8 @@ class Store:
 
         def run(conn: sqlite3.Connection) -> bool:
             cur = conn.execute(
-                "UPDATE approvals SET state = ?, source = ?, decided_at = ? WHERE id = ? AND state = 'pending'",
+                "UPDATE approvals SET state = ?, source = ?, decided_at = ? "
+                "WHERE id = ? AND state = 'pending'",
                 (state, source, decided_at, id),
             )
             return cur.rowcount == 1
@@ -380,7 +384,8 @@ class Store:
     @staticmethod
     def _insert_audit(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
         conn.executemany(
-            f"INSERT INTO audit ({', '.join(_AUDIT_COLUMNS)}) VALUES ({', '.join('?' * len(_AUDIT_COLUMNS))})",
+            f"INSERT INTO audit ({', '.join(_AUDIT_COLUMNS)}) "
+            f"VALUES ({', '.join('?' * len(_AUDIT_COLUMNS))})",
             rows,
         )
 
@@ -404,7 +409,9 @@ class Store:
         when = time.time() if ts is None else ts
 
         def run(conn: sqlite3.Connection) -> None:
-            conn.execute("INSERT INTO events (ts, kind, detail) VALUES (?, ?, ?)", (when, kind, _dumps(detail)))
+            conn.execute(
+                "INSERT INTO events (ts, kind, detail) VALUES (?, ?, ?)", (when, kind, _dumps(detail))
+            )
 
         await self._write(run)
 

@@ -147,7 +147,8 @@ async def test_group_commit_under_concurrency(tmp_path: Path) -> None:
         # Once record_audit returns, the row is visible to an independent connection.
         conn = sqlite3.connect(path)
         try:
-            (count,) = conn.execute("SELECT count(*) FROM audit WHERE ts = ?", (1_700_000_000.0 + i,)).fetchone()
+            query = "SELECT count(*) FROM audit WHERE ts = ?"
+            (count,) = conn.execute(query, (1_700_000_000.0 + i,)).fetchone()
         finally:
             conn.close()
         assert count == 1
@@ -207,11 +208,16 @@ async def test_read_audit_filters(tmp_path: Path) -> None:
     await store.aclose()
 
     everything = read_audit(path, since=None, tool=None)
-    assert [r["tool"] for r in everything] == ["github/create_issue", "filesystem/read_file", "github/list_issues"]
+    assert [r["tool"] for r in everything] == [
+        "github/create_issue",
+        "filesystem/read_file",
+        "github/list_issues",
+    ]
     first = everything[0]
     assert first["ts"] == "1970-01-01T00:16:40.000Z"
     assert first["arguments"] == {"title": "issue 0", "who": "John Doe"}
-    assert {"ts", "session", "tool", "arguments", "decision", "source", "outcome", "duration_ms"} <= set(first)
+    keys = {"ts", "session", "tool", "arguments", "decision", "source", "outcome", "duration_ms"}
+    assert keys <= set(first)
     json.dumps(everything)  # printable as JSON lines
 
     assert [r["tool"] for r in read_audit(path, since=None, tool="github/*")] == [
@@ -261,7 +267,9 @@ async def test_data_survives_sigkill(tmp_path: Path) -> None:
     path = str(tmp_path / "gateway.db")
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     # stderr is inherited so that a failing child shows its traceback in the test report.
-    proc = await trio.lowlevel.open_process([sys.executable, "-c", CHILD, path], stdout=subprocess.PIPE, env=env)
+    proc = await trio.lowlevel.open_process(
+        [sys.executable, "-c", CHILD, path], stdout=subprocess.PIPE, env=env
+    )
     try:
         assert proc.stdout is not None
         buffered = b""
