@@ -390,13 +390,14 @@ class Store:
         )
 
     async def recent_audit(self, n: int) -> list[dict[str, Any]]:
-        """The last ``n`` audit records, oldest first; ``ts`` stays epoch seconds, ``arguments`` decoded."""
+        """The last ``n`` audit records, newest first (as /logs shows them); ``ts`` stays epoch seconds,
+        ``arguments`` is decoded."""
 
         def run(conn: sqlite3.Connection) -> list[dict[str, Any]]:
             rows = conn.execute(
                 f"SELECT {', '.join(_AUDIT_COLUMNS)} FROM audit ORDER BY id DESC LIMIT ?", (max(n, 0),)
             ).fetchall()
-            return [_audit_dict(row, iso=False) for row in reversed(rows)]
+            return [_audit_dict(row, iso=False) for row in rows]
 
         return await self._run(run)
 
@@ -416,13 +417,13 @@ class Store:
         await self._write(run)
 
     async def recent_events(self, n: int) -> list[dict[str, Any]]:
-        """The last ``n`` events, oldest first, as dicts with ts, kind and the decoded detail."""
+        """The last ``n`` events, newest first, as dicts with ts, kind and the decoded detail."""
 
         def run(conn: sqlite3.Connection) -> list[dict[str, Any]]:
             rows = conn.execute(
                 "SELECT ts, kind, detail FROM events ORDER BY id DESC LIMIT ?", (max(n, 0),)
             ).fetchall()
-            return [{"ts": ts, "kind": kind, "detail": _loads(d)} for ts, kind, d in reversed(rows)]
+            return [{"ts": ts, "kind": kind, "detail": _loads(d)} for ts, kind, d in rows]
 
         return await self._run(run)
 

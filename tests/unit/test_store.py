@@ -188,8 +188,8 @@ async def test_recent_audit_and_events(tmp_path: Path) -> None:
     for i in range(5):
         await store.record_audit(audit_rec(i, error="boom" if i == 4 else None, outcome="error"))
     recent = await store.recent_audit(2)
-    assert [r["ts"] for r in recent] == [1_700_000_003.0, 1_700_000_004.0]
-    assert recent[-1]["error"] == "boom"
+    assert [r["ts"] for r in recent] == [1_700_000_004.0, 1_700_000_003.0]  # newest first
+    assert recent[0]["error"] == "boom"
     await store.record_event("telegram.stranger", {"chat_id": 42, "text": "hi"}, ts=5.0)
     assert await store.recent_events(5) == [
         {"ts": 5.0, "kind": "telegram.stranger", "detail": {"chat_id": 42, "text": "hi"}}
