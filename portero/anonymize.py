@@ -1,0 +1,424 @@
+"""Bidirectional fake <-> real replacement on decoded JSON values.
+
+Clients only ever see *fake* values; the MCP servers behind the gateway only ever see *real* ones.
+Client -> server, every rule's ``fake`` becomes its ``real`` (:meth:`Anonymizer.to_real`). Server -> client,
+every ``real`` becomes its ``fake`` (bidirectional rules) or the rule's ``response_replacement`` (one-way
+rules, ``[REDACTED]`` by default) (:meth:`Anonymizer.to_fake`).
+
+Matching contract (both directions):
+
+* One pass over each string with all rules at once. At each position the longest literal wins
+  (leftmost-longest), and scanning resumes after the replaced text, so a replacement is never replaced again
+  and rules never chain: with ``A -> B`` and ``B -> C``, ``"A"`` becomes ``"B"``, not ``"C"``; swapped pairs
+  (``A -> B`` and ``B -> A``) work; fakes ``Ann`` and ``Anna`` can coexist.
+* ``case_sensitive=False`` matches any case with the semantics of :data:`re.IGNORECASE` (one character
+  matches one character, so the text is never lowered and lengths never shift), and writes the configured
+  replacement exactly as configured.
+* Two literals on the same side that can match the same text are ambiguous and rejected with
+  :class:`ValueError` when the :class:`Anonymizer` is built: the same fake (or the same real) twice, or a
+  case-insensitive literal equal, ignoring case, to another literal on that side.
+
+JSON walking rewrites string values *and* object keys, at any depth, and leaves base64 payloads alone with
+this exact rule: in a dict that has a ``"mimeType"`` key or a ``"uri"`` key, or whose ``"type"`` is
+``"image"`` or ``"audio"``, string values under the keys ``"data"`` and ``"blob"`` are not rewritten (MCP
+image/audio content and blob resource contents). If two keys of one object become equal after rewriting,
+the later one wins, as in a JSON object with a duplicate key.
+
+Cost: the literals of each side are compiled once into one regular expression shaped like a trie of the
+literals (one per case mode), so a string is scanned once by the C regex engine, and a string that cannot
+match is rejected by the engine's first-character prefilter without any Python-level work. Walking a JSON
+value copies only the containers on the path to a changed string; when nothing changes, the input object
+itself is returned, so callers can skip re-encoding with an ``is`` check. Inputs are never mutated.
+
+This module is pure: no I/O, no clock, no environment.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
+
+import attrs
+
+__all__ = ["Anonymizer", "Rule"]
+
+_Trie = dict[str, Any]  # char -> child trie; the key "" (never a char) holds the terminal's replacement.
+_END = ""
+
+
+@attrs.frozen
+class Rule:
+    """One replacement: ``fake`` is what clients see, ``real`` is what servers see (never shown in repr)."""
+
+    fake: str
+    real: str = attrs.field(repr=False)
+    bidirectional: bool = True
+    case_sensitive: bool = True
+    response_replacement: str = "[REDACTED]"
+
+
+class _RuleLike(Protocol):
+    @property
+    def fake(self) -> str: ...
+    @property
+    def real(self) -> str: ...
+    @property
+    def bidirectional(self) -> bool: ...
+    @property
+    def case_sensitive(self) -> bool: ...
+    @property
+    def response_replacement(self) -> str: ...
+
+
+# --------------------------------------------------------------------------------------------------------
+# Case-insensitive characters. ``re.IGNORECASE`` is an equivalence between single characters; we key the
+# case-insensitive trie by a cheap canonical form (the lowercase when it is one character) and then merge
+# sibling branches the regex engine itself considers equal (e.g. "i" and "İ", "s" and "ſ"), so that no two
+# alternatives at one trie node can match the same character -- which is what makes the trie regex
+# leftmost-longest.
+
+
+def _canon(ch: str) -> str:
+    low = ch.lower()
+    return low if len(low) == 1 else ch
+
+
+@functools.lru_cache(maxsize=4096)
+def _ci_char(ch: str) -> re.Pattern[str]:
+    return re.compile(re.escape(ch), re.IGNORECASE)
+
+
+def _ci_equal(a: str, b: str) -> bool:
+    return _ci_char(a).fullmatch(b) is not None
+
+
+# --------------------------------------------------------------------------------------------------------
+# Tries.
+
+
+def _insert(root: _Trie, literal: str, value: str, key: Callable[[str], str], what: str) -> None:
+    node = root
+    for ch in literal:
+        node = node.setdefault(key(ch), {})
+    if _END in node:
+        same = "same" if key is str else "same (ignoring case)"
+        raise ValueError(f"ambiguous anonymization rules: two rules have the {same} {what} {literal!r}")
+    node[_END] = value
+
+
+def _merge_into(dst: _Trie, src: _Trie, what: str) -> None:
+    for k, child in src.items():
+        if k == _END:
+            if _END in dst:
+                raise ValueError(
+                    f"ambiguous anonymization rules: two case-insensitive {what} values "
+                    "are equal ignoring case"
+                )
+            dst[_END] = child
+        elif k in dst:
+            _merge_into(dst[k], child, what)
+        else:
+            dst[k] = child
+
+
+def _merge_ci_siblings(root: _Trie, what: str) -> None:
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        keys = [k for k in node if k != _END]
+        if len(keys) > 1:
+            i = 0
+            while i < len(keys):
+                j = i + 1
+                while j < len(keys):
+                    if _ci_equal(keys[i], keys[j]):
+                        _merge_into(node[keys[i]], node.pop(keys[j]), what)
+                        del keys[j]
+                    else:
+                        j += 1
+                i += 1
+        stack.extend(node[k] for k in keys)
+
+
+def _ci_lookup(root: _Trie, text: str) -> str | None:
+    """The replacement of the case-insensitive literal equal to ``text`` ignoring case, if any."""
+    node = root
+    for ch in text:
+        child = node.get(_canon(ch))
+        if child is None:
+            for k, c in node.items():
+                if k != _END and _ci_equal(k, ch):
+                    child = c
+                    break
+            else:
+                return None
+        node = child
+    value: str | None = node.get(_END)
+    return value
+
+
+def _trie_regex(root: _Trie) -> str:
+    """A regex matching exactly the trie's literals, preferring the longest at a given position.
+
+    Siblings start with different characters, so at most one alternative can proceed; an optional tail
+    (``(?:...)?``) is greedy, so a longer literal is tried before the shorter one that ends here.
+    """
+
+    def node_rx(node: _Trie) -> str:
+        # Walk straight chains in a loop so only branch points recurse (long literals are fine).
+        prefix: list[str] = []
+        while len(node) == 1 and _END not in node:
+            (k, node), = node.items()
+            prefix.append(re.escape(k))
+        leaves: list[str] = []
+        branches: list[str] = []
+        for k in sorted(k for k in node if k != _END):
+            child = node[k]
+            if len(child) == 1 and _END in child:
+                leaves.append(re.escape(k))
+            else:
+                branches.append(re.escape(k) + node_rx(child))
+        if leaves:
+            branches.append(leaves[0] if len(leaves) == 1 else "[" + "".join(leaves) + "]")
+        if not branches:  # a leaf
+            return "".join(prefix)
+        body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+        if _END in node:
+            body = "(?:" + body + ")?"
+        return "".join(prefix) + body
+
+    return node_rx(root)
+
+
+# --------------------------------------------------------------------------------------------------------
+# One direction.
+
+
+class _Replacer:
+    """Rewrites every literal of one side into its replacement, leftmost-longest, in one pass."""
+
+    __slots__ = ("_cs_table", "_cs", "_ci_trie", "_ci", "sub")
+
+    def __init__(self, pairs: Iterable[tuple[str, str, bool]], what: str) -> None:
+        """``pairs`` holds (literal, replacement, case_sensitive)."""
+        cs_trie: _Trie = {}
+        ci_trie: _Trie = {}
+        self._cs_table: dict[str, str] = {}
+        for literal, replacement, case_sensitive in pairs:
+            if case_sensitive:
+                _insert(cs_trie, literal, replacement, str, what)
+                self._cs_table[literal] = replacement
+            else:
+                _insert(ci_trie, literal, replacement, _canon, what)
+        _merge_ci_siblings(ci_trie, what)
+        for literal in self._cs_table:
+            if _ci_lookup(ci_trie, literal) is not None:
+                raise ValueError(
+                    f"ambiguous anonymization rules: the {what} {literal!r} equals, ignoring case, "
+                    f"the {what} of a case-insensitive rule"
+                )
+        self._ci_trie = ci_trie
+        self._cs = re.compile(_trie_regex(cs_trie)) if cs_trie else None
+        self._ci = re.compile(_trie_regex(ci_trie), re.IGNORECASE) if ci_trie else None
+        # The hot path is a bound C method whenever only one case mode is in use.
+        self.sub: Callable[[str], str]
+        if self._cs is not None and self._ci is not None:
+            self.sub = self._sub_mixed
+        elif self._cs is not None:
+            self.sub = functools.partial(self._cs.sub, self._cs_repl)
+        elif self._ci is not None:
+            self.sub = functools.partial(self._ci.sub, self._ci_repl)
+        else:
+            self.sub = _same
+
+    def _cs_repl(self, m: re.Match[str]) -> str:
+        return self._cs_table[m.group()]
+
+    def _ci_repl(self, m: re.Match[str]) -> str:
+        value = _ci_lookup(self._ci_trie, m.group())
+        assert value is not None, "the case-insensitive regex matched a text outside its trie"
+        return value
+
+    def _sub_mixed(self, s: str) -> str:
+        # Two patterns (exact and ignore-case), each leftmost-longest on its own; merge their match streams:
+        # take the earlier start, then the longer match. They never tie exactly: that would be a literal
+        # equal ignoring case to a case-insensitive one, rejected at construction.
+        assert self._cs is not None and self._ci is not None
+        cs_search, ci_search = self._cs.search, self._ci.search
+        m1, m2 = cs_search(s), ci_search(s)
+        if m1 is None and m2 is None:
+            return s
+        out: list[str] = []
+        pos = 0
+        while m1 is not None or m2 is not None:
+            if m2 is None or (
+                m1 is not None
+                and (m1.start() < m2.start() or (m1.start() == m2.start() and m1.end() >= m2.end()))
+            ):
+                assert m1 is not None
+                m, repl = m1, self._cs_repl(m1)
+            else:
+                m, repl = m2, self._ci_repl(m2)
+            out.append(s[pos : m.start()])
+            out.append(repl)
+            pos = m.end()
+            if m1 is not None and m1.start() < pos:
+                m1 = cs_search(s, pos)
+            if m2 is not None and m2.start() < pos:
+                m2 = ci_search(s, pos)
+        out.append(s[pos:])
+        return "".join(out)
+
+
+def _same(s: str) -> str:
+    return s
+
+
+_BINARY_MARKERS = ("mimeType", "uri")
+_BINARY_TYPES = ("image", "audio")
+_BINARY_KEYS = ("data", "blob")
+
+
+def _walk(obj: Any, sub: Callable[[str], str]) -> Any:
+    """Rewrite strings in a decoded JSON value; return ``obj`` itself when nothing changed."""
+    t = type(obj)
+    if t is str:
+        new = sub(obj)
+        return obj if new is obj or new == obj else new
+    if t is dict:
+        binary = (
+            "mimeType" in obj or "uri" in obj or obj.get("type") in _BINARY_TYPES
+        )  # see the module docstring
+        out: dict[Any, Any] | None = None
+        for i, (k, v) in enumerate(obj.items()):
+            nk = _walk(k, sub) if type(k) is str else k
+            if binary and type(v) is str and k in _BINARY_KEYS:
+                nv = v
+            else:
+                nv = _walk(v, sub)
+            if out is None:
+                if nk is k and nv is v:
+                    continue
+                out = dict(list(obj.items())[:i]) if i else {}
+            out[nk] = nv
+        return obj if out is None else out
+    if t is list:
+        lst: list[Any] | None = None
+        for i, v in enumerate(obj):
+            nv = _walk(v, sub)
+            if lst is None:
+                if nv is v:
+                    continue
+                lst = obj[:i]
+            lst.append(nv)
+        return obj if lst is None else lst
+    return obj
+
+
+# --------------------------------------------------------------------------------------------------------
+
+
+class Anonymizer:
+    """Compiled replacement rules; cheap to call, immutable, safe to share between tasks."""
+
+    __slots__ = ("_rules", "_to_real", "_to_fake")
+
+    def __init__(self, rules: Sequence[Rule]) -> None:
+        """Compile ``rules`` once.
+
+        Raises :class:`ValueError` if a fake or real value is empty, or if two rules are ambiguous on one
+        side (see the module docstring). The message names fakes but never real values.
+        """
+        rules = tuple(rules)
+        for r in rules:
+            if not r.fake:
+                raise ValueError("anonymization rule with an empty fake value")
+            if not r.real:
+                raise ValueError(f"anonymization rule {r.fake!r} has an empty real value")
+        self._rules = rules
+        self._to_real = _Replacer(((r.fake, r.real, r.case_sensitive) for r in rules), "fake")
+        try:
+            self._to_fake = _Replacer(
+                (
+                    (r.real, r.fake if r.bidirectional else r.response_replacement, r.case_sensitive)
+                    for r in rules
+                ),
+                "real",
+            )
+        except ValueError:
+            # The message of the inner error would quote a real value: say which rules clash instead.
+            raise ValueError(
+                "ambiguous anonymization rules: two rules have the same real value (or equal ignoring case); "
+                "fakes: " + ", ".join(repr(r.fake) for r in rules if _shares_real(r, rules))
+            ) from None
+
+    @classmethod
+    def from_config(cls, replacements: Iterable[_RuleLike]) -> Anonymizer:
+        """Build from config objects with attributes ``fake``, ``real``, ``bidirectional``,
+        ``case_sensitive`` and ``response_replacement`` (such as ``portero.config.Replacement``)."""
+        return cls(
+            [
+                Rule(
+                    fake=r.fake,
+                    real=r.real,
+                    bidirectional=r.bidirectional,
+                    case_sensitive=r.case_sensitive,
+                    response_replacement=r.response_replacement,
+                )
+                for r in replacements
+            ]
+        )
+
+    @property
+    def empty(self) -> bool:
+        """True when there are no rules: callers may skip walking messages altogether."""
+        return not self._rules
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        return self._rules
+
+    def __repr__(self) -> str:
+        return f"<Anonymizer {len(self._rules)} rules>"
+
+    def to_real_text(self, s: str) -> str:
+        """Client -> server: every fake (of every rule, one-way ones too) becomes its real value."""
+        return self._to_real.sub(s)
+
+    def to_fake_text(self, s: str) -> str:
+        """Server -> client: every real becomes its fake, or ``response_replacement`` for one-way rules."""
+        return self._to_fake.sub(s)
+
+    def to_real(self, obj: Any) -> Any:
+        """:meth:`to_real_text` applied to every string and key of a decoded JSON value.
+
+        Returns ``obj`` itself when nothing changed; never mutates ``obj``.
+        """
+        return _walk(obj, self._to_real.sub)
+
+    def to_fake(self, obj: Any) -> Any:
+        """:meth:`to_fake_text` applied to every string and key of a decoded JSON value.
+
+        Returns ``obj`` itself when nothing changed; never mutates ``obj``.
+        """
+        return _walk(obj, self._to_fake.sub)
+
+
+def _shares_real(rule: Rule, rules: Sequence[Rule]) -> bool:
+    return any(
+        other is not rule
+        and (
+            other.real == rule.real
+            or (
+                (not other.case_sensitive or not rule.case_sensitive)
+                and _ci_text_equal(other.real, rule.real)
+            )
+        )
+        for other in rules
+    )
+
+
+def _ci_text_equal(a: str, b: str) -> bool:
+    return len(a) == len(b) and all(_ci_equal(x, y) for x, y in zip(a, b, strict=True))
