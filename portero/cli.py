@@ -19,7 +19,6 @@ import re
 import secrets
 import shlex
 import sys
-import time
 from collections.abc import Mapping
 from typing import Any, TextIO
 
@@ -80,8 +79,14 @@ def gateway_url(config: Config) -> str:
     return f"{scheme}://{_url_host(s.host)}:{s.port}"
 
 
-def _secrets_of(config: Config) -> list[str]:
+_SECRET_NAME_RE = re.compile(r"TOKEN|SECRET|PASSW|PASS$|KEY|CREDENTIAL|AUTH|COOKIE|SESSION", re.IGNORECASE)
+
+
+def _secrets_of(config: Config, env: Mapping[str, str]) -> list[str]:
+    """Values that must not appear in ``check`` output: the config's secrets, every child env value, and
+    environment variables whose names look secret (they may have been interpolated into ``args``)."""
     values = [config.server.bearer_token]
+    values += [value for name, value in env.items() if _SECRET_NAME_RE.search(name)]
     if config.telegram is not None:
         values.append(config.telegram.bot_token)
     values += [r.real for r in config.replacements]
@@ -119,11 +124,14 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     loaded = _load(args, err)
     if loaded is None:
         return 2
-    config, _env = loaded
+    config, env = loaded
     s = config.server
-    hidden = _secrets_of(config)
+    hidden = _secrets_of(config, env)
     print(f"{config.path}: OK", file=out)
-    print(f"  listen:       {s.host}:{s.port} ({'https' if s.tls else 'http'}) -> {gateway_url(config)}/mcp", file=out)
+    print(
+        f"  listen:       {s.host}:{s.port} ({'https' if s.tls else 'http'}) -> {gateway_url(config)}/mcp",
+        file=out,
+    )
     print(f"  auth:         {s.auth}", file=out)
     print(f"  database:     {os.path.join(s.data_dir, 'gateway.db')}", file=out)
     if s.log_file:
@@ -133,11 +141,15 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     else:
         t = config.telegram
         print(
-            f"  telegram:     on (chat {t.admin_chat_id}, approval timeout {format_duration(t.approval_timeout)})",
+            f"  telegram:     on (chat {t.admin_chat_id}, "
+            f"approval timeout {format_duration(t.approval_timeout)})",
             file=out,
         )
     rules = len(config.policies.rules)
-    print(f"  policies:     default {config.policies.default}, {rules} rule{'s' if rules != 1 else ''}", file=out)
+    print(
+        f"  policies:     default {config.policies.default}, {rules} rule{'s' if rules != 1 else ''}",
+        file=out,
+    )
     print(f"  replacements: {len(config.replacements)}", file=out)
     print(f"  servers:      {len(config.mcp)}", file=out)
     width = max((len(m.name) for m in config.mcp), default=0)
@@ -390,7 +402,9 @@ def migrate_install(directory: str, *, notes: list[str]) -> dict[str, Any]:
         server["bearer_token"] = "${BEARER_TOKEN}"
     else:
         server["bearer_token"] = "${PORTERO_BEARER_TOKEN}"
-        notes.append("server.bearer_token: no BEARER_TOKEN in .env; set PORTERO_BEARER_TOKEN (16+ characters)")
+        notes.append(
+            "server.bearer_token: no BEARER_TOKEN in .env; set PORTERO_BEARER_TOKEN (16+ characters)"
+        )
     if has_tls:
         server["tls_cert"] = os.path.abspath(os.path.join(directory, dotenv["SSL_CERT_PATH"]))
         server["tls_key"] = os.path.abspath(os.path.join(directory, dotenv["SSL_KEY_PATH"]))
@@ -456,7 +470,9 @@ def migrate_install(directory: str, *, notes: list[str]) -> dict[str, Any]:
             if entry.get("disabled") is True or entry.get("enabled") is False:
                 item["enabled"] = False
             if entry.get("pinnedTools"):
-                notes.append(f"mcp {raw_name!r}: pinnedTools has no equivalent; dropped (all tools are exposed)")
+                notes.append(
+                    f"mcp {raw_name!r}: pinnedTools has no equivalent; dropped (all tools are exposed)"
+                )
             servers.append(item)
 
     policies_path = os.path.join(config_dir, "policies.json")
@@ -559,8 +575,11 @@ def cmd_migrate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         except FileExistsError:
             print(f"{args.output}: already exists; not overwriting it", file=err)
             return 1
-        print(f"wrote {args.output}; check it with: portero check --config {shlex.quote(args.output)} "
-              f"--env-file {shlex.quote(env_file)}", file=out)
+        print(
+            f"wrote {args.output}; check it with: portero check --config {shlex.quote(args.output)} "
+            f"--env-file {shlex.quote(env_file)}",
+            file=out,
+        )
     else:
         out.write(text)
     return 0
@@ -595,10 +614,10 @@ def _format_rows(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def cmd_audit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    since: float | None = None
+    since: float | None = None  # seconds back from now, as read_audit takes it
     if args.since:
         try:
-            since = time.time() - parse_duration(args.since)
+            since = parse_duration(args.since)
         except ValueError as exc:
             print(f"--since: {exc}", file=err)
             return 2
@@ -646,7 +665,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def config_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", metavar="PATH", help="config file (default: $PORTERO_CONFIG, then ./portero.toml)")
+        p.add_argument(
+            "--config", metavar="PATH", help="config file (default: $PORTERO_CONFIG, then ./portero.toml)"
+        )
         p.add_argument(
             "--env-file",
             metavar="PATH",

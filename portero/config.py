@@ -196,13 +196,14 @@ _DURATION_RE = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
 
 def parse_duration(value: str | int | float) -> float:
-    """Seconds from ``"45s"``, ``"30m"``, ``"1h"``, ``"2h30m"``, ``"1d"``, ``"1h5m10s"``, ``"90"`` or a number.
+    """Seconds from ``"45s"``, ``"30m"``, ``"1h"``, ``"2h30m"``, ``"1d"``, ``"1h5m10s"``, ``"90"`` or a
+    number.
 
     Units must appear in the order d, h, m, s. The result must be positive: a zero or negative duration is
     never meaningful here (a timeout of zero would refuse everything). Raises ``ValueError`` otherwise.
     """
     if isinstance(value, bool):
-        raise ValueError(f"expected a duration like \"45s\", \"30m\" or \"2h30m\", got {_describe(value)}")
+        raise ValueError(f'expected a duration like "45s", "30m" or "2h30m", got {_describe(value)}')
     if isinstance(value, int | float):
         seconds = float(value)
     elif isinstance(value, str):
@@ -212,13 +213,11 @@ def parse_duration(value: str | int | float) -> float:
         else:
             match = _DURATION_RE.match(text)
             if not text or match is None:
-                raise ValueError(
-                    f"expected a duration like \"45s\", \"30m\" or \"2h30m\", got {_describe(value)}"
-                )
+                raise ValueError(f'expected a duration like "45s", "30m" or "2h30m", got {_describe(value)}')
             days, hours, minutes, secs = (int(g) if g else 0 for g in match.groups())
             seconds = float(((days * 24 + hours) * 60 + minutes) * 60 + secs)
     else:
-        raise ValueError(f"expected a duration like \"45s\", \"30m\" or \"2h30m\", got {_describe(value)}")
+        raise ValueError(f'expected a duration like "45s", "30m" or "2h30m", got {_describe(value)}')
     if not seconds > 0:  # also rejects NaN
         raise ValueError(f"a duration must be positive, got {_describe(value)}")
     return seconds
@@ -267,7 +266,7 @@ def interpolate(text: str, env: Mapping[str, str], *, strict: bool = True) -> st
 
     result = _INTERPOLATION_RE.sub(replace, text)
     if strict and "${" in _INTERPOLATION_RE.sub("", text):
-        raise ValueError("unterminated \"${\" (write \"$$\" for a literal \"$\")")
+        raise ValueError('unterminated "${" (write "$$" for a literal "$")')
     return result
 
 
@@ -449,7 +448,7 @@ def _make_converter() -> cattrs.Converter:
     converter.register_structure_hook_func(lambda t: t == dict[str, str], dict_hook)
 
     for cls in (ServerSection, TelegramSection, PoliciesSection, Replacement, McpServer):
-        overrides = {}
+        overrides: dict[str, Any] = {}
         for field in attrs.fields(cls):
             if field.metadata.get("duration"):
                 overrides[field.name] = override(struct_hook=_structure_duration)
@@ -593,7 +592,7 @@ def _check_server(s: ServerSection, problems: list[str]) -> None:
     for index, origin in enumerate(s.allowed_origins):
         if origin != origin.strip() or not re.fullmatch(r"https?://[^/\s]+", origin.rstrip("/")):
             problems.append(
-                f"server.allowed_origins[{index}]: expected an origin like \"https://example.com\" "
+                f'server.allowed_origins[{index}]: expected an origin like "https://example.com" '
                 f"(scheme, host and optional port, no path), got {_describe(origin)}"
             )
     if not _SEPARATOR_RE.match(s.tool_separator):
@@ -604,7 +603,9 @@ def _check_server(s: ServerSection, problems: list[str]) -> None:
     if not s.data_dir:
         problems.append("server.data_dir: must not be empty")
     if s.log_level.lower() not in LOG_LEVELS:
-        problems.append(f"server.log_level: expected one of {', '.join(LOG_LEVELS)}, got {_describe(s.log_level)}")
+        problems.append(
+            f"server.log_level: expected one of {', '.join(LOG_LEVELS)}, got {_describe(s.log_level)}"
+        )
     for key in ("max_body_bytes", "max_message_bytes"):
         if getattr(s, key) <= 0:
             problems.append(f"server.{key}: must be a positive number of bytes")
@@ -650,7 +651,9 @@ def _check_mcp(m: McpServer, path: str, problems: list[str]) -> None:
             problems.append(f"{_join(path + '.env', key)}: invalid environment variable name")
     for index, name in enumerate(m.required_env):
         if not _VAR_NAME_RE.match(name):
-            problems.append(f"{path}.required_env[{index}]: invalid environment variable name {_describe(name)}")
+            problems.append(
+                f"{path}.required_env[{index}]: invalid environment variable name {_describe(name)}"
+            )
 
 
 # ------------------------------------------------------------------------------------------ parsing
@@ -714,10 +717,10 @@ def parse_config(text: str, *, path: str, env: Mapping[str, str]) -> Config:
     raw_replacements = sections.get("replacements", [])
     if isinstance(raw_replacements, list):
         for index, entry in enumerate(raw_replacements):
-            item = _structure(entry, Replacement, f"replacements[{index}]", problems)
-            if item is not None:
-                _check_replacement(item, f"replacements[{index}]", problems)
-                replacements.append(item)
+            replacement = _structure(entry, Replacement, f"replacements[{index}]", problems)
+            if replacement is not None:
+                _check_replacement(replacement, f"replacements[{index}]", problems)
+                replacements.append(replacement)
     else:
         problems.append(
             f"replacements: expected an array of tables ([[replacements]]), got {_describe(raw_replacements)}"
@@ -731,7 +734,10 @@ def parse_config(text: str, *, path: str, env: Mapping[str, str]) -> Config:
             continue
         _check_mcp(item, f"mcp[{index}]", problems)
         if item.name in seen:
-            problems.append(f"mcp[{index}].name: duplicate server name {_describe(item.name)} (also mcp[{seen[item.name]}])")
+            problems.append(
+                f"mcp[{index}].name: duplicate server name {_describe(item.name)} "
+                f"(also mcp[{seen[item.name]}])"
+            )
         else:
             seen[item.name] = index
         servers.append(item)
@@ -748,7 +754,10 @@ def parse_config(text: str, *, path: str, env: Mapping[str, str]) -> Config:
     fakes: dict[str, int] = {}
     for index, r in enumerate(replacements):
         if r.fake and r.fake in fakes:
-            problems.append(f"replacements[{index}].fake: {_describe(r.fake)} is already used by replacements[{fakes[r.fake]}]")
+            problems.append(
+                f"replacements[{index}].fake: {_describe(r.fake)} is already used by "
+                f"replacements[{fakes[r.fake]}]"
+            )
         fakes.setdefault(r.fake, index)
 
     if problems or failed or server is None or policies is None:
@@ -817,7 +826,7 @@ def _warnings(
         elif not slash and "*" not in pattern and server.tool_separator in pattern:
             out.append(
                 f"policies.rules: {pattern!r} looks like an exposed name; rules match canonical names "
-                "such as \"server/tool\""
+                'such as "server/tool"'
             )
     if server.auth == "bearer" and "change-me" in server.bearer_token.lower():
         out.append("server.bearer_token is a placeholder; set a secret token (e.g. PORTERO_BEARER_TOKEN)")
