@@ -18,6 +18,7 @@ import os
 import re
 import secrets
 import shlex
+import sqlite3
 import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
@@ -634,7 +635,11 @@ def cmd_audit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except ImportError:
         print("audit: this build has no record store (portero.store)", file=err)
         return 2
-    rows = read_audit(db_path, since=since, tool=args.tool, limit=args.limit)
+    try:
+        rows = read_audit(db_path, since=since, tool=args.tool, limit=args.limit)
+    except (OSError, sqlite3.Error) as exc:
+        print(f"{db_path}: cannot read audit records: {exc}", file=err)
+        return 2
     if args.json:
         for row in rows:
             print(json.dumps(row, ensure_ascii=False, separators=(",", ":")), file=out)
