@@ -29,6 +29,7 @@ SERVER_UNAVAILABLE = -32001  # the child that owns this name is not running
 REQUEST_TIMEOUT = -32002  # used by MCP SDKs for request timeouts too
 RESOURCE_NOT_FOUND = -32002  # MCP: resource not found (same code by spec)
 REQUEST_CANCELLED = -32800
+UNSUPPORTED_PROTOCOL_VERSION = -32022  # 2026-07-28 era: `server/discover` at a version we don't speak
 
 
 class ProtocolError(Exception):

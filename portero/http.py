@@ -1,0 +1,377 @@
+"""The HTTP front: MCP Streamable HTTP on ``/mcp`` (and ``/mcp/message``), ``GET /health``.
+
+The MCP endpoint is a plain ASGI callable rather than a Quart route: it sits on the hot path of
+every tool call, and owning the ASGI conversation lets one request hold a Trio nursery for its
+lifetime, so it can start as a JSON answer and switch to an SSE stream the moment a child sends
+a notification or a request before the answer — and notice a client that disconnects. Everything
+else (``/health``, 404s) is a Quart-Trio app behind it.
+
+Order of checks on ``/mcp``: Host/Origin (403) → bearer token (401, constant time) → body size
+(413) → JSON (400 + JSON-RPC parse error) → session (400 without, 404 unknown) → protocol version.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import trio
+from quart import Response
+from quart_trio import QuartTrio
+
+from . import jsonrpc
+from .router import SUPPORTED_PROTOCOLS, ClientSession, Gateway, RequestContext
+
+log = logging.getLogger("portero.http")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+MCP_PATHS = ("/mcp", "/mcp/", "/mcp/message")
+SSE_KEEPALIVE = 15.0
+STREAM_BUFFER = 32
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", "localhost.", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _hostname(hostport: str) -> str:
+    try:
+        return (urlsplit("//" + hostport).hostname or "").lower()
+    except ValueError:
+        return "\0invalid"
+
+
+class McpEndpoint:
+    """ASGI handler for the MCP endpoint."""
+
+    def __init__(self, gateway: Gateway, config: Any) -> None:
+        self.gw = gateway
+        srv = config.server
+        self.auth_none = srv.auth == "none"
+        self.token = srv.bearer_token.encode()
+        self.max_body = srv.max_body_bytes
+        self.loopback = is_loopback(srv.host)
+        self.allowed_origins = {o.rstrip("/").lower() for o in srv.allowed_origins}
+
+    # -- checks ----------------------------------------------------------------------------
+    def _origin_ok(self, origin: str | None) -> bool:
+        if origin is None:
+            return True
+        if origin.rstrip("/").lower() in self.allowed_origins:
+            return True
+        if self.loopback:
+            host = (urlsplit(origin).hostname or "").lower()
+            return host in ("localhost", "127.0.0.1", "::1")
+        return False
+
+    def _host_ok(self, host: str | None) -> bool:
+        # DNS rebinding: a gateway bound to loopback only answers loopback Host names.
+        if not self.loopback or host is None:
+            return True
+        return is_loopback(_hostname(host))
+
+    def _auth_ok(self, authorization: str | None) -> bool:
+        if self.auth_none:
+            return True
+        if not authorization or not authorization[:7].lower() == "bearer ":
+            # Compare anyway so a missing header costs the same as a wrong one.
+            hmac.compare_digest(b"\0" * len(self.token), self.token)
+            return False
+        return hmac.compare_digest(authorization[7:].strip().encode(), self.token)
+
+    # -- ASGI ------------------------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers: dict[str, str] = {}
+        for k, v in scope["headers"]:
+            headers[k.decode("latin-1").lower()] = v.decode("latin-1")
+        method = scope["method"]
+        if not self._host_ok(headers.get("host")):
+            return await _error(send, 403, "Forbidden: Host not allowed")
+        if not self._origin_ok(headers.get("origin")):
+            return await _error(send, 403, "Forbidden: Origin not allowed")
+        if not self._auth_ok(headers.get("authorization")):
+            return await _error(
+                send, 401, "Unauthorized", extra=[(b"www-authenticate", b'Bearer realm="portero"')]
+            )
+        if method == "POST":
+            return await self.post(scope, receive, send, headers)
+        if method == "GET":
+            return await self.get(receive, send, headers)
+        if method == "DELETE":
+            return await self.delete(send, headers)
+        if method == "OPTIONS":
+            return await _raw(send, 204, b"", [(b"allow", b"GET, POST, DELETE, OPTIONS")])
+        return await _error(send, 405, "Method not allowed", extra=[(b"allow", b"GET, POST, DELETE")])
+
+    async def _read_body(self, receive: Receive, headers: dict[str, str]) -> bytes | None:
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            event = await receive()
+            if event["type"] == "http.disconnect":
+                raise trio.BrokenResourceError("client went away")
+            body = event.get("body", b"")
+            size += len(body)
+            if size > self.max_body:
+                return None
+            chunks.append(body)
+            if not event.get("more_body"):
+                return b"".join(chunks)
+
+    def _session_for(self, headers: dict[str, str]) -> tuple[ClientSession | None, int, str]:
+        sid = headers.get("mcp-session-id")
+        if not sid:
+            return None, 400, "Bad Request: Mcp-Session-Id header required"
+        session = self.gw.sessions.get(sid)
+        if session is None:
+            return None, 404, "Session not found"
+        version = headers.get("mcp-protocol-version")
+        if version is not None and version not in SUPPORTED_PROTOCOLS:
+            return None, 400, f"Bad Request: unsupported MCP-Protocol-Version {version}"
+        session.last_seen = time.monotonic()
+        return session, 200, ""
+
+    async def post(self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]) -> None:
+        accept = headers.get("accept", "*/*").lower()
+        wants_sse = "text/event-stream" in accept or "*/*" in accept
+        if not ("application/json" in accept or wants_sse or "application/*" in accept):
+            return await _error(send, 406, "Not Acceptable: accept application/json or text/event-stream")
+        ctype = headers.get("content-type", "application/json").lower()
+        if "json" not in ctype:
+            return await _error(send, 415, "Unsupported Media Type: expected application/json")
+        body = await self._read_body(receive, headers)
+        if body is None:
+            return await _error(send, 413, f"Payload Too Large: limit is {self.max_body} bytes")
+        try:
+            payload = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return await _json(send, 400, jsonrpc.error_response(None, jsonrpc.PARSE_ERROR, "Parse error"))
+        batch = isinstance(payload, list)
+        messages = payload if batch else [payload]
+        if not messages or not all(isinstance(m, dict) for m in messages):
+            return await _json(send, 400, jsonrpc.error_response(None, jsonrpc.INVALID_REQUEST, "Invalid Request"))
+
+        if not batch and payload.get("method") == "server/discover" and "mcp-session-id" not in headers:
+            # A 2026-07-28-era client probing: Portero speaks the handshake era, so say which
+            # versions it supports; such clients then fall back to `initialize`.
+            return await _json(
+                send,
+                200,
+                jsonrpc.error_response(
+                    payload.get("id"),
+                    jsonrpc.UNSUPPORTED_PROTOCOL_VERSION,
+                    "Unsupported protocol version: this server speaks the initialize handshake",
+                    {"supported": list(SUPPORTED_PROTOCOLS), "requested": (payload.get("params") or {}).get("protocolVersion")},
+                ),
+            )
+        is_init = any(m.get("method") == "initialize" for m in messages)
+        extra: list[tuple[bytes, bytes]] = []
+        if is_init:
+            if len(messages) != 1 or "id" not in messages[0]:
+                return await _json(
+                    send, 400, jsonrpc.error_response(None, jsonrpc.INVALID_REQUEST, "initialize must be sent alone")
+                )
+            session = self.gw.new_session()
+            extra.append((b"mcp-session-id", session.id.encode()))
+        else:
+            session, status, why = self._session_for(headers)
+            if session is None:
+                return await _json(send, status, jsonrpc.error_response(None, jsonrpc.INVALID_REQUEST, why))
+
+        if not batch and jsonrpc.kind(messages[0]) == "invalid":
+            rid = messages[0].get("id") if jsonrpc.valid_id(messages[0].get("id")) else None
+            return await _json(send, 400, jsonrpc.error_response(rid, jsonrpc.INVALID_REQUEST, "Invalid Request"))
+        requests = [m for m in messages if jsonrpc.kind(m) in ("request", "invalid")]
+        if not requests:
+            for m in messages:
+                await self.gw.handle(m, RequestContext(session=session))
+            return await _raw(send, 202, b"", extra)
+        if batch:
+            out = []
+            for m in messages:
+                resp = await self.gw.handle(m, RequestContext(session=session))
+                if resp is not None:
+                    out.append(resp)
+            return await _json(send, 200, out, extra)
+        await self._answer(receive, send, messages[0], session, wants_sse, extra)
+
+    async def _answer(
+        self,
+        receive: Receive,
+        send: Send,
+        msg: dict[str, Any],
+        session: ClientSession,
+        wants_sse: bool,
+        extra: list[tuple[bytes, bytes]],
+    ) -> None:
+        """Answer one request: JSON, unless something must be sent before the answer (then SSE)."""
+        send_ch, recv_ch = trio.open_memory_channel[tuple[str, Any]](STREAM_BUFFER)
+
+        async def emit(m: dict[str, Any]) -> None:
+            await send_ch.send(("msg", m))
+
+        ctx = RequestContext(session=session, emit=emit if wants_sse else None)
+
+        async with trio.open_nursery() as nursery:
+
+            async def run() -> None:
+                try:
+                    resp = await self.gw.handle(msg, ctx)
+                except Exception as exc:  # a bug must cost one answer, not the server
+                    log.exception("request %s failed", msg.get("method"))
+                    resp = {"jsonrpc": "2.0", "id": msg.get("id"), "error": jsonrpc.error_from_exception(exc)}
+                await send_ch.send(("done", resp))
+
+            async def watch_disconnect() -> None:
+                while True:
+                    event = await receive()
+                    if event["type"] == "http.disconnect":
+                        nursery.cancel_scope.cancel()
+                        return
+
+            nursery.start_soon(run)
+            nursery.start_soon(watch_disconnect)
+            kind, value = await recv_ch.receive()
+            if kind == "done":
+                if value is None:
+                    await _raw(send, 202, b"", extra)
+                else:
+                    await _json(send, 200, value, extra)
+                nursery.cancel_scope.cancel()
+                return
+            # Stream: headers now, then every message, the answer last.
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", b"text/event-stream"),
+                        (b"cache-control", b"no-cache"),
+                        (b"x-accel-buffering", b"no"),
+                        *extra,
+                    ],
+                }
+            )
+            while True:
+                if kind == "done":
+                    if value is not None:
+                        await _sse(send, value)
+                    break
+                await _sse(send, value)
+                kind, value = await recv_ch.receive()
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            nursery.cancel_scope.cancel()
+
+    async def get(self, receive: Receive, send: Send, headers: dict[str, str]) -> None:
+        if "text/event-stream" not in headers.get("accept", "").lower():
+            return await _error(send, 406, "Not Acceptable: GET needs Accept: text/event-stream")
+        session, status, why = self._session_for(headers)
+        if session is None:
+            return await _error(send, status, why)
+        if session.listener is not None:
+            return await _error(send, 409, "Conflict: this session already has a GET stream")
+        send_ch, recv_ch = trio.open_memory_channel[dict[str, Any]](STREAM_BUFFER)
+
+        async def listener(m: dict[str, Any]) -> None:
+            await send_ch.send(m)
+
+        session.listener = listener
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")],
+                }
+            )
+            await send({"type": "http.response.body", "body": b": stream open\n\n", "more_body": True})
+            async with trio.open_nursery() as nursery:
+
+                async def watch_disconnect() -> None:
+                    while True:
+                        event = await receive()
+                        if event["type"] == "http.disconnect":
+                            nursery.cancel_scope.cancel()
+                            return
+
+                nursery.start_soon(watch_disconnect)
+                while not session.closed:
+                    with trio.move_on_after(SSE_KEEPALIVE) as idle:
+                        m = await recv_ch.receive()
+                    if idle.cancelled_caught:
+                        await send({"type": "http.response.body", "body": b": keepalive\n\n", "more_body": True})
+                        continue
+                    await _sse(send, m)
+                    session.last_seen = time.monotonic()
+                nursery.cancel_scope.cancel()
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            if session.listener is listener:
+                session.listener = None
+
+    async def delete(self, send: Send, headers: dict[str, str]) -> None:
+        sid = headers.get("mcp-session-id")
+        if not sid:
+            return await _error(send, 400, "Bad Request: Mcp-Session-Id header required")
+        if not self.gw.end_session(sid):
+            return await _error(send, 404, "Session not found")
+        await _raw(send, 204, b"")
+
+
+async def _raw(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers or []})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _json(send: Send, status: int, obj: Any, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    await _raw(send, status, body, [(b"content-type", b"application/json"), *(headers or [])])
+
+
+async def _error(send: Send, status: int, message: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    await _json(send, status, jsonrpc.error_response(None, jsonrpc.INVALID_REQUEST, message), extra)
+
+
+async def _sse(send: Send, msg: dict[str, Any]) -> None:
+    data = json.dumps(msg, separators=(",", ":"), ensure_ascii=False)
+    await send({"type": "http.response.body", "body": f"event: message\ndata: {data}\n\n".encode(), "more_body": True})
+
+
+def build_app(gateway: Gateway, config: Any) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    """The ASGI app hypercorn serves: MCP endpoint in front, Quart-Trio behind."""
+    quart = QuartTrio("portero")
+
+    @quart.get("/health")
+    async def health() -> Response:
+        ok, body = gateway.health()
+        return Response(json.dumps(body), status=200 if ok else 503, mimetype="application/json")
+
+    mcp = McpEndpoint(gateway, config)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in MCP_PATHS:
+            try:
+                await mcp(scope, receive, send)
+            except trio.BrokenResourceError:
+                pass  # the client went away mid-request
+            return
+        await quart(scope, receive, send)
+
+    return app

@@ -1,0 +1,652 @@
+"""MCP method dispatch, and the tools/call pipeline.
+
+The data path of a tool call reads top to bottom in :meth:`Gateway.call_tool`:
+anonymize the request → decide (policy, grant) → wait for approval if needed → call the child
+→ anonymize the response → record.
+
+Attribution of a child's own messages (stdio carries no session): progress notifications follow
+their progress token, which the gateway rewrites per call so two sessions using the same token
+never see each other's; a child's server→client request or log message goes to the session
+with the most recent request in flight on that child, and with none in flight to the sessions
+listening on their GET stream.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+import trio
+
+from . import __version__, jsonrpc
+from .anonymize import Anonymizer
+from .catalog import Catalog, ChildListing, Entry
+from .children import Child, ChildGone, Connection
+from .jsonrpc import RpcError
+from .policy import Decision, PolicyEngine
+
+log = logging.getLogger("portero.router")
+
+LATEST_PROTOCOL = "2025-11-25"
+SUPPORTED_PROTOCOLS = ("2025-11-25", "2025-06-18", "2025-03-26")
+CLIENT_REQUEST_TIMEOUT = 300.0  # how long a child's sampling/elicitation request may wait for the client
+
+Emit = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@attrs.define(eq=False)
+class ClientSession:
+    """One MCP client session (HTTP ``Mcp-Session-Id``)."""
+
+    id: str
+    protocol_version: str = LATEST_PROTOCOL
+    client_info: dict[str, Any] = attrs.Factory(dict)
+    capabilities: dict[str, Any] = attrs.Factory(dict)
+    created: float = attrs.Factory(time.monotonic)
+    last_seen: float = attrs.Factory(time.monotonic)
+    log_level: str | None = None
+    subscriptions: set[str] = attrs.Factory(set)
+    # The standalone GET stream, if open: messages for this session outside any request.
+    listener: Emit | None = None
+    # Client request id -> cancel scope of the call, for notifications/cancelled.
+    inflight: dict[Any, trio.CancelScope] = attrs.Factory(dict)
+    # Server→client requests awaiting the client's answer: our id -> slot.
+    waiting: dict[str, _Answer] = attrs.Factory(dict)
+    closed: bool = False
+
+
+@attrs.define(eq=False)
+class _Answer:
+    event: trio.Event = attrs.Factory(trio.Event)
+    message: dict[str, Any] | None = None
+
+
+@attrs.define(eq=False)
+class RequestContext:
+    """One client request being served: where its own notifications and requests go."""
+
+    session: ClientSession | None
+    request_id: Any = None
+    emit: Emit | None = None  # sends a message on this request's response stream (SSE), if any
+
+    async def send(self, msg: dict[str, Any]) -> bool:
+        target = self.emit or (self.session.listener if self.session else None)
+        if target is None:
+            return False
+        try:
+            await target(msg)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return False
+        return True
+
+
+def tool_error(text: str) -> dict[str, Any]:
+    return {"content": [{"type": "text", "text": text}], "isError": True}
+
+
+class Gateway:
+    """Everything a client request needs: children, catalog, policy, anonymization, control."""
+
+    def __init__(
+        self,
+        config: Any,
+        env: dict[str, str],
+        *,
+        store: Any = None,
+        broker: Any = None,
+    ) -> None:
+        self.config = config
+        self.separator: str = config.server.tool_separator
+        self.store = store
+        self.broker = broker
+        self.policy = PolicyEngine(config.policies.default, dict(config.policies.rules))
+        self.anonymizer = Anonymizer.from_config(config.replacements)
+        self.started = time.monotonic()
+        client_info = {"name": "portero", "version": __version__}
+        self.children: dict[str, Child] = {}
+        for cfg in config.mcp:
+            self.children[cfg.name] = Child(
+                cfg,
+                env=env,
+                max_message_bytes=config.server.max_message_bytes,
+                handler=self.on_child_message,
+                on_catalog_change=self.rebuild_catalog,
+                client_info=client_info,
+            )
+        self.catalog = Catalog()
+        self._tool_list_cache: list[dict[str, Any]] | None = None
+        self._warned: set[str] = set()
+        self.sessions: dict[str, ClientSession] = {}
+        # Gateway progress token -> (session, client's progress token)
+        self._progress: dict[str, tuple[RequestContext, Any]] = {}
+        self._progress_ids = itertools.count(1)
+        # Per child: contexts with a request in flight on it, in start order.
+        self._active: dict[str, list[RequestContext]] = {name: [] for name in self.children}
+        self._answer_ids = itertools.count(1)
+        self.nursery: trio.Nursery | None = None
+
+    # -- life ----------------------------------------------------------------------------
+    async def run_children(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            for child in self.children.values():
+                if not child.enabled:
+                    log.warning("server %s skipped: %s", child.name, child.last_error or child.state)
+                nursery.start_soon(child.run)
+            task_status.started()
+
+    async def wait_initial(self, timeout: float) -> None:
+        """Wait until every enabled child is ready or has failed once (bounded)."""
+        with trio.move_on_after(timeout):
+            for child in self.children.values():
+                await child.ready.wait()
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        children = [c.status() for c in self.children.values() if c.enabled]
+        ok = all(c["state"] == "ready" for c in children)
+        return ok, {
+            "status": "ok" if ok else "degraded",
+            "version": __version__,
+            "uptime_s": round(time.monotonic() - self.started, 3),
+            "children": children,
+            "sessions": len(self.sessions),
+        }
+
+    def rebuild_catalog(self) -> None:
+        listings = [
+            ChildListing(
+                server=c.name,
+                prefix=c.prefix,
+                tools=c.listing.tools,
+                prompts=c.listing.prompts,
+                resources=c.listing.resources,
+                templates=c.listing.templates,
+            )
+            for c in self.children.values()
+            if c.state == "ready"
+        ]
+        self.catalog = Catalog.build(listings, self.separator)
+        self._tool_list_cache = None
+        for w in self.catalog.warnings:
+            if w not in self._warned:
+                self._warned.add(w)
+                log.warning("%s", w)
+        self._broadcast_soon(jsonrpc.notification("notifications/tools/list_changed"))
+
+    def _broadcast_soon(self, msg: dict[str, Any]) -> None:
+        if self.nursery is None:
+            return
+        for s in list(self.sessions.values()):
+            if s.listener is not None:
+                self.nursery.start_soon(_deliver, s.listener, msg)
+
+    # -- sessions --------------------------------------------------------------------------
+    def new_session(self) -> ClientSession:
+        s = ClientSession(id=secrets.token_urlsafe(24))
+        self.sessions[s.id] = s
+        return s
+
+    def end_session(self, session_id: str) -> bool:
+        s = self.sessions.pop(session_id, None)
+        if s is None:
+            return False
+        s.closed = True
+        for scope in list(s.inflight.values()):
+            scope.cancel()
+        for ans in s.waiting.values():
+            ans.event.set()
+        return True
+
+    # -- client → gateway ------------------------------------------------------------------
+    async def handle(self, msg: dict[str, Any], ctx: RequestContext) -> dict[str, Any] | None:
+        """One message from a client; returns the response (None for notifications/responses)."""
+        kind = jsonrpc.kind(msg)
+        if kind == "response":
+            self._client_answer(msg, ctx.session)
+            return None
+        if kind == "notification":
+            await self._client_notification(msg, ctx)
+            return None
+        if kind != "request" or msg.get("jsonrpc") != "2.0" or not jsonrpc.valid_id(msg.get("id")):
+            rid = msg.get("id") if jsonrpc.valid_id(msg.get("id")) else None
+            return jsonrpc.error_response(rid, jsonrpc.INVALID_REQUEST, "Invalid Request")
+        rid = msg["id"]
+        method: str = msg["method"]
+        params = msg.get("params")
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            return jsonrpc.error_response(rid, jsonrpc.INVALID_PARAMS, "params must be an object")
+        handler = self._methods.get(method)
+        if handler is None:
+            return jsonrpc.error_response(rid, jsonrpc.METHOD_NOT_FOUND, f"Method not found: {method}")
+        ctx.request_id = rid
+        scope = trio.CancelScope()
+        if ctx.session is not None:
+            ctx.session.inflight[rid] = scope
+        try:
+            with scope:
+                result = await handler(self, params, ctx)
+            if scope.cancelled_caught:
+                return None  # cancelled by the client: no response is sent
+            return jsonrpc.result_response(rid, result)
+        except RpcError as exc:
+            err = exc.to_object()
+            err["message"] = self.anonymizer.to_fake_text(err["message"])
+            return {"jsonrpc": "2.0", "id": rid, "error": err}
+        except (KeyError, TypeError, ValueError) as exc:
+            return jsonrpc.error_response(rid, jsonrpc.INVALID_PARAMS, f"Invalid params: {exc}")
+        finally:
+            if ctx.session is not None:
+                ctx.session.inflight.pop(rid, None)
+
+    async def _client_notification(self, msg: dict[str, Any], ctx: RequestContext) -> None:
+        method = msg.get("method")
+        params = msg.get("params") or {}
+        if method == "notifications/cancelled" and ctx.session is not None:
+            scope = ctx.session.inflight.get(params.get("requestId"))
+            if scope is not None:
+                scope.cancel()
+        elif method == "notifications/roots/list_changed":
+            for child in self.children.values():
+                if child.conn is not None:
+                    try:
+                        await child.conn.notify("notifications/roots/list_changed")
+                    except RpcError:
+                        pass
+        # notifications/initialized and unknown notifications need nothing.
+
+    def _client_answer(self, msg: dict[str, Any], session: ClientSession | None) -> None:
+        if session is None:
+            return
+        ans = session.waiting.get(msg.get("id"))  # type: ignore[arg-type]
+        if ans is not None and not ans.event.is_set():
+            ans.message = msg
+            ans.event.set()
+
+    # -- methods ---------------------------------------------------------------------------
+    async def m_initialize(self, params: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+        requested = params.get("protocolVersion")
+        version = requested if requested in SUPPORTED_PROTOCOLS else LATEST_PROTOCOL
+        if ctx.session is not None:
+            ctx.session.protocol_version = version
+            ctx.session.client_info = params.get("clientInfo") or {}
+            ctx.session.capabilities = params.get("capabilities") or {}
+        return {
+            "protocolVersion": version,
+            "capabilities": {
+                "tools": {"listChanged": True},
+                "prompts": {"listChanged": True},
+                "resources": {"subscribe": True, "listChanged": True},
+                "logging": {},
+                "completions": {},
+            },
+            "serverInfo": {"name": "portero", "title": "Portero MCP gateway", "version": __version__},
+            "instructions": "Portero aggregates several MCP servers; tool names are <server>"
+            f"{self.separator}<tool>.",
+        }
+
+    async def m_ping(self, params: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+        return {}
+
+    async def m_tools_list(self, params: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+        if self._tool_list_cache is None:
+            tools = [e.item for e in self.catalog.tools.values() if self.policy.visible(e.canonical)]
+            self._tool_list_cache = self.anonymizer.to_fake(tools)
+        return {"tools": self._tool_list_cache}
+
+    async def m_tools_call(self, params: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+        return await self.call_tool(params, ctx)
+
+    async def call_tool(self, params: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+        """The tools/call pipeline, top to bottom."""
+        name = params.get("name")
+        if not isinstance(name, str):
+            raise RpcError(jsonrpc.INVALID_PARAMS, "tools/call needs a tool name")
+        entry = self.catalog.tools.get(name)
+        if entry is None:
+            raise RpcError(jsonrpc.INVALID_PARAMS, f"Unknown tool: {name}")
+        args_fake = params.get("arguments") or {}
+        if not isinstance(args_fake, dict):
+            raise RpcError(jsonrpc.INVALID_PARAMS, "tools/call arguments must be an object")
+        started = time.monotonic()
+        record = _AuditDraft(session=ctx.session.id if ctx.session else None, tool=entry.canonical, args=args_fake)
+
+        # 1. anonymize the request (fake → real)
+        args_real = self.anonymizer.to_real(args_fake)
+
+        # 2. decide
+        decision: Decision = self.policy.decide(entry.canonical)
+        if decision.action == "require-approval" and self.broker is not None:
+            grant = self.broker.grants.match(entry.canonical)
+            if grant is not None:
+                decision = Decision("allow", f"grant:{grant.pattern}")
+        record.decision, record.source = decision.action, decision.source
+        if decision.action == "deny":
+            where = f"rule {decision.source[5:]!r}" if decision.source.startswith("rule:") else "the default policy"
+            return await self._refuse(record, started, f"Call to {entry.canonical} denied by {where}.", "deny")
+
+        # 3. wait for approval
+        if decision.action == "require-approval":
+            outcome = await self._approve(entry, decision, args_real, args_fake, ctx, params)
+            record.decision, record.source = outcome.decision, outcome.source
+            if outcome.decision != "approved":
+                return await self._refuse(record, started, f"Call to {entry.canonical} refused: {outcome.reason}.")
+        else:
+            record.decision = "allow"
+
+        # 4. call the child
+        child = self.children[entry.server]
+        try:
+            resp = await self._child_request(child, "tools/call", {"name": entry.original, "arguments": args_real}, ctx, params)
+        except ChildGone as exc:
+            result = tool_error(f"Server {entry.server} failed during the call: {exc.message}")
+            record.outcome = "error"
+        except RpcError as exc:
+            result = tool_error(exc.message)
+            record.outcome = "error"
+        else:
+            if "error" in resp:
+                # A protocol error from the child: pass it on, anonymized.
+                err = resp.get("error") or {}
+                record.outcome = "error"
+                await self._record(record, started, str(err.get("message", ""))[:500])
+                raise RpcError(
+                    int(err.get("code", jsonrpc.INTERNAL_ERROR)), str(err.get("message", "error")), err.get("data")
+                )
+            result = resp.get("result")
+            if not isinstance(result, dict):
+                result = tool_error(f"Server {entry.server} sent an invalid result")
+                record.outcome = "error"
+            else:
+                record.outcome = "error" if result.get("isError") else "ok"
+
+        # 5. anonymize the response (real → fake)
+        result = self.anonymizer.to_fake(result)
+
+        # 6. record (committed before the answer is sent)
+        await self._record(record, started)
+        return result
+
+    async def _refuse(self, record: _AuditDraft, started: float, reason: str, decision: str | None = None) -> dict[str, Any]:
+        if decision:
+            record.decision = decision
+        record.outcome = "refused"
+        await self._record(record, started, reason)
+        return tool_error(reason)
+
+    async def _record(self, record: _AuditDraft, started: float, error: str | None = None) -> None:
+        if self.store is None:
+            return
+        try:
+            await self.store.record_audit(
+                {
+                    "ts": time.time(),
+                    "session": record.session,
+                    "tool": record.tool,
+                    "arguments": record.args,
+                    "decision": record.decision,
+                    "source": record.source,
+                    "outcome": record.outcome,
+                    "duration_ms": round((time.monotonic() - started) * 1000, 3),
+                    "error": error,
+                }
+            )
+        except Exception:
+            log.exception("could not write the audit record for %s", record.tool)
+
+    async def _approve(
+        self,
+        entry: Entry,
+        decision: Decision,
+        args_real: dict[str, Any],
+        args_fake: dict[str, Any],
+        ctx: RequestContext,
+        params: dict[str, Any],
+    ) -> Any:
+        from .approvals import Outcome  # local: approvals pulls in the store
+
+        if self.broker is None:
+            return Outcome("rejected", "no-approver", "approval required but no approver is configured (no [telegram] section)")
+        token = (params.get("_meta") or {}).get("progressToken")
+        tick = None
+        if token is not None:
+            count = itertools.count(1)
+
+            async def tick(elapsed: float, total: float) -> None:
+                await ctx.send(
+                    jsonrpc.notification(
+                        "notifications/progress",
+                        {
+                            "progressToken": token,
+                            "progress": next(count),
+                            "message": f"waiting for the admin's approval ({elapsed:.0f}s of {total:.0f}s)",
+                        },
+                    )
+                )
+
+        return await self.broker.request(
+            tool=entry.canonical,
+            server=entry.server,
+            rule=decision.source,
+            arguments_real=args_real,
+            arguments_fake=args_fake,
+            session=ctx.session.id if ctx.session else None,
+            on_wait_tick=tick,
+        )
+
+    async def _child_request(
+        self, child: Child, method: str, child_params: dict[str, Any], ctx: RequestContext, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Send one request to a child on behalf of a client request, with progress remapping."""
+        conn = child.conn
+        if conn is None:
+            raise RpcError(jsonrpc.SERVER_UNAVAILABLE, f"Server {child.name} is not running ({child.state}).")
+        token = (params.get("_meta") or {}).get("progressToken")
+        gw_token = None
+        meta = {k: v for k, v in (params.get("_meta") or {}).items() if k != "progressToken"}
+        if token is not None:
+            gw_token = f"pt{next(self._progress_ids)}"
+            self._progress[gw_token] = (ctx, token)
+            meta["progressToken"] = gw_token
+        if meta:
+            child_params = {**child_params, "_meta": meta}
+        active = self._active[child.name]
+        active.append(ctx)
+        try:
+            return await conn.request(method, child_params, timeout=child.call_timeout)
+        finally:
+            active.remove(ctx)
+            if gw_token is not None:
+                self._progress.pop(gw_token, None)
+
+    async def _forward(self, server: str, method: str, child_params: dict[str, Any], ctx: RequestContext, params: dict[str, Any]) -> Any:
+        child = self.children.get(server)
+        if child is None:
+            raise RpcError(jsonrpc.INVALID_PARAMS, f"Unknown server {server}")
+        resp = await self._child_request(child, method, self.anonymizer.to_real(child_params), ctx, params)
+        if "error" in resp:
+            err = resp.get("error") or {}
+            raise RpcError(
+                int(err.get("code", jsonrpc.INTERNAL_ERROR)),
+                self.anonymizer.to_fake_text(str(err.get("message", "error"))),
+                self.anonymizer.to_fake(err.get("data")),
+            )
+        return self.anonymizer.to_fake(resp.get("result") or {})
+
+    async def m_prompts_list(self, params: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+        return {"prompts": self.anonymizer.to_fake([e.item for e in self.catalog.prompts.values()])}
+
+    async def m_prompts_get(self, params: dict[str, Any], ctx: RequestContext) -> Any:
+        entry = self.catalog.prompts.get(params.get("name"))  # type: ignore[arg-type]
+        if entry is None:
+            raise RpcError(jsonrpc.INVALID_PARAMS, f"Unknown prompt: {params.get('name')}")
+        return await self._forward(entry.server, "prompts/get", {**params, "name": entry.original}, ctx, params)
+
+    async def m_resources_list(self, params: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+        return {"resources": self.anonymizer.to_fake(self.catalog.resource_items)}
+
+    async def m_resources_templates_list(self, params: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+        return {"resourceTemplates": self.anonymizer.to_fake(self.catalog.template_items())}
+
+    def _resource_server(self, params: dict[str, Any]) -> tuple[str, str]:
+        uri = params.get("uri")
+        if not isinstance(uri, str):
+            raise RpcError(jsonrpc.INVALID_PARAMS, "uri must be a string")
+        real_uri = self.anonymizer.to_real_text(uri)
+        server = self.catalog.route_resource(real_uri) or self.catalog.route_resource(uri)
+        if server is None:
+            raise RpcError(jsonrpc.RESOURCE_NOT_FOUND, f"Resource not found: {uri}", {"uri": uri})
+        return server, uri
+
+    async def m_resources_read(self, params: dict[str, Any], ctx: RequestContext) -> Any:
+        server, _ = self._resource_server(params)
+        return await self._forward(server, "resources/read", params, ctx, params)
+
+    async def m_resources_subscribe(self, params: dict[str, Any], ctx: RequestContext) -> Any:
+        server, uri = self._resource_server(params)
+        if ctx.session is not None:
+            ctx.session.subscriptions.add(uri)
+        return await self._forward(server, "resources/subscribe", params, ctx, params)
+
+    async def m_resources_unsubscribe(self, params: dict[str, Any], ctx: RequestContext) -> Any:
+        server, uri = self._resource_server(params)
+        if ctx.session is not None:
+            ctx.session.subscriptions.discard(uri)
+        return await self._forward(server, "resources/unsubscribe", params, ctx, params)
+
+    async def m_completion_complete(self, params: dict[str, Any], ctx: RequestContext) -> Any:
+        ref = params.get("ref") or {}
+        if ref.get("type") == "ref/prompt":
+            entry = self.catalog.prompts.get(ref.get("name"))
+            if entry is None:
+                raise RpcError(jsonrpc.INVALID_PARAMS, f"Unknown prompt: {ref.get('name')}")
+            return await self._forward(
+                entry.server, "completion/complete", {**params, "ref": {**ref, "name": entry.original}}, ctx, params
+            )
+        if ref.get("type") == "ref/resource":
+            server, _ = self._resource_server({"uri": ref.get("uri")})
+            return await self._forward(server, "completion/complete", params, ctx, params)
+        raise RpcError(jsonrpc.INVALID_PARAMS, "completion/complete needs a ref/prompt or ref/resource")
+
+    async def m_logging_set_level(self, params: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+        level = params.get("level")
+        if level not in ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"):
+            raise RpcError(jsonrpc.INVALID_PARAMS, f"Invalid log level: {level}")
+        if ctx.session is not None:
+            ctx.session.log_level = level
+        for child in self.children.values():
+            if child.conn is not None and "logging" in child.capabilities:
+                try:
+                    await child.conn.request("logging/setLevel", {"level": level}, timeout=5)
+                except RpcError:
+                    pass
+        return {}
+
+    _methods: dict[str, Callable[[Gateway, dict[str, Any], RequestContext], Awaitable[Any]]] = {
+        "initialize": m_initialize,
+        "ping": m_ping,
+        "tools/list": m_tools_list,
+        "tools/call": m_tools_call,
+        "prompts/list": m_prompts_list,
+        "prompts/get": m_prompts_get,
+        "resources/list": m_resources_list,
+        "resources/templates/list": m_resources_templates_list,
+        "resources/read": m_resources_read,
+        "resources/subscribe": m_resources_subscribe,
+        "resources/unsubscribe": m_resources_unsubscribe,
+        "completion/complete": m_completion_complete,
+        "logging/setLevel": m_logging_set_level,
+    }
+
+    # -- child → gateway -------------------------------------------------------------------
+    async def on_child_message(self, conn: Connection, msg: dict[str, Any]) -> dict[str, Any] | None:
+        method = msg.get("method", "")
+        params = msg.get("params") or {}
+        child = self.children.get(conn.name)
+        if method.endswith("/list_changed") and child is not None:
+            what = method.split("/")[1]
+            if what in ("tools", "prompts", "resources"):
+                try:
+                    await child.refresh(conn, what)
+                except RpcError as exc:
+                    log.warning("server %s: refreshing %s failed: %s", conn.name, what, exc.message)
+                self.rebuild_catalog()
+            return None
+        if method == "notifications/progress":
+            target = self._progress.get(params.get("progressToken"))
+            if target is not None:
+                ctx, token = target
+                await ctx.send(jsonrpc.notification(method, self.anonymizer.to_fake({**params, "progressToken": token})))
+            return None
+        if method == "notifications/resources/updated":
+            uri = self.anonymizer.to_fake_text(str(params.get("uri", "")))
+            for s in list(self.sessions.values()):
+                if uri in s.subscriptions and s.listener is not None:
+                    await _deliver(s.listener, jsonrpc.notification(method, self.anonymizer.to_fake(params)))
+            return None
+        if method == "ping" and "id" in msg:
+            return jsonrpc.result_response(msg["id"], {})
+        out = self.anonymizer.to_fake(msg)
+        ctx = self._attributed(conn.name)
+        if "id" not in msg or msg.get("id") is None:
+            # Logging and other notifications.
+            if ctx is not None:
+                await ctx.send(out)
+            else:
+                self._broadcast_soon(out)
+            return None
+        # A server→client request (sampling, elicitation, roots): ask the attributed session.
+        if ctx is None or ctx.session is None:
+            return jsonrpc.error_response(
+                msg["id"], jsonrpc.METHOD_NOT_FOUND, f"{method}: no client session can answer this now"
+            )
+        return await self._ask_client(ctx, msg, out)
+
+    def _attributed(self, child_name: str) -> RequestContext | None:
+        active = self._active.get(child_name) or []
+        return active[-1] if active else None
+
+    async def _ask_client(self, ctx: RequestContext, msg: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
+        session = ctx.session
+        assert session is not None
+        our_id = f"g{next(self._answer_ids)}"
+        ans = _Answer()
+        session.waiting[our_id] = ans
+        try:
+            sent = await ctx.send({**out, "id": our_id})
+            if not sent:
+                return jsonrpc.error_response(
+                    msg["id"], jsonrpc.METHOD_NOT_FOUND, f"{msg['method']}: the client has no open stream"
+                )
+            with trio.move_on_after(CLIENT_REQUEST_TIMEOUT):
+                await ans.event.wait()
+            reply = ans.message
+            if reply is None:
+                return jsonrpc.error_response(msg["id"], jsonrpc.INTERNAL_ERROR, "the client did not answer")
+            reply = self.anonymizer.to_real(reply)
+            return {**reply, "id": msg["id"]}
+        finally:
+            session.waiting.pop(our_id, None)
+
+
+@attrs.define
+class _AuditDraft:
+    session: str | None
+    tool: str
+    args: dict[str, Any]
+    decision: str = "allow"
+    source: str = "default"
+    outcome: str = "ok"
+
+
+async def _deliver(target: Emit, msg: dict[str, Any]) -> None:
+    try:
+        await target(msg)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
