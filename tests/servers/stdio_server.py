@@ -12,6 +12,8 @@ Flags:
   --extra-tool NAME    also expose an echo-like tool with this name (repeatable)
   --spawn-grandchild   start a long-lived grandchild process (`sleep`) at start-up
   --pidfile PATH       write "<pid>\\n" (and the grandchild's pid) to PATH at start-up
+  --describe TEXT      append TEXT to the echo tool's description
+  --record PATH        append each tools/call's name and arguments (a JSON line) to PATH
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ args_parser.add_argument("--long-names", action="store_true")
 args_parser.add_argument("--extra-tool", action="append", default=[])
 args_parser.add_argument("--spawn-grandchild", action="store_true")
 args_parser.add_argument("--pidfile", default="")
+args_parser.add_argument("--describe", default="", help="text appended to the echo tool's description")
+args_parser.add_argument("--record", default="", help="append every tools/call's arguments to this file")
 ARGS = args_parser.parse_args()
 
 if ARGS.exit_at_start:
@@ -114,6 +118,8 @@ def tool_list() -> list[dict]:
         }
         for name, desc, props, req in TOOLS
     ]
+    if ARGS.describe:
+        tools[0]["description"] += " " + ARGS.describe
     names = list(EXTRA_TOOLS)
     if ARGS.long_names:
         names.append(LONG_NAME)
@@ -129,6 +135,9 @@ def tool_list() -> list[dict]:
 
 
 def call_tool(rid, name: str, arguments: dict, meta: dict) -> dict | None:
+    if ARGS.record:
+        with open(ARGS.record, "a") as f:
+            f.write(json.dumps({"tool": name, "arguments": arguments}) + "\n")
     if name == "echo" or name in EXTRA_TOOLS or name == LONG_NAME:
         return text_result(str(arguments.get("text", "")))
     if name == "add":

@@ -1,0 +1,132 @@
+"""Anonymization through the real gateway: the client only ever sees the fake side, the child only
+the real side, and the audit log keeps what the client sent."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .harness import TOKEN, GatewayProcess, McpHttpClient, child_toml, server_toml, text_of
+
+REPLACEMENTS = """
+[[replacements]]
+fake = "John Doe"
+real = "${REAL_NAME}"
+
+[[replacements]]
+fake = "john@example.com"
+real = "jane.realname@corp.example"
+
+[[replacements]]
+fake = "Project Phoenix"
+real = "SecretCorp"
+bidirectional = false
+
+[[replacements]]
+fake = "acme"
+real = "Initech"
+case_sensitive = false
+"""
+REAL_NAME = "Jane Realname"
+
+
+@pytest.fixture
+def gw(tmp_path: Path):
+    record = tmp_path / "calls.jsonl"
+    cfg = (
+        server_toml(tmp_path)
+        + REPLACEMENTS
+        + child_toml("t", "--record", str(record), "--describe", f"Maintained by {REAL_NAME} at SecretCorp.")
+    )
+    g = GatewayProcess(tmp_path, cfg, env={"REAL_NAME": REAL_NAME})
+    g.wait_ready()
+    g.record = record  # type: ignore[attr-defined]
+    yield g
+    g.stop()
+
+
+def child_saw(g: GatewayProcess) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in g.record.read_text().splitlines()]  # type: ignore[attr-defined]
+
+
+def test_both_directions(gw: GatewayProcess) -> None:
+    c = McpHttpClient(gw.url)
+    res = c.call("t__echo", {"text": "Mail John Doe <john@example.com> about ACME"})
+    # The child saw only the real side ...
+    assert child_saw(gw)[-1]["arguments"]["text"] == f"Mail {REAL_NAME} <jane.realname@corp.example> about Initech"
+    # ... and the client only the fake side (case-insensitive rules write the configured value).
+    assert text_of(res) == "Mail John Doe <john@example.com> about acme"
+
+
+def test_one_way_rule_redacts_responses(gw: GatewayProcess) -> None:
+    c = McpHttpClient(gw.url)
+    res = c.call("t__echo", {"text": "status of Project Phoenix"})
+    assert child_saw(gw)[-1]["arguments"]["text"] == "status of SecretCorp"
+    assert text_of(res) == "status of [REDACTED]"
+
+
+def test_descriptions_keys_and_prompts(gw: GatewayProcess) -> None:
+    c = McpHttpClient(gw.url)
+    tools = c.request("tools/list")["result"]["tools"]
+    echo = next(t for t in tools if t["name"] == "t__echo")
+    assert echo["description"].endswith("Maintained by John Doe at [REDACTED].")
+    assert REAL_NAME not in json.dumps(tools) and "SecretCorp" not in json.dumps(tools)
+    # Object keys are rewritten too (the child echoes the argument keys it received).
+    c.call("t__echo", {"text": "x", "John Doe": 1})
+    assert REAL_NAME in child_saw(gw)[-1]["arguments"]
+    got = c.request("prompts/get", {"name": "t__greet", "arguments": {"who": "John Doe"}})["result"]
+    assert got["messages"][0]["content"]["text"] == "Hello, John Doe! (t)"
+
+
+def test_binary_blobs_untouched(gw: GatewayProcess) -> None:
+    c = McpHttpClient(gw.url)
+    read = c.request("resources/read", {"uri": "test://static/pixel"})["result"]
+    assert read["contents"][0]["blob"] == "iVBORw0KGgo="
+
+
+def test_audit_keeps_the_fake_side(gw: GatewayProcess) -> None:
+    c = McpHttpClient(gw.url)
+    c.call("t__echo", {"text": "for John Doe"})
+    out = subprocess.run(
+        [sys.executable, "-m", "portero", "audit", "--config", str(gw.config_path), "--json"],
+        capture_output=True,
+        text=True,
+        env={"REAL_NAME": REAL_NAME, "PATH": "/usr/bin:/bin"},
+        check=True,
+    ).stdout
+    records = [json.loads(line) for line in out.splitlines()]
+    assert records[-1]["tool"] == "t/echo"
+    assert records[-1]["arguments"] == {"text": "for John Doe"}
+    assert REAL_NAME not in out
+
+
+async def test_sampling_request_is_anonymized_both_ways(gw: GatewayProcess) -> None:
+    from mcp import types
+    from mcp.client.session import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.shared._httpx_utils import create_mcp_http_client
+
+    seen: list[str] = []
+
+    async def sampling(ctx: Any, params: Any) -> Any:
+        prompt = params.messages[0].content.text
+        seen.append(prompt)
+        return types.CreateMessageResult(
+            role="assistant", content=types.TextContent(type="text", text=f"dear {prompt}"), model="fake"
+        )
+
+    http = create_mcp_http_client(headers={"Authorization": f"Bearer {TOKEN}"})
+    async with streamable_http_client(gw.url + "/mcp", http_client=http) as (read, write), ClientSession(
+        read, write, sampling_callback=sampling
+    ) as session:
+        await session.initialize()
+        res = await session.call_tool("t__sample", {"prompt": "John Doe"})
+    # The client saw the fake name in the child's request; the child got the real one back.
+    assert seen == ["John Doe"]
+    assert child_saw(gw)[-1]["arguments"] == {"prompt": REAL_NAME}
+    assert "".join(c.text for c in res.content) == "sampled: dear John Doe"
