@@ -99,7 +99,7 @@ async def serve(config: Any, env: dict[str, str], *, task_status: trio.TaskStatu
         shutdown = trio.Event()
 
         async with trio.open_nursery() as outer:
-            outer.start_soon(_watch_signals, shutdown)
+            outer.start_soon(_watch_signals, shutdown, gateway, config.path, env)
             await outer.start(gateway.run_children)
             bot = None
             async with trio.open_nursery() as middle:
@@ -149,11 +149,44 @@ def _bind(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-async def _watch_signals(shutdown: trio.Event) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for _ in signals:
+async def _watch_signals(shutdown: trio.Event, gateway: Gateway, config_path: str, env: dict[str, str]) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                await reload_config(gateway, config_path, env)
+                continue
             shutdown.set()
             return
+
+
+async def reload_config(gateway: Gateway, config_path: str, env: dict[str, str]) -> bool:
+    """SIGHUP: re-read the config and swap policies and anonymization rules atomically.
+
+    The new rules are compiled off to the side and installed with plain attribute assignments
+    (no await in between), so a call sees either the old set or the new one, never a mix. A config
+    with mistakes changes nothing. Server, child and Telegram settings need a restart.
+    """
+    from .anonymize import Anonymizer
+    from .config import ConfigError, load_config
+    from .policy import PolicyEngine
+
+    try:
+        new = await trio.to_thread.run_sync(load_config, config_path, env)
+        anonymizer = Anonymizer.from_config(new.replacements)
+        policy = PolicyEngine(new.policies.default, dict(new.policies.rules))
+    except (ConfigError, ValueError) as exc:
+        log.error("reload refused, keeping the running config:\n%s", exc)
+        return False
+    gateway.anonymizer = anonymizer
+    gateway.policy = policy
+    gateway._tool_list_cache = None
+    log.info(
+        "reloaded %s: %d policy rules, %d replacements (server and child settings need a restart)",
+        config_path,
+        len(new.policies.rules),
+        len(new.replacements),
+    )
+    return True
 
 
 async def _session_janitor(gateway: Gateway, idle_timeout: float) -> None:

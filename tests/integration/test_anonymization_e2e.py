@@ -130,3 +130,22 @@ async def test_sampling_request_is_anonymized_both_ways(gw: GatewayProcess) -> N
     assert seen == ["John Doe"]
     assert child_saw(gw)[-1]["arguments"] == {"prompt": REAL_NAME}
     assert "".join(c.text for c in res.content) == "sampled: dear John Doe"
+
+
+def test_sighup_reloads_rules(gw: GatewayProcess) -> None:
+    import signal
+
+    c = McpHttpClient(gw.url)
+    text = gw.config_path.read_text()
+    gw.config_path.write_text(text.replace('fake = "John Doe"', 'fake = "Richard Roe"'))
+    gw.proc.send_signal(signal.SIGHUP)
+    gw.wait_log("reloaded")
+    res = c.call("t__echo", {"text": "John Doe / Richard Roe"})
+    assert child_saw(gw)[-1]["arguments"]["text"] == f"John Doe / {REAL_NAME}"
+    assert text_of(res) == "John Doe / Richard Roe"
+    # A broken config is refused and changes nothing.
+    gw.config_path.write_text(text.replace("[server]", "[server]\nbogus_key = 1"))
+    gw.proc.send_signal(signal.SIGHUP)
+    gw.wait_log("reload refused")
+    assert text_of(c.call("t__echo", {"text": "Richard Roe"})) == "Richard Roe"
+    assert child_saw(gw)[-1]["arguments"]["text"] == REAL_NAME
