@@ -316,6 +316,27 @@ class Gateway:
             raise RpcError(jsonrpc.INVALID_PARAMS, "tools/call arguments must be an object")
         started = time.monotonic()
         record = _AuditDraft(session=ctx.session.id if ctx.session else None, tool=entry.canonical, args=args_fake)
+        try:
+            return await self._call_tool(entry, args_fake, record, started, ctx, params)
+        finally:
+            if not record.recorded:
+                # Cancelled (client went away, DELETE, notifications/cancelled) or a bug: the call
+                # still leaves its one audit record.
+                with trio.CancelScope(shield=True):
+                    if record.decision == "require-approval":
+                        record.decision, record.source = "expired", "cancelled"
+                    record.outcome = "error"
+                    await self._record(record, started, "cancelled before it finished")
+
+    async def _call_tool(
+        self,
+        entry: Entry,
+        args_fake: dict[str, Any],
+        record: _AuditDraft,
+        started: float,
+        ctx: RequestContext,
+        params: dict[str, Any],
+    ) -> dict[str, Any]:
 
         # 1. anonymize the request (fake → real)
         args_real = self.anonymizer.to_real(args_fake)
@@ -381,6 +402,7 @@ class Gateway:
         return tool_error(reason)
 
     async def _record(self, record: _AuditDraft, started: float, error: str | None = None) -> None:
+        record.recorded = True
         if self.store is None:
             return
         try:
@@ -643,6 +665,7 @@ class _AuditDraft:
     decision: str = "allow"
     source: str = "default"
     outcome: str = "ok"
+    recorded: bool = False
 
 
 async def _deliver(target: Emit, msg: dict[str, Any]) -> None:

@@ -79,3 +79,28 @@ def test_every_call_leaves_exactly_one_audit_record(gw: GatewayProcess) -> None:
     assert json.loads(rows[0]["arguments"]) == {"text": "hello"}
     assert all(r["session"] == c.session_id for r in rows)
     assert all(r["duration_ms"] >= 0 for r in rows)
+
+
+def test_cancelled_call_still_leaves_one_record(gw: GatewayProcess) -> None:
+    import threading
+    import time
+
+    c = McpHttpClient(gw.url)
+    c2 = McpHttpClient(gw.url)
+    c2.session_id = c.session_id  # the same session, another connection
+    result: dict[str, Any] = {}
+
+    def slow() -> None:
+        result["r"] = c.post({"jsonrpc": "2.0", "id": 77, "method": "tools/call", "params": {"name": "t__sleep", "arguments": {"seconds": 30}}})
+
+    t = threading.Thread(target=slow)
+    t.start()
+    time.sleep(0.5)
+    c2.notify("notifications/cancelled", {"requestId": 77, "reason": "user pressed stop"})
+    t.join(10)
+    assert not t.is_alive()
+    assert result["r"].status_code == 202  # a cancelled request gets no JSON-RPC response
+    gw.wait_log("[t] request")  # the child was told to cancel
+    rows = audit_rows(gw)
+    assert [(r["tool"], r["outcome"]) for r in rows] == [("t/sleep", "error")]
+    assert "cancelled" in rows[0]["error"]
