@@ -1,9 +1,9 @@
 """Telegram message rendering and command parsing: plain data in, plain data out.
 
 Nothing here does I/O, reads the clock or the environment: callers pass ``now`` (wall-clock seconds). Every
-function that produces message text returns Telegram HTML (``parse_mode="HTML"``) in which every value coming
-from outside (tool names, arguments, child names, audit records) is escaped, so ``<``, ``&`` or emoji in a value
-can never break a message.
+function that produces message text returns Telegram HTML (``parse_mode="HTML"``) in which every value
+coming from outside (tool names, arguments, child names, audit records) is escaped, so ``<``, ``&`` or emoji
+in a value can never break a message.
 
 Length: Telegram rejects a message whose text, *after* entity parsing, is longer than 4096 UTF-16 code units.
 We bound each piece of visible text before escaping it (escaping only adds markup that Telegram strips again),
@@ -159,20 +159,22 @@ def format_duration(seconds: float) -> str:
 
 # ------------------------------------------------------------------------------------------- patterns
 
-_PATTERN_RE = re.compile(r"^(\*|[A-Za-z0-9_.*-]+/[A-Za-z0-9_.*/-]+)$")
-
 
 def validate_pattern(text: str) -> str:
     """Check a grant pattern: a canonical tool name (``server/tool``) where ``*`` matches any run.
 
-    ``github/create_issue``, ``github/*``, ``*/delete_*`` and ``*`` are valid. Raises ValueError otherwise.
+    ``github/create_issue``, ``github/*``, ``*/delete_*`` and ``*`` are valid; so is any printable name
+    without whitespace that contains a ``/``. Raises ValueError otherwise (e.g. ``/grant 30m github/*``).
     """
     p = text.strip()
     if not p:
         raise ValueError("missing pattern (examples: github/create_issue, github/*)")
     if len(p) > 200:
         raise ValueError("pattern is too long (200 characters at most)")
-    if not _PATTERN_RE.match(p):
+    if any(ch.isspace() for ch in p) or not p.isprintable():
+        raise ValueError(f"bad pattern {p!r}: no spaces or control characters")
+    server, slash, tool = p.partition("/")
+    if p != "*" and not (slash and server and tool):
         raise ValueError(
             f"bad pattern {p!r}: use a canonical tool name server/tool, where * matches anything "
             "(examples: github/create_issue, github/*)"
@@ -306,12 +308,12 @@ def outcome_label(state: str, source: str) -> str:
     """One line saying how an approval ended."""
     if state == "approved":
         return "✅ Approved"
-    if source == "timeout" or state == "expired":
-        return "⌛ Timed out: denied"
     if source == "shutdown":
         return "🛑 Gateway shut down: denied"
     if source == "cancelled":
-        return "↩️ Cancelled by the client"
+        return "↩️ Withdrawn: the client went away"
+    if source == "timeout" or state == "expired":
+        return "⌛ Timed out: denied"
     if state == "rejected" and source == "admin":
         return "❌ Denied"
     return f"❌ Denied ({escape(_cut(source or state, 60, '…'))})"
@@ -414,7 +416,7 @@ def _ts(value: object) -> str:
 
 
 def logs_text(records: Sequence[Mapping[str, Any]]) -> str:
-    """/logs: one line per audit record, newest first as the store returns them."""
+    """/logs: one line per audit record, in the order the store returns them (oldest first)."""
     if not records:
         return "No audit records yet."
     lines = [f"<b>Last {len(records)} tool calls</b>"]

@@ -1,0 +1,783 @@
+"""The Telegram bot: asks the admin about sensitive tool calls and answers admin commands.
+
+It talks to the raw Bot API over httpx (``{api_base}/bot{token}/{method}``), long-polls ``getUpdates``, and
+implements the approval broker's *Approver* protocol (``available``, ``announce``, ``settle``).
+
+Structure (one :meth:`TelegramBot.run` component, started in the gateway's nursery, cancelled to stop)::
+
+    run
+    ├── sender task: the ONE outbound queue (sendMessage / editMessage*), one message per
+    │   ``send_interval`` seconds, as Telegram allows about one message a second per chat
+    └── poll loop: getMe, setMyCommands, then getUpdates forever; each update handled in turn
+
+Only ``admin_chat_id`` is obeyed (and, when it is a private chat, only that user); everything else is ignored
+and recorded with ``store.record_event("telegram_ignored", ...)``.
+
+Errors (all :class:`TelegramError`; their messages never contain the bot token)::
+
+    TelegramError
+    ├── TelegramUnavailable     the bot is not running (not started yet, or stopped)
+    ├── TelegramUnauthorized    401/404: the token is wrong; the bot stops, the gateway keeps serving
+    ├── TelegramConflict        409: a webhook is set or another instance polls; back off, report in /status
+    ├── TelegramRetryAfter      429: wait ``retry_after`` seconds
+    ├── TelegramTransient       5xx, network errors, garbage answers: exponential back-off with jitter
+    └── TelegramBadRequest      other 4xx: our request is wrong; not retried
+
+The token is in every URL, and httpx puts URLs in exception messages and in its INFO log lines; so every
+exception is re-raised without its cause and with the token removed, and while the bot runs a filter on the
+``httpx``/``httpcore`` loggers redacts it from their records.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import math
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import httpx
+import trio
+
+from portero import telegram_render as render
+
+__all__ = [
+    "TelegramBadRequest",
+    "TelegramBot",
+    "TelegramConflict",
+    "TelegramError",
+    "TelegramRetryAfter",
+    "TelegramTransient",
+    "TelegramUnauthorized",
+    "TelegramUnavailable",
+]
+
+log = logging.getLogger("portero.telegram")
+
+_REDACTED = "<bot-token>"
+
+
+class TelegramError(Exception):
+    """Base of the Telegram errors; ``str()`` never contains the bot token."""
+
+
+class TelegramUnavailable(TelegramError):
+    pass
+
+
+class TelegramUnauthorized(TelegramError):
+    pass
+
+
+class TelegramConflict(TelegramError):
+    pass
+
+
+class TelegramRetryAfter(TelegramError):
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class TelegramTransient(TelegramError):
+    pass
+
+
+class TelegramBadRequest(TelegramError):
+    pass
+
+
+class _RedactFilter(logging.Filter):
+    """Removes the bot token from log records (httpx logs every request URL at INFO)."""
+
+    def __init__(self, secret: str) -> None:
+        super().__init__()
+        self._secret = secret
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self._secret:
+            msg = record.getMessage()
+            if self._secret in msg:
+                record.msg = msg.replace(self._secret, _REDACTED)
+                record.args = ()
+        return True
+
+
+class _Backoff:
+    """Exponential back-off with jitter: base, 2·base, 4·base … capped, each scaled by U(0.5, 1)."""
+
+    def __init__(self, base: float, cap: float) -> None:
+        self.base = base
+        self.cap = cap
+        self.failures = 0
+
+    def next(self) -> float:
+        delay = min(self.cap, self.base * 2.0 ** min(self.failures, 30))
+        self.failures += 1
+        return random.uniform(delay / 2, delay)
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+@attrs.define(eq=False)
+class _Outbound:
+    """One request in the outbound queue; ``done`` is set once ``result`` or ``error`` is."""
+
+    method: str
+    params: dict[str, Any]
+    on_sent: Callable[[Any], None] | None = None
+    abandoned: bool = False
+    done: trio.Event = attrs.field(factory=trio.Event)
+    result: Any = None
+    error: BaseException | None = None
+
+    def finish(self, result: Any = None, error: BaseException | None = None) -> None:
+        if not self.done.is_set():
+            self.result, self.error = result, error
+            self.done.set()
+
+
+@attrs.define(eq=False)
+class _Tracked:
+    """The messages showing one approval, and its final text once settled."""
+
+    message_ids: list[int] = attrs.field(factory=list)
+    final_text: str | None = None
+
+
+class TelegramBot:
+    """The admin's Telegram bot. See the module docstring for the structure and error handling.
+
+    ``config`` needs ``bot_token``, ``admin_chat_id``, ``api_base``, and optionally ``max_grant`` (seconds,
+    default 24 h). ``status_provider()`` returns ``{"children": [{"name", "state", "tools", "restarts"}],
+    "uptime_s": float, "pending": int}``. ``store`` has ``async recent_audit(n) -> list[dict]`` and
+    ``async record_event(kind, detail)``. ``http`` is an ``httpx.AsyncClient`` to use (the bot closes only a
+    client it made itself).
+
+    Tunables (attributes, so tests can shrink them): ``poll_timeout`` (long-poll seconds), ``send_interval``
+    (seconds between outbound messages), ``backoff_base`` / ``backoff_cap`` (seconds), ``send_attempts``
+    (tries per outbound message on transient errors), ``queue_size``, ``drain_timeout`` (seconds given at
+    shutdown to send what is still queued, such as the "shut down" edits of pending approvals).
+    """
+
+    poll_timeout: float = 25.0
+    send_interval: float = 1.0
+    backoff_base: float = 1.0
+    backoff_cap: float = 60.0
+    send_attempts: int = 3
+    queue_size: int = 64
+    drain_timeout: float = 3.0
+    max_tracked: int = 512
+
+    def __init__(
+        self,
+        config: Any,
+        broker: Any,
+        status_provider: Callable[[], Any],
+        store: Any,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self._token = str(config.bot_token)
+        self._chat_id = int(config.admin_chat_id)
+        self._api_base = str(getattr(config, "api_base", None) or "https://api.telegram.org").rstrip("/")
+        max_grant = getattr(config, "max_grant", None)
+        self._max_grant = float(max_grant) if max_grant else 86400.0
+        self._broker = broker
+        self._status_provider = status_provider
+        self._store = store
+        self._http = http
+        self._username: str | None = None
+        self._started = False
+        self._stopped = False
+        self._unauthorized = False
+        self._state = "starting"
+        self._state_detail = ""
+        self._offset = 0
+        self._send_channel: trio.MemorySendChannel[_Outbound] | None = None
+        self._tracked: OrderedDict[str, _Tracked] = OrderedDict()
+        self._cancel_scope: trio.CancelScope | None = None
+
+    def __repr__(self) -> str:
+        return f"<TelegramBot chat={self._chat_id} state={self._state}>"
+
+    # ------------------------------------------------------------------------- Approver protocol
+
+    @property
+    def available(self) -> bool:
+        """True once the token was accepted (getMe) and until the bot stops."""
+        return self._started and not self._stopped
+
+    @property
+    def state(self) -> str:
+        """``starting`` | ``polling`` | ``backoff`` | ``conflict`` | ``stopped``, plus detail if any."""
+        return f"{self._state} ({self._state_detail})" if self._state_detail else self._state
+
+    async def announce(self, approval: Any) -> None:
+        """Send the approval message with its buttons; returns once Telegram accepted it.
+
+        Raises :class:`TelegramError` if it could not be sent. If the caller is cancelled before the message
+        left the queue, it is never sent.
+        """
+        if not self.available:
+            raise TelegramUnavailable("the Telegram bot is not running")
+        text = render.approval_text(approval, now=time.time())
+        req = _Outbound(
+            "sendMessage",
+            {
+                "chat_id": self._chat_id,
+                "text": text,
+                "parse_mode": "HTML",
+                "reply_markup": render.approval_keyboard(approval.id),
+            },
+            on_sent=lambda result: self._message_sent(approval.id, result),
+        )
+        try:
+            await self._enqueue(req)
+            await req.done.wait()
+        finally:
+            req.abandoned = True
+        if req.error is not None:
+            raise req.error
+
+    async def settle(self, approval: Any) -> None:
+        """Edit every message showing ``approval`` to its outcome, without buttons. Idempotent.
+
+        Does not wait for Telegram: the edits go through the outbound queue. Never raises for Telegram
+        trouble (a settled approval is already decided; the message is cosmetics).
+        """
+        text = render.settled_text(approval, state=str(approval.state), source=str(approval.source))
+        await self._finalize(approval.id, text)
+
+    # ------------------------------------------------------------------------------------ run
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until cancelled, or until the Bot API rejects the token (then log it and return).
+
+        Reports started at once: Telegram being slow or unreachable never delays the gateway.
+        """
+        redact = _RedactFilter(self._token)
+        loggers = [logging.getLogger("httpx"), logging.getLogger("httpcore")]
+        for lg in loggers:
+            lg.addFilter(redact)
+        own_client = self._http is None
+        if self._http is None:
+            self._http = httpx.AsyncClient()
+        send, receive = trio.open_memory_channel[_Outbound](self.queue_size)
+        self._send_channel = send
+        try:
+            async with trio.open_nursery() as nursery:
+                self._cancel_scope = nursery.cancel_scope
+                nursery.start_soon(self._sender, receive)
+                task_status.started()
+                try:
+                    await self._poll_forever()
+                except TelegramUnauthorized as e:
+                    self._stop(str(e))
+        finally:
+            self._stopped = True
+            if self._state != "stopped":
+                self._state, self._state_detail = "stopped", ""
+            send.close()
+            if not self._unauthorized:
+                # Shutdown: the broker settled the pending approvals just before; let those edits out.
+                with trio.CancelScope(shield=True), trio.move_on_after(self.drain_timeout):
+                    await self._drain(receive)
+            _fail_queued(receive)
+            if own_client:
+                with trio.CancelScope(shield=True):
+                    await self._http.aclose()
+                self._http = None
+            for lg in loggers:
+                lg.removeFilter(redact)
+
+    def _stop(self, reason: str) -> None:
+        self._unauthorized = True
+        if not self._stopped:
+            log.error(
+                "Telegram bot stopped: %s. Approvals will be denied (no approver) until the token is fixed "
+                "and the gateway restarted; the gateway keeps serving.",
+                reason,
+            )
+        self._stopped = True
+        self._state, self._state_detail = "stopped", reason
+        if self._cancel_scope is not None:
+            self._cancel_scope.cancel()
+
+    # ------------------------------------------------------------------------------- Bot API
+
+    async def _call(
+        self, method: str, params: dict[str, Any] | None = None, *, http_timeout: float = 30.0
+    ) -> Any:
+        """One Bot API call; returns ``result`` or raises a :class:`TelegramError` (token-free)."""
+        assert self._http is not None
+        url = f"{self._api_base}/bot{self._token}/{method}"
+        try:
+            resp = await self._http.post(url, json=params or {}, timeout=http_timeout)
+        except httpx.HTTPError as e:
+            raise TelegramTransient(self._clean(f"{method}: {type(e).__name__}: {e}")) from None
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise TelegramTransient(f"{method}: HTTP {resp.status_code} with a non-JSON answer")
+        if body.get("ok") is True and resp.status_code == 200:
+            return body.get("result")
+        code = int(body.get("error_code") or resp.status_code)
+        desc = self._clean(str(body.get("description") or f"HTTP {resp.status_code}"))
+        message = f"{method}: {code} {desc}"
+        if code in (401, 404):
+            raise TelegramUnauthorized(f"the Bot API rejected the bot token ({message})")
+        if code == 409:
+            raise TelegramConflict(message)
+        if code == 429:
+            params_ = body.get("parameters") or {}
+            retry_after = params_.get("retry_after") if isinstance(params_, dict) else None
+            return_after = float(retry_after) if isinstance(retry_after, int | float) else 1.0
+            raise TelegramRetryAfter(message, max(0.0, return_after))
+        if code >= 500 or code < 400:
+            raise TelegramTransient(message)
+        raise TelegramBadRequest(message)
+
+    def _clean(self, text: str) -> str:
+        return text.replace(self._token, _REDACTED) if self._token else text
+
+    # ------------------------------------------------------------------------------ poll loop
+
+    async def _poll_forever(self) -> None:
+        backoff = _Backoff(self.backoff_base, self.backoff_cap)
+        await self._with_retries(self._start_session, backoff)
+        while True:
+            updates = await self._with_retries(self._get_updates, backoff)
+            for update in updates:
+                update_id = update.get("update_id")
+                if isinstance(update_id, int):
+                    self._offset = max(self._offset, update_id + 1)
+                try:
+                    await self._handle_update(update)
+                except TelegramUnauthorized:
+                    raise
+                except Exception as e:  # one bad update must not take the bot down
+                    what = self._clean(f"{type(e).__name__}: {e}")
+                    log.warning("Telegram: handling an update failed: %s", what)
+
+    async def _with_retries(self, fn: Callable[[], Any], backoff: _Backoff) -> Any:
+        """Call ``fn`` until it succeeds, waiting as Telegram asks; 401/404 propagate (the bot stops)."""
+        while True:
+            try:
+                result = await fn()
+            except TelegramRetryAfter as e:
+                self._state, self._state_detail = "backoff", f"rate limited for {e.retry_after:g}s"
+                log.warning("Telegram: rate limited, retrying in %gs", e.retry_after)
+                await trio.sleep(e.retry_after)
+            except TelegramConflict as e:
+                delay = backoff.next()
+                if self._state != "conflict":
+                    log.warning(
+                        "Telegram: %s. A webhook is set or another instance polls this bot; Portero does not "
+                        "delete webhooks. Retrying in %.1fs.",
+                        e,
+                        delay,
+                    )
+                self._state, self._state_detail = "conflict", "409: webhook set or another instance polling"
+                await trio.sleep(delay)
+            except (TelegramTransient, TelegramBadRequest) as e:
+                delay = backoff.next()
+                log.warning("Telegram: %s; retrying in %.1fs", e, delay)
+                self._state, self._state_detail = "backoff", str(e)
+                await trio.sleep(delay)
+            else:
+                if self._state != "polling":
+                    if self._state in ("conflict", "backoff"):
+                        log.info("Telegram: polling again")
+                    self._state, self._state_detail = "polling", ""
+                backoff.reset()
+                return result
+
+    async def _start_session(self) -> None:
+        me = await self._call("getMe")
+        username = me.get("username") if isinstance(me, dict) else None
+        self._username = username if isinstance(username, str) and username else None
+        self._started = True
+        log.info("Telegram: connected as @%s", self._username or "?")
+        commands = [{"command": name, "description": desc[:256]} for name, desc in render.COMMANDS]
+        try:
+            await self._call(
+                "setMyCommands",
+                {"commands": commands, "scope": {"type": "chat", "chat_id": self._chat_id}},
+            )
+        except TelegramUnauthorized:
+            raise
+        except TelegramError as e:  # cosmetics: the menu; commands work without it
+            log.warning("Telegram: setMyCommands failed: %s", e)
+
+    async def _get_updates(self) -> list[dict[str, Any]]:
+        result = await self._call(
+            "getUpdates",
+            {
+                "offset": self._offset,
+                "timeout": int(math.ceil(self.poll_timeout)) if self.poll_timeout >= 1 else self.poll_timeout,
+                "allowed_updates": ["message", "callback_query"],
+            },
+            http_timeout=self.poll_timeout + 10.0,
+        )
+        if not isinstance(result, list):
+            raise TelegramTransient("getUpdates: the answer is not a list")
+        return [u for u in result if isinstance(u, dict)]
+
+    # ------------------------------------------------------------------------------- updates
+
+    def _is_admin(self, chat_id: object, user_id: object) -> bool:
+        if chat_id != self._chat_id:
+            return False
+        # A positive chat id is a private chat: only that user. A group id: any member of the admin group.
+        return self._chat_id < 0 or user_id == self._chat_id
+
+    async def _ignored(self, kind: str, chat_id: object, user_id: object, content: object) -> None:
+        detail = {"kind": kind, "chat_id": chat_id, "user_id": user_id, "content": str(content)[:200]}
+        log.info("Telegram: ignored a %s from chat %s, user %s", kind, chat_id, user_id)
+        try:
+            await self._store.record_event("telegram_ignored", detail)
+        except Exception as e:
+            log.warning("Telegram: recording an ignored %s failed: %s", kind, type(e).__name__)
+
+    async def _handle_update(self, update: dict[str, Any]) -> None:
+        if isinstance(update.get("callback_query"), dict):
+            await self._handle_callback(update["callback_query"])
+        elif isinstance(update.get("message"), dict):
+            await self._handle_message(update["message"])
+
+    async def _handle_callback(self, query: dict[str, Any]) -> None:
+        qid = str(query.get("id", ""))
+        user_id = (query.get("from") or {}).get("id")
+        message = query.get("message") or {}
+        chat_id = (message.get("chat") or {}).get("id")
+        message_id = message.get("message_id")
+        data = query.get("data")
+        if not self._is_admin(chat_id, user_id):
+            await self._ignored("callback", chat_id, user_id, data)
+            await self._answer(qid, "Not allowed")
+            return
+        parsed = render.parse_callback(data if isinstance(data, str) else None)
+        if parsed is None:
+            await self._answer(qid, render.callback_answer("unknown", None))
+            return
+        action, approval_id = parsed
+        approval = next((a for a in self._broker.pending() if a.id == approval_id), None)
+        # decide() is synchronous, so answering right after it is "at once", and lets the toast say what
+        # happened (a second answer to the same query would be refused).
+        if action == "grant":
+            result = self._broker.decide(approval_id, True, grant_seconds=render.GRANT_BUTTON_SECONDS)
+        else:
+            result = self._broker.decide(approval_id, action == "approve")
+        if inspect.isawaitable(result):
+            result = await result
+        to_edit: list[int] = []
+        final_text = ""
+        if result == "ok" and approval is not None:
+            # Mark the outcome before any await, so a settle() from the broker meanwhile is a no-op and the
+            # grant note is kept.
+            tracked = self._track(approval_id)
+            if isinstance(message_id, int) and message_id not in tracked.message_ids:
+                tracked.message_ids.append(message_id)
+            note = None
+            if action == "grant":
+                note = f"{approval.tool} allowed for {render.format_duration(render.GRANT_BUTTON_SECONDS)}"
+            state = "rejected" if action == "deny" else "approved"
+            final_text = render.settled_text(approval, state=state, source="admin", note=note)
+            to_edit = self._mark_final(approval_id, final_text)
+        await self._answer(qid, render.callback_answer(str(result), action))
+        known = self._tracked.get(approval_id)
+        if result == "ok":
+            for mid in to_edit:
+                await self._edit(mid, final_text)
+        elif not isinstance(message_id, int):
+            return
+        elif known is not None and known.final_text is not None and message_id in known.message_ids:
+            # The outcome edit may have failed before: make sure this message shows it (idempotent).
+            await self._edit(message_id, known.final_text)
+        elif result == "unknown" and not self._shows_pending(message_id):
+            # An old message (from before a restart, say) still showing buttons: remove them.
+            await self._submit(
+                "editMessageReplyMarkup",
+                {"chat_id": self._chat_id, "message_id": message_id, "reply_markup": {"inline_keyboard": []}},
+            )
+
+    def _shows_pending(self, message_id: int) -> bool:
+        return any(message_id in t.message_ids and t.final_text is None for t in self._tracked.values())
+
+    async def _answer(self, query_id: str, text: str) -> None:
+        try:
+            await self._call("answerCallbackQuery", {"callback_query_id": query_id, "text": text})
+        except TelegramUnauthorized:
+            raise
+        except TelegramError as e:
+            log.warning("Telegram: answerCallbackQuery failed: %s", e)
+
+    async def _handle_message(self, message: dict[str, Any]) -> None:
+        chat_id = (message.get("chat") or {}).get("id")
+        user_id = (message.get("from") or {}).get("id")
+        text = message.get("text")
+        if not self._is_admin(chat_id, user_id):
+            await self._ignored("message", chat_id, user_id, text)
+            return
+        if not isinstance(text, str):
+            return
+        parsed = render.parse_command(text, self._username)
+        if parsed is None:
+            if text.startswith("/"):
+                return  # addressed to another bot in a group
+            await self._reply("Send /help for the commands.")
+            return
+        name, args = parsed
+        handler = getattr(self, f"_cmd_{name}", None)
+        if handler is None:
+            await self._reply(f"Unknown command /{render.escape(name)}. Send /help for the commands.")
+            return
+        await handler(args)
+
+    # ------------------------------------------------------------------------------ commands
+
+    async def _cmd_help(self, args: list[str]) -> None:
+        await self._reply(render.help_text())
+
+    async def _cmd_start(self, args: list[str]) -> None:
+        await self._reply(render.help_text())
+
+    async def _cmd_status(self, args: list[str]) -> None:
+        status = self._status_provider()
+        if inspect.isawaitable(status):
+            status = await status
+        grants = self._broker.grants.active()
+        if inspect.isawaitable(grants):
+            grants = await grants
+        text = render.status_text(
+            status if isinstance(status, dict) else {},
+            pending=list(self._broker.pending()),
+            grants=list(grants),
+            telegram_state=self.state,
+            now=time.time(),
+        )
+        await self._reply(text)
+
+    async def _cmd_grant(self, args: list[str]) -> None:
+        usage = "Usage: /grant &lt;pattern&gt; &lt;duration&gt;, e.g. /grant github/* 30m"
+        if len(args) < 2:
+            await self._reply(usage)
+            return
+        try:
+            pattern = render.validate_pattern(args[0])
+            seconds = render.parse_duration("".join(args[1:]))
+        except ValueError as e:
+            await self._reply(f"{_sentence(e)}\n{usage}")
+            return
+        if seconds > self._max_grant:
+            await self._reply(
+                f"{render.format_duration(seconds)} is longer than the maximum grant "
+                f"({render.format_duration(self._max_grant)})."
+            )
+            return
+        try:
+            grant = await self._broker.grants.add(pattern, float(seconds), "telegram")
+        except ValueError as e:
+            await self._reply(f"Not granted: {render.escape(str(e))}")
+            return
+        expires_at = float(getattr(grant, "expires_at", time.time() + seconds))
+        await self._reply(render.grant_text(pattern, seconds, expires_at=expires_at))
+
+    async def _cmd_revoke(self, args: list[str]) -> None:
+        pattern: str | None = None
+        if args:
+            try:
+                pattern = render.validate_pattern(args[0])
+            except ValueError as e:
+                await self._reply(_sentence(e))
+                return
+        count = await self._broker.grants.revoke(pattern)
+        await self._reply(render.revoke_text(int(count), pattern))
+
+    async def _cmd_pending(self, args: list[str]) -> None:
+        pending = list(self._broker.pending())
+        if not pending:
+            await self._reply("No pending approvals.")
+            return
+        now = time.time()
+        for approval in pending:
+            aid: str = approval.id
+            await self._submit(
+                "sendMessage",
+                {
+                    "chat_id": self._chat_id,
+                    "text": render.approval_text(approval, now=now),
+                    "parse_mode": "HTML",
+                    "reply_markup": render.approval_keyboard(approval.id),
+                },
+                on_sent=functools.partial(self._message_sent, aid),
+            )
+
+    async def _cmd_logs(self, args: list[str]) -> None:
+        try:
+            n = render.parse_logs_count(args)
+        except ValueError as e:
+            await self._reply(render.escape(str(e)))
+            return
+        records = await self._store.recent_audit(n)
+        await self._reply(render.logs_text(list(records)))
+
+    # ---------------------------------------------------------------------- approval messages
+
+    def _track(self, approval_id: str) -> _Tracked:
+        tracked = self._tracked.get(approval_id)
+        if tracked is None:
+            tracked = self._tracked[approval_id] = _Tracked()
+            while len(self._tracked) > self.max_tracked:
+                self._tracked.popitem(last=False)
+        return tracked
+
+    def _message_sent(self, approval_id: str, result: Any) -> None:
+        """A message showing ``approval_id`` went out; if it was settled meanwhile, edit it at once."""
+        if not isinstance(result, dict) or not isinstance(result.get("message_id"), int):
+            return
+        tracked = self._track(approval_id)
+        tracked.message_ids.append(result["message_id"])
+        if tracked.final_text is not None and self._send_channel is not None:
+            try:
+                self._send_channel.send_nowait(self._edit_request(result["message_id"], tracked.final_text))
+            except (trio.WouldBlock, trio.ClosedResourceError):
+                log.warning("Telegram: could not queue the edit of a settled approval message")
+
+    def _mark_final(self, approval_id: str, text: str) -> list[int]:
+        """Record the outcome text once; returns the messages to edit ([] if it was already settled)."""
+        tracked = self._track(approval_id)
+        if tracked.final_text is not None:
+            return []
+        tracked.final_text = text
+        return list(tracked.message_ids)
+
+    async def _finalize(self, approval_id: str, text: str) -> None:
+        for message_id in self._mark_final(approval_id, text):
+            await self._edit(message_id, text)
+
+    def _edit_request(self, message_id: int, text: str) -> _Outbound:
+        return _Outbound(
+            "editMessageText",
+            {
+                "chat_id": self._chat_id,
+                "message_id": message_id,
+                "text": text,
+                "parse_mode": "HTML",
+                "reply_markup": {"inline_keyboard": []},
+            },
+        )
+
+    async def _edit(self, message_id: int, text: str) -> None:
+        req = self._edit_request(message_id, text)
+        await self._submit(req.method, req.params)
+
+    # ------------------------------------------------------------------------ outbound queue
+
+    async def _reply(self, text: str) -> None:
+        await self._submit("sendMessage", {"chat_id": self._chat_id, "text": text, "parse_mode": "HTML"})
+
+    async def _submit(
+        self, method: str, params: dict[str, Any], *, on_sent: Callable[[Any], None] | None = None
+    ) -> None:
+        """Queue a message without waiting for it (errors are logged by the sender)."""
+        try:
+            await self._enqueue(_Outbound(method, params, on_sent=on_sent))
+        except TelegramUnavailable as e:
+            log.warning("Telegram: %s dropped: %s", method, e)
+
+    async def _enqueue(self, req: _Outbound) -> None:
+        if self._send_channel is None or self._stopped:
+            raise TelegramUnavailable("the Telegram bot is not running")
+        try:
+            await self._send_channel.send(req)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise TelegramUnavailable("the Telegram bot is not running") from None
+
+    async def _sender(self, receive: trio.MemoryReceiveChannel[_Outbound]) -> None:
+        """The one task that sends messages: in order, one per ``send_interval``."""
+        backoff = _Backoff(self.backoff_base, self.backoff_cap)
+        async for req in receive:
+            if req.abandoned:
+                req.finish(error=TelegramUnavailable("abandoned"))
+                continue
+            try:
+                result = await self._send_one(req, backoff)
+            except TelegramUnauthorized as e:
+                req.finish(error=e)
+                self._stop(str(e))
+                return
+            except TelegramError as e:
+                if "message is not modified" in str(e):
+                    req.finish(result=None)
+                else:
+                    log.warning("Telegram: %s", e)
+                    req.finish(error=e)
+            else:
+                req.finish(result=result)
+                if req.on_sent is not None:
+                    req.on_sent(result)
+            finally:
+                # Cancelled mid-send: whoever waits on it must not wait forever.
+                req.finish(error=TelegramUnavailable("the Telegram bot stopped"))
+            await trio.sleep(self.send_interval)
+
+    async def _drain(self, receive: trio.MemoryReceiveChannel[_Outbound]) -> None:
+        """Send what is still queued, one attempt each (used at shutdown, under a deadline)."""
+        while True:
+            try:
+                req = receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            if req.abandoned:
+                req.finish(error=TelegramUnavailable("abandoned"))
+                continue
+            try:
+                req.finish(result=await self._call(req.method, req.params, http_timeout=self.drain_timeout))
+            except TelegramError as e:
+                req.finish(error=e)
+            await trio.sleep(self.send_interval)
+
+    async def _send_one(self, req: _Outbound, backoff: _Backoff) -> Any:
+        transient_failures = 0
+        rate_limits = 0
+        while True:
+            try:
+                result = await self._call(req.method, req.params)
+            except TelegramRetryAfter as e:
+                rate_limits += 1
+                if rate_limits > 5:
+                    raise
+                await trio.sleep(e.retry_after)
+            except (TelegramTransient, TelegramConflict):
+                transient_failures += 1
+                if transient_failures >= self.send_attempts:
+                    raise
+                await trio.sleep(backoff.next())
+            else:
+                backoff.reset()
+                return result
+
+
+def _sentence(e: Exception) -> str:
+    text = render.escape(str(e))
+    return text[:1].upper() + text[1:]
+
+
+def _fail_queued(receive: trio.MemoryReceiveChannel[_Outbound]) -> None:
+    """Wake every request still queued with TelegramUnavailable, then close the channel."""
+    while True:
+        try:
+            req = receive.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+            break
+        req.finish(error=TelegramUnavailable("the Telegram bot stopped"))
+    receive.close()
