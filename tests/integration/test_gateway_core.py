@@ -166,7 +166,7 @@ def test_child_killed_mid_call_then_restarted(gw: GatewayProcess) -> None:
     assert crash["isError"] is True
     assert res["isError"] is True and "one" in text_of(res)
     assert elapsed < 1.5
-    body = gw.wait_ready(timeout=15)
+    body = gw.wait_ready(timeout=40)
     one = next(ch for ch in body["children"] if ch["name"] == "one")
     assert one["restarts"] == 1
     after = json.loads(text_of(c.call("one__whoami")))["pid"]
@@ -186,7 +186,7 @@ def test_garbage_and_oversized_lines(tmp_path: Path) -> None:
         res = c.call("one__huge", {"mb": 3})
         assert res["isError"] is True
         g.wait_log("restarting it")
-        g.wait_ready(timeout=15)
+        g.wait_ready(timeout=40)
         assert text_of(c.call("one__echo", {"text": "back"})) == "back"
         assert text_of(c.call("two__echo", {"text": "unharmed"})) == "unharmed"
     finally:
