@@ -502,15 +502,21 @@ class TelegramBot:
         elif known is not None and known.final_text is not None and message_id in known.message_ids:
             # The outcome edit may have failed before: make sure this message shows it (idempotent).
             await self._edit(message_id, known.final_text)
-        elif result == "unknown" and not self._shows_pending(message_id):
-            # An old message (from before a restart, say) still showing buttons: remove them.
+        elif not self._shows_pending(message_id, other_than=approval_id):
+            # A message of a decided or forgotten approval (from before a restart, say, or whose outcome
+            # edit never happened) still showing buttons: remove them. A forged id pressed on the message of
+            # another, pending approval leaves that message alone.
             await self._submit(
                 "editMessageReplyMarkup",
                 {"chat_id": self._chat_id, "message_id": message_id, "reply_markup": {"inline_keyboard": []}},
             )
 
-    def _shows_pending(self, message_id: int) -> bool:
-        return any(message_id in t.message_ids and t.final_text is None for t in self._tracked.values())
+    def _shows_pending(self, message_id: int, *, other_than: str) -> bool:
+        return any(
+            message_id in t.message_ids and t.final_text is None
+            for aid, t in self._tracked.items()
+            if aid != other_than
+        )
 
     async def _answer(self, query_id: str, text: str) -> None:
         try:

@@ -593,3 +593,13 @@ async def test_token_redacted_from_httpx_request_logs(env: Env, caplog: pytest.L
     httpx_lines = [r.getMessage() for r in caplog.records if r.name == "httpx"]
     assert any("<bot-token>" in line for line in httpx_lines)
     assert all(TOKEN not in r.getMessage() for r in caplog.records)
+
+
+async def test_press_on_a_decided_but_unsettled_message_removes_its_buttons(env: Env) -> None:
+    a, msg = await announce(env)
+    env.broker.decide(a.id, False, source="timeout")  # decided elsewhere; settle() never came
+    since = len(env.fake.calls)
+    qid = env.fake.press(msg, "✅ Approve")
+    assert await answer_for(env.fake, qid) == "Already decided"
+    await env.fake.wait_for_call("editMessageReplyMarkup", since=since)
+    assert msg.buttons == [] and a.state == "rejected"
