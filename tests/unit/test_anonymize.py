@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import re
+import sys
 from typing import Any
 
 import attrs
@@ -12,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from portero.anonymize import Anonymizer, Rule
+from portero.anonymize import _CASED_BOUND, Anonymizer, Rule
 
 # ------------------------------------------------------------------------------------------------ examples
 
@@ -198,6 +200,23 @@ def test_special_regex_characters() -> None:
     a = Anonymizer([Rule("a.b", "1"), Rule("[x]", "2"), Rule("\\", "3"), Rule("-^", "4"), Rule("]", "5"),
                     Rule("(?i)", "6", case_sensitive=False)])
     assert a.to_real_text("a.b axb [x] \\ -^ ] (?I)") == "1 axb 2 3 4 5 6"
+
+
+def test_cased_bound_covers_this_pythons_unicode() -> None:
+    # _ci_closure only scans characters below _CASED_BOUND. That is exact if nothing at or above the bound
+    # has a case mapping (re.IGNORECASE relates characters through their lowercase) and nothing below it
+    # is case-insensitively equal to a character above it.
+    high = "".join(map(chr, range(_CASED_BOUND, sys.maxunicode + 1)))
+    assert high.lower() == high and high.upper() == high
+    low = "".join(map(chr, itertools.chain(range(0xD800), range(0xE000, _CASED_BOUND))))
+    above = re.compile(f"[{re.escape(chr(_CASED_BOUND))}-{re.escape(chr(sys.maxunicode))}]", re.IGNORECASE)
+    assert above.search(low) is None
+
+
+def test_case_insensitive_first_characters_with_odd_variants() -> None:
+    a = Anonymizer([Rule("kelvin", "1", case_sensitive=False), Rule("sun", "2", case_sensitive=False),
+                    Rule("ion", "3", case_sensitive=False)])
+    assert a.to_real_text("\u212aELVIN \u017fUN \u0130ON \u0131on Kelvin") == "1 2 3 3 1"
 
 
 # --------------------------------------------------------------------------------------- naive reference
