@@ -17,7 +17,8 @@ Errors (all :class:`TelegramError`; their messages never contain the bot token):
 
     TelegramError
     ├── TelegramUnavailable     the bot is not running (not started yet, or stopped)
-    ├── TelegramUnauthorized    401/404: the token is wrong; the bot stops, the gateway keeps serving
+    ├── TelegramFatal           the bot stops (logged), the gateway keeps serving: api_base is not a URL
+    │   └── TelegramUnauthorized    401/404: the token is wrong
     ├── TelegramConflict        409: a webhook is set or another instance polls; back off, report in /status
     ├── TelegramRetryAfter      429: wait ``retry_after`` seconds
     ├── TelegramTransient       5xx, network errors, garbage answers: exponential back-off with jitter
@@ -51,6 +52,7 @@ __all__ = [
     "TelegramBot",
     "TelegramConflict",
     "TelegramError",
+    "TelegramFatal",
     "TelegramRetryAfter",
     "TelegramTransient",
     "TelegramUnauthorized",
@@ -70,7 +72,11 @@ class TelegramUnavailable(TelegramError):
     pass
 
 
-class TelegramUnauthorized(TelegramError):
+class TelegramFatal(TelegramError):
+    pass
+
+
+class TelegramUnauthorized(TelegramFatal):
     pass
 
 
@@ -105,6 +111,10 @@ class _RedactFilter(logging.Filter):
             if self._secret in msg:
                 record.msg = msg.replace(self._secret, _REDACTED)
                 record.args = ()
+            if record.exc_info and not record.exc_text:
+                # Formatters use a precomputed exc_text as it is.
+                text = logging.Formatter().formatException(record.exc_info)
+                record.exc_text = text.replace(self._secret, _REDACTED)
         return True
 
 
@@ -262,7 +272,7 @@ class TelegramBot:
         Reports started at once: Telegram being slow or unreachable never delays the gateway.
         """
         redact = _RedactFilter(self._token)
-        loggers = [logging.getLogger("httpx"), logging.getLogger("httpcore")]
+        loggers = [log, logging.getLogger("httpx"), logging.getLogger("httpcore")]
         for lg in loggers:
             lg.addFilter(redact)
         own_client = self._http is None
@@ -277,7 +287,7 @@ class TelegramBot:
                 task_status.started()
                 try:
                     await self._poll_forever()
-                except TelegramUnauthorized as e:
+                except TelegramFatal as e:
                     self._stop(str(e))
         finally:
             self._stopped = True
@@ -300,8 +310,8 @@ class TelegramBot:
         self._unauthorized = True
         if not self._stopped:
             log.error(
-                "Telegram bot stopped: %s. Approvals will be denied (no approver) until the token is fixed "
-                "and the gateway restarted; the gateway keeps serving.",
+                "Telegram bot stopped: %s. Approvals will be denied (Telegram unreachable) until this is "
+                "fixed and the gateway restarted; the gateway keeps serving.",
                 reason,
             )
         self._stopped = True
@@ -319,6 +329,10 @@ class TelegramBot:
         url = f"{self._api_base}/bot{self._token}/{method}"
         try:
             resp = await self._http.post(url, json=params or {}, timeout=http_timeout)
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol):
+            raise TelegramFatal(
+                f"the [telegram] api_base {self._api_base!r} does not make a usable http(s) URL"
+            ) from None
         except httpx.HTTPError as e:
             raise TelegramTransient(self._clean(f"{method}: {type(e).__name__}: {e}")) from None
         try:
@@ -361,7 +375,7 @@ class TelegramBot:
                     self._offset = max(self._offset, update_id + 1)
                 try:
                     await self._handle_update(update)
-                except TelegramUnauthorized:
+                except TelegramFatal:
                     raise
                 except Exception as e:  # one bad update must not take the bot down
                     what = self._clean(f"{type(e).__name__}: {e}")
@@ -412,7 +426,7 @@ class TelegramBot:
                 "setMyCommands",
                 {"commands": commands, "scope": {"type": "chat", "chat_id": self._chat_id}},
             )
-        except TelegramUnauthorized:
+        except TelegramFatal:
             raise
         except TelegramError as e:  # cosmetics: the menu; commands work without it
             log.warning("Telegram: setMyCommands failed: %s", e)
@@ -521,7 +535,7 @@ class TelegramBot:
     async def _answer(self, query_id: str, text: str) -> None:
         try:
             await self._call("answerCallbackQuery", {"callback_query_id": query_id, "text": text})
-        except TelegramUnauthorized:
+        except TelegramFatal:
             raise
         except TelegramError as e:
             log.warning("Telegram: answerCallbackQuery failed: %s", e)
@@ -717,7 +731,7 @@ class TelegramBot:
                 continue
             try:
                 result = await self._send_one(req, backoff)
-            except TelegramUnauthorized as e:
+            except TelegramFatal as e:
                 req.finish(error=e)
                 self._stop(str(e))
                 return
@@ -727,6 +741,9 @@ class TelegramBot:
                 else:
                     log.warning("Telegram: %s", e)
                     req.finish(error=e)
+            except Exception as e:  # a bug here must not take the gateway down with it
+                log.exception("Telegram: sending %s failed", req.method)
+                req.finish(error=TelegramError(self._clean(f"{req.method}: {type(e).__name__}")))
             else:
                 req.finish(result=result)
                 if req.on_sent is not None:

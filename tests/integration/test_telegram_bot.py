@@ -603,3 +603,16 @@ async def test_press_on_a_decided_but_unsettled_message_removes_its_buttons(env:
     assert await answer_for(env.fake, qid) == "Already decided"
     await env.fake.wait_for_call("editMessageReplyMarkup", since=since)
     assert msg.buttons == [] and a.state == "rejected"
+
+
+@pytest.mark.parametrize("api_base", ["127.0.0.1:8081", "ftp://127.0.0.1", "http://[::1"])
+async def test_unusable_api_base_stops_the_bot_not_the_gateway(
+    api_base: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake = FakeBotAPI()
+    bot = make_bot(fake, BrokerDouble(), StoreDouble())
+    bot._api_base = api_base
+    with trio.fail_after(5):
+        await bot.run()
+    assert not bot.available
+    assert any("api_base" in r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
