@@ -19,7 +19,9 @@ from mcp.server import Server
 from mcp.server.stdio import stdio_server
 from mcp.shared.exceptions import MCPError
 
-warnings.simplefilter("ignore")  # logging/sampling are deprecated as of 2026-07-28; the suite tests 2025-11-25
+warnings.simplefilter(
+    "ignore"
+)  # logging/sampling are deprecated as of 2026-07-28; the suite tests 2025-11-25
 
 # A 1x1 red PNG and a tiny silent WAV, generated here rather than pasted.
 PNG = base64.b64encode(
@@ -34,10 +36,19 @@ def _wav() -> str:
     rate, samples = 8000, 8
     data = b"\x00\x00" * samples
     header = (
-        b"RIFF" + (36 + len(data)).to_bytes(4, "little") + b"WAVE"
-        + b"fmt " + (16).to_bytes(4, "little") + (1).to_bytes(2, "little") + (1).to_bytes(2, "little")
-        + rate.to_bytes(4, "little") + (rate * 2).to_bytes(4, "little") + (2).to_bytes(2, "little")
-        + (16).to_bytes(2, "little") + b"data" + len(data).to_bytes(4, "little")
+        b"RIFF"
+        + (36 + len(data)).to_bytes(4, "little")
+        + b"WAVE"
+        + b"fmt "
+        + (16).to_bytes(4, "little")
+        + (1).to_bytes(2, "little")
+        + (1).to_bytes(2, "little")
+        + rate.to_bytes(4, "little")
+        + (rate * 2).to_bytes(4, "little")
+        + (2).to_bytes(2, "little")
+        + (16).to_bytes(2, "little")
+        + b"data"
+        + len(data).to_bytes(4, "little")
     )
     return base64.b64encode(header + data).decode()
 
@@ -55,23 +66,51 @@ TOOLS: list[dict[str, Any]] = [
     {"name": "test_image_content", "description": "Returns an image", "inputSchema": NO_ARGS},
     {"name": "test_audio_content", "description": "Returns audio", "inputSchema": NO_ARGS},
     {"name": "test_embedded_resource", "description": "Returns an embedded resource", "inputSchema": NO_ARGS},
-    {"name": "test_multiple_content_types", "description": "Returns text, image and resource", "inputSchema": NO_ARGS},
-    {"name": "test_tool_with_logging", "description": "Logs three messages while running", "inputSchema": NO_ARGS},
+    {
+        "name": "test_multiple_content_types",
+        "description": "Returns text, image and resource",
+        "inputSchema": NO_ARGS,
+    },
+    {
+        "name": "test_tool_with_logging",
+        "description": "Logs three messages while running",
+        "inputSchema": NO_ARGS,
+    },
     {"name": "test_error_handling", "description": "Always fails", "inputSchema": NO_ARGS},
     {"name": "test_tool_with_progress", "description": "Reports progress 0, 50, 100", "inputSchema": NO_ARGS},
     {
         "name": "test_sampling",
         "description": "Asks the client for an LLM completion",
-        "inputSchema": {"type": "object", "properties": {"prompt": {"type": "string"}}, "required": ["prompt"]},
+        "inputSchema": {
+            "type": "object",
+            "properties": {"prompt": {"type": "string"}},
+            "required": ["prompt"],
+        },
     },
     {
         "name": "test_elicitation",
         "description": "Asks the user for input",
-        "inputSchema": {"type": "object", "properties": {"message": {"type": "string"}}, "required": ["message"]},
+        "inputSchema": {
+            "type": "object",
+            "properties": {"message": {"type": "string"}},
+            "required": ["message"],
+        },
     },
-    {"name": "test_elicitation_sep1034_defaults", "description": "Elicitation with defaults", "inputSchema": NO_ARGS},
-    {"name": "test_elicitation_sep1330_enums", "description": "Elicitation with every enum form", "inputSchema": NO_ARGS},
-    {"name": "test_reconnection", "description": "Takes a moment, for the SSE polling scenario", "inputSchema": NO_ARGS},
+    {
+        "name": "test_elicitation_sep1034_defaults",
+        "description": "Elicitation with defaults",
+        "inputSchema": NO_ARGS,
+    },
+    {
+        "name": "test_elicitation_sep1330_enums",
+        "description": "Elicitation with every enum form",
+        "inputSchema": NO_ARGS,
+    },
+    {
+        "name": "test_reconnection",
+        "description": "Takes a moment, for the SSE polling scenario",
+        "inputSchema": NO_ARGS,
+    },
     {
         "name": "json_schema_2020_12_tool",
         "description": "Tool with JSON Schema 2020-12 features",
@@ -124,7 +163,10 @@ SEP1330_SCHEMA = {
             "enum": ["opt1", "opt2", "opt3"],
             "enumNames": ["Option One", "Option Two", "Option Three"],
         },
-        "untitledMulti": {"type": "array", "items": {"type": "string", "enum": ["option1", "option2", "option3"]}},
+        "untitledMulti": {
+            "type": "array",
+            "items": {"type": "string", "enum": ["option1", "option2", "option3"]},
+        },
         "titledMulti": {
             "type": "array",
             "items": {
@@ -183,10 +225,14 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> dict[str, 
             ]
         }
     if name == "test_tool_with_logging":
-        for i, message in enumerate(("Tool execution started", "Tool processing data", "Tool execution completed")):
+        for i, message in enumerate(
+            ("Tool execution started", "Tool processing data", "Tool execution completed")
+        ):
             if i:
                 await anyio.sleep(0.05)
-            await session.send_log_message("info", message, logger="conformance", related_request_id=ctx.request_id)
+            await session.send_log_message(
+                "info", message, logger="conformance", related_request_id=ctx.request_id
+            )
         return {"content": [text("Tool with logging executed successfully")]}
     if name == "test_error_handling":
         return {"isError": True, "content": [text("This tool intentionally returns an error for testing")]}
@@ -200,7 +246,11 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> dict[str, 
         return {"content": [text("Tool with progress executed successfully")]}
     if name == "test_sampling":
         result = await session.create_message(
-            [types.SamplingMessage(role="user", content=types.TextContent(type="text", text=str(args.get("prompt", ""))))],
+            [
+                types.SamplingMessage(
+                    role="user", content=types.TextContent(type="text", text=str(args.get("prompt", "")))
+                )
+            ],
             max_tokens=100,
             related_request_id=ctx.request_id,
         )
@@ -216,12 +266,22 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> dict[str, 
             },
             "required": ["username", "email"],
         }
-        result = await session.elicit_form(str(args.get("message", "")), schema, related_request_id=ctx.request_id)
-        return {"content": [text(f"User response: action={result.action}, content={json.dumps(result.content)}")]}
+        result = await session.elicit_form(
+            str(args.get("message", "")), schema, related_request_id=ctx.request_id
+        )
+        return {
+            "content": [text(f"User response: action={result.action}, content={json.dumps(result.content)}")]
+        }
     if name in ("test_elicitation_sep1034_defaults", "test_elicitation_sep1330_enums"):
         schema = SEP1034_SCHEMA if name.endswith("defaults") else SEP1330_SCHEMA
-        result = await session.elicit_form("Please review and submit the form", schema, related_request_id=ctx.request_id)
-        return {"content": [text(f"Elicitation completed: action={result.action}, content={json.dumps(result.content)}")]}
+        result = await session.elicit_form(
+            "Please review and submit the form", schema, related_request_id=ctx.request_id
+        )
+        return {
+            "content": [
+                text(f"Elicitation completed: action={result.action}, content={json.dumps(result.content)}")
+            ]
+        }
     if name == "test_reconnection":
         await anyio.sleep(0.1)
         return {"content": [text("Reconnection test completed successfully")]}
@@ -269,7 +329,15 @@ async def list_templates(ctx: Any, params: Any) -> dict[str, Any]:
 async def read_resource(ctx: Any, params: types.ReadResourceRequestParams) -> dict[str, Any]:
     uri = str(params.uri)
     if uri == "test://static-text":
-        return {"contents": [{"uri": uri, "mimeType": "text/plain", "text": "This is the content of the static text resource."}]}
+        return {
+            "contents": [
+                {
+                    "uri": uri,
+                    "mimeType": "text/plain",
+                    "text": "This is the content of the static text resource.",
+                }
+            ]
+        }
     if uri == "test://static-binary":
         return {"contents": [{"uri": uri, "mimeType": "image/png", "blob": PNG}]}
     if uri == "test://watched-resource":
@@ -307,7 +375,9 @@ PROMPTS = [
     {
         "name": "test_prompt_with_embedded_resource",
         "description": "A prompt embedding a resource",
-        "arguments": [{"name": "resourceUri", "description": "URI of the resource to embed", "required": True}],
+        "arguments": [
+            {"name": "resourceUri", "description": "URI of the resource to embed", "required": True}
+        ],
     },
     {"name": "test_prompt_with_image", "description": "A prompt with an image"},
 ]
