@@ -189,8 +189,8 @@ def _trie_regex(root: _Trie, ignore_case: bool = False) -> str:
     positions in C only when the pattern starts with a literal, a character set or a branch of literals,
     and it skips a branch alternative cheaply only when it starts with a literal or a set -- neither holds
     under ``re.IGNORECASE``. So a case-insensitive trie spells each character as the explicit set of its
-    case variants (``[kK]`` plus the Kelvin sign), and its top level repeats each subtree once per variant of the first
-    character, so that it stays a branch of literals.
+    case variants (``[kK]`` plus the Kelvin sign), and its top level repeats each subtree once per variant
+    of the first character, so that it stays a branch of literals.
     """
     variants = _ci_variants(_trie_chars(root)) if ignore_case else {}
 
