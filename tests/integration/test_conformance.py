@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -31,16 +32,28 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_every_server_scenario_passes() -> None:
-    proc = subprocess.run(
+    # Its own process group, so a timeout stops run.sh *and* the gateway it started (SIGTERM first:
+    # run.sh's trap and the gateway's shutdown then stop the child too).
+    proc = subprocess.Popen(
         ["bash", str(RUN)],
         cwd=str(ROOT),
         stdin=subprocess.DEVNULL,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
-        timeout=170,
+        start_new_session=True,
         env={**os.environ, "PYTHON": sys.executable},
     )
-    out = proc.stdout + proc.stderr
+    try:
+        out, _ = proc.communicate(timeout=170)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            out, _ = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate()
+        pytest.fail("the conformance run took over 170 s:\n" + out[-20000:])
     assert proc.returncode == 0, out[-20000:]
     assert " scenarios pass" in out, out[-5000:]
     assert "FAIL " not in out, out[-20000:]
