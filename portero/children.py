@@ -345,6 +345,9 @@ class Child:
             except OSError as exc:
                 self.last_error = f"cannot start: {exc}"
                 log.error("server %s %s", self.name, self.last_error)
+            except Exception as exc:  # a bug or a hostile child must not take the gateway down
+                self.last_error = f"internal error: {exc.__class__.__name__}"
+                log.exception("server %s: unexpected failure; restarting it", self.name)
             healthy_for = time.monotonic() - started
             if healthy_for >= HEALTHY_RESET:
                 backoff = BACKOFF_START

@@ -161,7 +161,7 @@ class McpEndpoint:
             return await _error(send, 413, f"Payload Too Large: limit is {self.max_body} bytes")
         try:
             payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             return await _json(send, 400, jsonrpc.error_response(None, jsonrpc.PARSE_ERROR, "Parse error"))
         batch = isinstance(payload, list)
         messages = payload if batch else [payload]

@@ -101,7 +101,7 @@ def decode(line: bytes | str) -> dict[str, Any]:
     """Parse one JSON-RPC message object; raises :class:`ParseError` with a short reason."""
     try:
         msg = json.loads(line)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         preview = line[:80] if isinstance(line, str) else line[:80].decode("utf-8", "replace")
         raise ParseError(f"not JSON ({exc.__class__.__name__}): {preview!r}") from None
     if not isinstance(msg, dict):

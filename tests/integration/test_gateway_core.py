@@ -91,6 +91,11 @@ def test_protocol_errors(gw: GatewayProcess) -> None:
     assert r.json()["error"]["code"] == -32600
     r = c.post(b"[]")
     assert r.status_code == 400
+    r = c.post(b"[" * 100_000 + b"]" * 100_000)  # nesting deeper than any parser allows
+    assert r.status_code == 400 and r.json()["error"]["code"] == -32700
+    deep = {"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "one__echo", "arguments": {"text": "x"}}}
+    r = c.post(json.dumps(deep).replace('"x"', "[" * 900 + "]" * 900).encode())
+    assert r.status_code == 200 and ("error" in r.json() or "result" in r.json())
     # The gateway is still fine after all of that.
     assert text_of(c.call("one__echo", {"text": "still here"})) == "still here"
 
