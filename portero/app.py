@@ -110,6 +110,7 @@ async def serve(config: Any, env: dict[str, str], *, task_status: trio.TaskStatu
                 hc.bind = [_bind(config.server.host, config.server.port)]
                 hc.graceful_timeout = 5.0
                 hc.keep_alive_timeout = 75.0
+                hc.keep_alive_max_requests = 1_000_000  # don't force clients to reconnect every 1000 calls
                 hc.accesslog = None
                 hc.errorlog = logging.getLogger("hypercorn.error")
                 if config.server.tls_cert and config.server.tls_key:
@@ -133,11 +134,15 @@ async def serve(config: Any, env: dict[str, str], *, task_status: trio.TaskStatu
                 await shutdown.wait()
                 log.info("shutting down")
                 # Deny what still waits for the admin, so those requests can answer; hypercorn drains.
+                gateway.closing.set()
                 await broker.shutdown()
+                log.debug("approvals closed; draining HTTP")
                 with trio.move_on_after(hc.graceful_timeout + 1):
                     await served.wait()
+                log.debug("HTTP stopped")
                 middle.cancel_scope.cancel()
             # HTTP and Telegram are down: stop the children.
+            log.debug("stopping children")
             outer.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):

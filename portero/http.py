@@ -239,16 +239,24 @@ class McpEndpoint:
                     resp = {"jsonrpc": "2.0", "id": msg.get("id"), "error": jsonrpc.error_from_exception(exc)}
                 await send_ch.send(("done", resp))
 
+            # Set once the answer starts going out: from then on an http.disconnect is hypercorn
+            # closing the finished stream, and cancelling our task while it is inside hypercorn's
+            # send() would leave the keep-alive connection without its idle watcher (shutdown
+            # would then wait graceful_timeout for it).
+            answering = False
+
             async def watch_disconnect() -> None:
                 while True:
                     event = await receive()
                     if event["type"] == "http.disconnect":
-                        nursery.cancel_scope.cancel()
+                        if not answering:
+                            nursery.cancel_scope.cancel()
                         return
 
             nursery.start_soon(run)
             nursery.start_soon(watch_disconnect)
             kind, value = await recv_ch.receive()
+            answering = True
             if kind == "done":
                 if value is None:
                     await _raw(send, 202, b"", extra)
@@ -269,6 +277,7 @@ class McpEndpoint:
                     ],
                 }
             )
+            answering = False  # mid-stream, a disconnect is the client going away
             while True:
                 if kind == "done":
                     if value is not None:
@@ -276,6 +285,7 @@ class McpEndpoint:
                     break
                 await _sse(send, value)
                 kind, value = await recv_ch.receive()
+            answering = True
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             nursery.cancel_scope.cancel()
 
@@ -311,7 +321,12 @@ class McpEndpoint:
                             nursery.cancel_scope.cancel()
                             return
 
+                async def watch_shutdown() -> None:
+                    await self.gw.closing.wait()
+                    nursery.cancel_scope.cancel()
+
                 nursery.start_soon(watch_disconnect)
+                nursery.start_soon(watch_shutdown)
                 while not session.closed:
                     with trio.move_on_after(SSE_KEEPALIVE) as idle:
                         m = await recv_ch.receive()
@@ -336,7 +351,9 @@ class McpEndpoint:
 
 
 async def _raw(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": headers or []})
+    # With a Content-Length the answer leaves in one write instead of three chunked ones.
+    hdrs = [(b"content-length", str(len(body)).encode()), *(headers or [])]
+    await send({"type": "http.response.start", "status": status, "headers": hdrs})
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
@@ -358,20 +375,28 @@ def build_app(gateway: Gateway, config: Any) -> Callable[[Scope, Receive, Send],
     """The ASGI app hypercorn serves: MCP endpoint in front, Quart-Trio behind."""
     quart = QuartTrio("portero")
 
-    @quart.get("/health")
-    async def health() -> Response:
-        ok, body = gateway.health()
-        return Response(json.dumps(body), status=200 if ok else 503, mimetype="application/json")
+    @quart.route("/")
+    async def index() -> Response:
+        return Response(
+            json.dumps({"name": "portero", "mcp": "/mcp", "health": "/health"}), mimetype="application/json"
+        )
 
     mcp = McpEndpoint(gateway, config)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] in MCP_PATHS:
-            try:
-                await mcp(scope, receive, send)
-            except trio.BrokenResourceError:
-                pass  # the client went away mid-request
-            return
+        if scope["type"] == "http":
+            path = scope["path"]
+            if path in MCP_PATHS:
+                try:
+                    await mcp(scope, receive, send)
+                except trio.BrokenResourceError:
+                    pass  # the client went away mid-request
+                return
+            if path == "/health" and scope["method"] in ("GET", "HEAD"):
+                # Raw ASGI too: monitors poll it, and Quart's disconnect watcher would hold
+                # keep-alive connections open at shutdown (see McpEndpoint._answer).
+                ok, body = gateway.health()
+                return await _json(send, 200 if ok else 503, body)
         await quart(scope, receive, send)
 
     return app

@@ -129,6 +129,7 @@ class Gateway:
         self._active: dict[str, list[RequestContext]] = {name: [] for name in self.children}
         self._answer_ids = itertools.count(1)
         self.nursery: trio.Nursery | None = None
+        self.closing = trio.Event()  # set at shutdown: GET streams end so HTTP can drain
 
     # -- life ----------------------------------------------------------------------------
     async def run_children(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
