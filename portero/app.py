@@ -199,7 +199,7 @@ async def _session_janitor(gateway: Gateway, idle_timeout: float) -> None:
         await trio.sleep(min(60.0, max(idle_timeout / 4, 0.5)))
         now = time.monotonic()
         for sid, s in list(gateway.sessions.items()):
-            if not s.inflight and s.listener is None and now - s.last_seen > idle_timeout:
+            if not s.inflight and not s.listening and now - s.last_seen > idle_timeout:
                 gateway.end_session(sid)
                 log.info("session %s… expired after %.0fs idle", sid[:6], idle_timeout)
 

@@ -295,14 +295,13 @@ class McpEndpoint:
         session, status, why = self._session_for(headers)
         if session is None:
             return await _error(send, status, why)
-        if session.listener is not None:
-            return await _error(send, 409, "Conflict: this session already has a GET stream")
-        send_ch, recv_ch = trio.open_memory_channel[dict[str, Any]](STREAM_BUFFER)
-
-        async def listener(m: dict[str, Any]) -> None:
-            await send_ch.send(m)
-
-        session.listener = listener
+        last = headers.get("last-event-id", "")
+        resume_from = int(last) if last.isdigit() else None
+        session.stream_gen += 1
+        mine = session.stream_gen
+        session.new_event.set()  # an older stream of this session notices and ends
+        session.new_event = trio.Event()
+        session.streams_open += 1
         try:
             await send(
                 {
@@ -311,7 +310,12 @@ class McpEndpoint:
                     "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")],
                 }
             )
-            await send({"type": "http.response.body", "body": b": stream open\n\n", "more_body": True})
+            sent = session.event_seq if resume_from is None else resume_from
+            if session.protocol_version >= "2025-11-25":
+                # Prime reconnection: an event id with empty data (older clients choke on it).
+                await _chunk(send, f"id: {sent}\ndata: \n\n".encode())
+            else:
+                await _chunk(send, b": stream open\n\n")
             async with trio.open_nursery() as nursery:
 
                 async def watch_disconnect() -> None:
@@ -327,19 +331,22 @@ class McpEndpoint:
 
                 nursery.start_soon(watch_disconnect)
                 nursery.start_soon(watch_shutdown)
-                while not session.closed:
-                    with trio.move_on_after(SSE_KEEPALIVE) as idle:
-                        m = await recv_ch.receive()
-                    if idle.cancelled_caught:
-                        await send({"type": "http.response.body", "body": b": keepalive\n\n", "more_body": True})
+                while not session.closed and session.stream_gen == mine:
+                    pending = session.events_after(sent)
+                    if not pending:
+                        with trio.move_on_after(SSE_KEEPALIVE) as idle:
+                            await session.new_event.wait()
+                        if idle.cancelled_caught:
+                            await _chunk(send, b": keepalive\n\n")
                         continue
-                    await _sse(send, m)
+                    for event_id, m in pending:
+                        await _sse(send, m, event_id)
+                        sent = event_id
                     session.last_seen = time.monotonic()
                 nursery.cancel_scope.cancel()
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            if session.listener is listener:
-                session.listener = None
+            session.streams_open -= 1
 
     async def delete(self, send: Send, headers: dict[str, str]) -> None:
         sid = headers.get("mcp-session-id")
@@ -366,9 +373,14 @@ async def _error(send: Send, status: int, message: str, extra: list[tuple[bytes,
     await _json(send, status, jsonrpc.error_response(None, jsonrpc.INVALID_REQUEST, message), extra)
 
 
-async def _sse(send: Send, msg: dict[str, Any]) -> None:
+async def _chunk(send: Send, body: bytes) -> None:
+    await send({"type": "http.response.body", "body": body, "more_body": True})
+
+
+async def _sse(send: Send, msg: dict[str, Any], event_id: int | None = None) -> None:
     data = json.dumps(msg, separators=(",", ":"), ensure_ascii=False)
-    await send({"type": "http.response.body", "body": f"event: message\ndata: {data}\n\n".encode(), "more_body": True})
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    await _chunk(send, f"{head}event: message\ndata: {data}\n\n".encode())
 
 
 def build_app(gateway: Gateway, config: Any) -> Callable[[Scope, Receive, Send], Awaitable[None]]:

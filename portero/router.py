@@ -13,6 +13,7 @@ listening on their GET stream.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import secrets
@@ -34,6 +35,7 @@ log = logging.getLogger("portero.router")
 
 LATEST_PROTOCOL = "2025-11-25"
 SUPPORTED_PROTOCOLS = ("2025-11-25", "2025-06-18", "2025-03-26")
+REPLAY_EVENTS = 256  # per session, for `Last-Event-ID` on the GET stream
 CLIENT_REQUEST_TIMEOUT = 300.0  # how long a child's sampling/elicitation request may wait for the client
 
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
@@ -51,13 +53,36 @@ class ClientSession:
     last_seen: float = attrs.Factory(time.monotonic)
     log_level: str | None = None
     subscriptions: set[str] = attrs.Factory(set)
-    # The standalone GET stream, if open: messages for this session outside any request.
-    listener: Emit | None = None
+    # The standalone GET stream: messages for this session outside any request. Every message
+    # gets an SSE event id and stays in a bounded replay buffer, so a client that reconnects with
+    # `Last-Event-ID` gets what it missed (as long as it is still in the buffer).
+    streams_open: int = 0
+    stream_gen: int = 0  # a new GET stream replaces the old one (each message goes on one stream)
+    event_seq: int = 0
+    replay: collections.deque[tuple[int, dict[str, Any]]] = attrs.Factory(
+        lambda: collections.deque(maxlen=REPLAY_EVENTS)
+    )
+    new_event: trio.Event = attrs.Factory(trio.Event)
     # Client request id -> cancel scope of the call, for notifications/cancelled.
     inflight: dict[Any, trio.CancelScope] = attrs.Factory(dict)
     # Server→client requests awaiting the client's answer: our id -> slot.
     waiting: dict[str, _Answer] = attrs.Factory(dict)
     closed: bool = False
+
+    @property
+    def listening(self) -> bool:
+        return self.streams_open > 0
+
+    def push(self, msg: dict[str, Any]) -> int:
+        """Queue a message for the GET stream (never blocks; the buffer is bounded)."""
+        self.event_seq += 1
+        self.replay.append((self.event_seq, msg))
+        self.new_event.set()
+        self.new_event = trio.Event()
+        return self.event_seq
+
+    def events_after(self, last_id: int) -> list[tuple[int, dict[str, Any]]]:
+        return [(i, m) for i, m in self.replay if i > last_id]
 
 
 @attrs.define(eq=False)
@@ -75,14 +100,16 @@ class RequestContext:
     emit: Emit | None = None  # sends a message on this request's response stream (SSE), if any
 
     async def send(self, msg: dict[str, Any]) -> bool:
-        target = self.emit or (self.session.listener if self.session else None)
-        if target is None:
-            return False
-        try:
-            await target(msg)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return False
-        return True
+        if self.emit is not None:
+            try:
+                await self.emit(msg)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return False
+            return True
+        if self.session is not None and self.session.listening:
+            self.session.push(msg)
+            return True
+        return False
 
 
 def tool_error(text: str) -> dict[str, Any]:
@@ -180,11 +207,9 @@ class Gateway:
         self._broadcast_soon(jsonrpc.notification("notifications/tools/list_changed"))
 
     def _broadcast_soon(self, msg: dict[str, Any]) -> None:
-        if self.nursery is None:
-            return
         for s in list(self.sessions.values()):
-            if s.listener is not None:
-                self.nursery.start_soon(_deliver, s.listener, msg)
+            if s.listening:
+                s.push(msg)
 
     # -- sessions --------------------------------------------------------------------------
     def new_session(self) -> ClientSession:
@@ -201,6 +226,7 @@ class Gateway:
             scope.cancel()
         for ans in s.waiting.values():
             ans.event.set()
+        s.new_event.set()  # wakes its GET stream, which then ends
         return True
 
     # -- client → gateway ------------------------------------------------------------------
@@ -618,8 +644,8 @@ class Gateway:
         if method == "notifications/resources/updated":
             uri = self.anonymizer.to_fake_text(str(params.get("uri", "")))
             for s in list(self.sessions.values()):
-                if uri in s.subscriptions and s.listener is not None:
-                    await _deliver(s.listener, jsonrpc.notification(method, self.anonymizer.to_fake(params)))
+                if uri in s.subscriptions:
+                    s.push(jsonrpc.notification(method, self.anonymizer.to_fake(params)))
             return None
         if method == "ping" and "id" in msg:
             return jsonrpc.result_response(msg["id"], {})
@@ -675,10 +701,3 @@ class _AuditDraft:
     source: str = "default"
     outcome: str = "ok"
     recorded: bool = False
-
-
-async def _deliver(target: Emit, msg: dict[str, Any]) -> None:
-    try:
-        await target(msg)
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
-        pass
