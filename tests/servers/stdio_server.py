@@ -106,6 +106,7 @@ TOOLS = [
     ("log", "Send a logging notification, then answer.", {"message": {"type": "string"}}, ["message"]),
     ("add_tool", "Add a tool named `name` and announce tools/list_changed.", {"name": {"type": "string"}}, []),
     ("delete_thing", "Pretend to delete something.", {"what": {"type": "string"}}, []),
+    ("touch", "Announce notifications/resources/updated for `uri`.", {"uri": {"type": "string"}}, ["uri"]),
 ]
 
 
@@ -229,6 +230,9 @@ def call_tool(rid, name: str, arguments: dict, meta: dict) -> dict | None:
         EXTRA_TOOLS.append(str(arguments.get("name", "dynamic_tool")))
         send({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
         return text_result("added")
+    if name == "touch":
+        send({"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": {"uri": arguments["uri"]}})
+        return text_result("touched")
     if name == "delete_thing":
         return text_result("deleted " + str(arguments.get("what", "")))
     raise KeyError(name)

@@ -1,0 +1,166 @@
+"""The GET stream, resumption with Last-Event-ID, resource subscriptions and session expiry."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .harness import TOKEN, GatewayProcess, McpHttpClient, child_toml, server_toml
+
+
+@pytest.fixture
+def gw(tmp_path: Path):
+    g = GatewayProcess(tmp_path, server_toml(tmp_path, extra='session_idle_timeout = "2s"') + child_toml("t"))
+    g.wait_ready()
+    yield g
+    g.stop()
+
+
+class StreamReader:
+    """Reads a GET /mcp stream in a thread, collecting (event id, message) pairs."""
+
+    def __init__(self, url: str, session_id: str, last_event_id: str | None = None) -> None:
+        self.events: list[tuple[str | None, Any]] = []
+        self.raw = ""
+        self.status = 0
+        headers = {"Authorization": f"Bearer {TOKEN}", "Accept": "text/event-stream", "Mcp-Session-Id": session_id}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = last_event_id
+        self._stop = threading.Event()
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(url, headers), daemon=True)
+        self._thread.start()
+        assert self._started.wait(10)
+
+    def _run(self, url: str, headers: dict[str, str]) -> None:
+        import json
+
+        with httpx.stream("GET", url + "/mcp", headers=headers, timeout=30) as r:
+            self.status = r.status_code
+            self._started.set()
+            for chunk in r.iter_text():
+                self.raw += chunk
+                while "\n\n" in self.raw:
+                    block, self.raw = self.raw.split("\n\n", 1)
+                    eid = None
+                    data = []
+                    for line in block.split("\n"):
+                        if line.startswith("id:"):
+                            eid = line[3:].strip()
+                        elif line.startswith("data:"):
+                            data.append(line[5:].strip())
+                    payload = "\n".join(data)
+                    self.events.append((eid, json.loads(payload) if payload else None))
+                if self._stop.is_set():
+                    return
+
+    def wait_for(self, pred, timeout: float = 10.0) -> tuple[str | None, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for e in list(self.events):
+                if e[1] is not None and pred(e[1]):
+                    return e
+            time.sleep(0.02)
+        raise AssertionError(f"no matching event in {self.events}")
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+def test_get_stream_gets_list_changed_and_resource_updates(gw: GatewayProcess) -> None:
+    c = McpHttpClient(gw.url)
+    stream = StreamReader(gw.url, c.session_id)
+    assert stream.status == 200
+    c.call("t__add_tool", {"name": "brand_new"})
+    eid, msg = stream.wait_for(lambda m: m.get("method") == "notifications/tools/list_changed")
+    assert eid is not None and eid.isdigit()
+    stream.close()
+
+
+def test_last_event_id_replays_what_was_missed(gw: GatewayProcess) -> None:
+    c = McpHttpClient(gw.url)
+    s1 = StreamReader(gw.url, c.session_id)
+    c.call("t__add_tool", {"name": "one"})
+    first_id, _ = s1.wait_for(lambda m: m.get("method") == "notifications/tools/list_changed")
+    s1.close()
+    # A new stream replaces the old; events sent while nobody listened are kept for replay.
+    c.call("t__add_tool", {"name": "two"})
+    c.call("t__add_tool", {"name": "three"})
+    s2 = StreamReader(gw.url, c.session_id, last_event_id=first_id)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and len([e for e in s2.events if e[1]]) < 2:
+        time.sleep(0.02)
+    ids = [int(e[0]) for e in s2.events if e[1] is not None]
+    assert ids and ids[0] > int(first_id)
+    assert ids == sorted(ids)
+    s2.close()
+
+
+def test_subscribed_resource_updates_reach_only_subscribers(gw: GatewayProcess) -> None:
+    sub, other = McpHttpClient(gw.url), McpHttpClient(gw.url)
+    s_sub, s_other = StreamReader(gw.url, sub.session_id), StreamReader(gw.url, other.session_id)
+    assert sub.request("resources/subscribe", {"uri": "test://static/hello"})["result"] == {}
+    other.call("t__touch", {"uri": "test://static/hello"})
+    other.call("t__touch", {"uri": "test://static/pixel"})
+    _, msg = s_sub.wait_for(lambda m: m.get("method") == "notifications/resources/updated")
+    assert msg["params"]["uri"] == "test://static/hello"
+    time.sleep(0.3)
+    updates = [m for _, m in s_sub.events if m and m.get("method") == "notifications/resources/updated"]
+    assert [m["params"]["uri"] for m in updates] == ["test://static/hello"]
+    assert not [m for _, m in s_other.events if m and m.get("method") == "notifications/resources/updated"]
+    assert sub.request("resources/unsubscribe", {"uri": "test://static/hello"})["result"] == {}
+    other.call("t__touch", {"uri": "test://static/hello"})
+    time.sleep(0.3)
+    updates = [m for _, m in s_sub.events if m and m.get("method") == "notifications/resources/updated"]
+    assert len(updates) == 1
+    s_sub.close()
+    s_other.close()
+
+
+def test_priming_event_for_2025_11_25_sessions(gw: GatewayProcess) -> None:
+    c = McpHttpClient(gw.url, initialize=False)
+    r = c.post({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
+    assert r.json()["result"]["protocolVersion"] == "2025-11-25"
+    c.session_id = r.headers["mcp-session-id"]
+    s = StreamReader(gw.url, c.session_id)
+    deadline = time.monotonic() + 5
+    while not s.events and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert s.events[0] == ("0", None)  # an id with empty data primes reconnection
+    s.close()
+
+
+def test_idle_sessions_expire(gw: GatewayProcess) -> None:
+    c = McpHttpClient(gw.url)
+    assert c.request("ping")["result"] == {}
+    before = gw.health().json()["sessions"]
+    assert before >= 1
+    time.sleep(3.5)
+    r = c.post({"jsonrpc": "2.0", "id": 99, "method": "ping"})
+    assert r.status_code == 404
+    gw.wait_log("expired after")
+
+
+def test_sse_answer_when_progress_precedes_it(gw: GatewayProcess) -> None:
+    c = McpHttpClient(gw.url)
+    resp, before = c.request_raw(
+        "tools/call", {"name": "t__progress", "arguments": {"steps": 3}, "_meta": {"progressToken": "tok"}}
+    )
+    assert [m["params"]["progress"] for m in before] == [1, 2, 3]
+    assert all(m["params"]["progressToken"] == "tok" for m in before)
+    assert resp["result"]["content"][0]["text"] == "progress done (3)"
+    # Without anything before the answer, it is plain JSON.
+    r = c.post({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"name": "t__echo", "arguments": {"text": "x"}}})
+    assert r.headers["content-type"] == "application/json"
+    # A client that only accepts JSON still gets its answer (progress is dropped).
+    r = c.post(
+        {"jsonrpc": "2.0", "id": 6, "method": "tools/call", "params": {"name": "t__progress", "arguments": {"steps": 2}, "_meta": {"progressToken": "t2"}}},
+        headers={"Accept": "application/json"},
+    )
+    assert r.headers["content-type"] == "application/json"
+    assert r.json()["result"]["content"][0]["text"] == "progress done (2)"
