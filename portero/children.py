@@ -73,6 +73,9 @@ class Connection:
         self._next_id = 0
         self._send_lock = trio.Lock()
         self._nursery: trio.Nursery | None = None
+        # Notifications being routed right now (each a task); a response waits for the ones read
+        # before it, so the child's own ordering (progress/log first, then the answer) is kept.
+        self._notifying: set[trio.Event] = set()
         self.closed = False
         self.close_reason = ""
         self.dead = trio.Event()
@@ -177,18 +180,41 @@ class Connection:
             if slot is None:
                 log.debug("%s: response to unknown or finished request %r", self.name, rid)
                 return
-            slot.response = msg
-            slot.event.set()
+            if self._notifying:
+                assert self._nursery is not None
+                self._nursery.start_soon(self._deliver_after, list(self._notifying), slot, msg)
+            else:
+                slot.response = msg
+                slot.event.set()
         elif kind in ("request", "notification"):
             assert self._nursery is not None
-            self._nursery.start_soon(self._handle_incoming, msg, kind)
+            done = None
+            if kind == "notification":
+                done = trio.Event()
+                self._notifying.add(done)
+            self._nursery.start_soon(self._handle_incoming, msg, kind, done)
         else:
             if msg.get("error") is not None and msg.get("id") is None:
                 log.warning("%s reported an error: %s", self.name, str(msg.get("error"))[:300])
             else:
                 log.warning("%s: ignoring an invalid message", self.name)
 
-    async def _handle_incoming(self, msg: dict[str, Any], kind: str) -> None:
+    async def _deliver_after(self, earlier: list[trio.Event], slot: _Slot, msg: dict[str, Any]) -> None:
+        for ev in earlier:
+            await ev.wait()
+        if slot.error is None:
+            slot.response = msg
+            slot.event.set()
+
+    async def _handle_incoming(self, msg: dict[str, Any], kind: str, done: trio.Event | None = None) -> None:
+        try:
+            await self._route(msg, kind)
+        finally:
+            if done is not None:
+                self._notifying.discard(done)
+                done.set()
+
+    async def _route(self, msg: dict[str, Any], kind: str) -> None:
         try:
             reply = await self._handler(self, msg)
         except RpcError as exc:

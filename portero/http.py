@@ -36,7 +36,8 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 MCP_PATHS = ("/mcp", "/mcp/", "/mcp/message")
 SSE_KEEPALIVE = 15.0
-STREAM_BUFFER = 32
+STREAM_BUFFER = 64
+EMIT_WAIT = 5.0
 
 
 def is_loopback(host: str) -> bool:
@@ -225,10 +226,37 @@ class McpEndpoint:
         send_ch, recv_ch = trio.open_memory_channel[tuple[str, Any]](STREAM_BUFFER)
 
         async def emit(m: dict[str, Any]) -> None:
-            await send_ch.send(("msg", m))
+            # Never let a slow reader stall the child's notification handling (which holds that
+            # child's answers to everyone): notifications are dropped when the stream is full,
+            # a server→client request waits briefly, then fails.
+            try:
+                send_ch.send_nowait(("msg", m))
+            except trio.WouldBlock:
+                if "id" not in m:
+                    log.debug("client stream full: dropped %s", m.get("method"))
+                    return
+                with trio.move_on_after(EMIT_WAIT):
+                    await send_ch.send(("msg", m))
+                    return
+                raise trio.BrokenResourceError("client stream is not being read") from None
 
         ctx = RequestContext(session=session, emit=emit if wants_sse else None)
 
+        # Closing both ends when this request is over makes a late emit() fail at once instead of
+        # blocking a child's notification handler on a stream nobody reads any more.
+        with send_ch, recv_ch:
+            await self._run_answer(receive, send, msg, ctx, send_ch, recv_ch, extra)
+
+    async def _run_answer(
+        self,
+        receive: Receive,
+        send: Send,
+        msg: dict[str, Any],
+        ctx: RequestContext,
+        send_ch: trio.MemorySendChannel[tuple[str, Any]],
+        recv_ch: trio.MemoryReceiveChannel[tuple[str, Any]],
+        extra: list[tuple[bytes, bytes]],
+    ) -> None:
         async with trio.open_nursery() as nursery:
 
             async def run() -> None:

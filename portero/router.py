@@ -628,12 +628,10 @@ class Gateway:
         child = self.children.get(conn.name)
         if method.endswith("/list_changed") and child is not None:
             what = method.split("/")[1]
-            if what in ("tools", "prompts", "resources"):
-                try:
-                    await child.refresh(conn, what)
-                except RpcError as exc:
-                    log.warning("server %s: refreshing %s failed: %s", conn.name, what, exc.message)
-                self.rebuild_catalog()
+            if what in ("tools", "prompts", "resources") and self.nursery is not None:
+                # In the background: the refresh asks the child, and the child's answers are held
+                # until its notifications are handled (children.Connection keeps their order).
+                self.nursery.start_soon(self._refresh_child, child, conn, what)
             return None
         if method == "notifications/progress":
             target = self._progress.get(params.get("progressToken"))
@@ -664,6 +662,15 @@ class Gateway:
                 msg["id"], jsonrpc.METHOD_NOT_FOUND, f"{method}: no client session can answer this now"
             )
         return await self._ask_client(ctx, msg, out)
+
+    async def _refresh_child(self, child: Child, conn: Connection, what: str) -> None:
+        try:
+            await child.refresh(conn, what)
+        except RpcError as exc:
+            log.warning("server %s: refreshing %s failed: %s", conn.name, what, exc.message)
+            return
+        if child.conn is conn:
+            self.rebuild_catalog()
 
     def _attributed(self, child_name: str) -> RequestContext | None:
         active = self._active.get(child_name) or []
