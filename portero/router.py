@@ -508,15 +508,9 @@ class Gateway:
         active = self._active[child.name]
         active.append(ctx)
         try:
-            resp = await conn.request(method, child_params, timeout=child.call_timeout)
-            # The child's notifications (progress, log messages) are handled in tasks the connection
-            # spawns as it reads them, while its response wakes us directly, so a notification it
-            # wrote just before the response could otherwise be routed after this call is over
-            # (its progress token gone, the stream answered) and be lost. One checkpoint lets every
-            # task spawned before we were woken take its first step — which routes the message and
-            # queues it ahead of the answer — before we unregister the call.
-            await trio.lowlevel.checkpoint()
-            return resp
+            # The connection delivers the response only after the child's notifications read
+            # before it were routed, so progress and log messages precede the answer.
+            return await conn.request(method, child_params, timeout=child.call_timeout)
         finally:
             active.remove(ctx)
             if gw_token is not None:
