@@ -416,7 +416,7 @@ def _ts(value: object) -> str:
 
 
 def logs_text(records: Sequence[Mapping[str, Any]]) -> str:
-    """/logs: one line per audit record, in the order the store returns them (oldest first)."""
+    """/logs: one line per audit record, in the order the store returns them (newest first)."""
     if not records:
         return "No audit records yet."
     lines = [f"<b>Last {len(records)} tool calls</b>"]
