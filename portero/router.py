@@ -155,6 +155,8 @@ class Gateway:
         # Per child: contexts with a request in flight on it, in start order.
         self._active: dict[str, list[RequestContext]] = {name: [] for name in self.children}
         self._answer_ids = itertools.count(1)
+        # (child, child's request id) -> where we asked: for the child's notifications/cancelled
+        self._child_asks: dict[tuple[str, Any], tuple[RequestContext, str, _Answer]] = {}
         self.nursery: trio.Nursery | None = None
         self.closing = trio.Event()  # set at shutdown: GET streams end so HTTP can drain
 
@@ -587,14 +589,18 @@ class Gateway:
 
     async def m_logging_set_level(self, params: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
         level = params.get("level")
-        if level not in ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"):
+        if level not in LOG_LEVELS:
             raise RpcError(jsonrpc.INVALID_PARAMS, f"Invalid log level: {level}")
         if ctx.session is not None:
             ctx.session.log_level = level
+        # Children are shared: ask them for the most verbose level any session wants, and filter
+        # per session on the way out (_wants_log).
+        levels = [s.log_level for s in self.sessions.values() if s.log_level in LOG_LEVELS] or [level]
+        child_level = min(levels, key=LOG_LEVELS.index)
         for child in self.children.values():
             if child.conn is not None and "logging" in child.capabilities:
                 try:
-                    await child.conn.request("logging/setLevel", {"level": level}, timeout=5)
+                    await child.conn.request("logging/setLevel", {"level": child_level}, timeout=5)
                 except RpcError:
                     pass
         return {}
@@ -641,21 +647,39 @@ class Gateway:
             return None
         if method == "ping" and "id" in msg:
             return jsonrpc.result_response(msg["id"], {})
+        if method == "notifications/cancelled":
+            # The child withdrew one of its own requests to a client: tell that client, stop waiting.
+            asked = self._child_asks.get((conn.name, params.get("requestId")))
+            if asked is not None:
+                ctx, our_id, ans = asked
+                await ctx.send(
+                    jsonrpc.notification(method, {"requestId": our_id, "reason": params.get("reason", "cancelled")})
+                )
+                ans.event.set()
+            return None
         out = self.anonymizer.to_fake(msg)
         ctx = self._attributed(conn.name)
         if "id" not in msg or msg.get("id") is None:
-            # Logging and other notifications.
+            # Logging and other notifications: to the attributed session, else to every listener;
+            # log messages below a session's `logging/setLevel` are not sent to it.
             if ctx is not None:
-                await ctx.send(out)
+                if _wants_log(ctx.session, out):
+                    await ctx.send(out)
             else:
-                self._broadcast_soon(out)
+                for s in list(self.sessions.values()):
+                    if s.listening and _wants_log(s, out):
+                        s.push(out)
             return None
         # A server→client request (sampling, elicitation, roots): ask the attributed session.
         if ctx is None or ctx.session is None:
             return jsonrpc.error_response(
                 msg["id"], jsonrpc.METHOD_NOT_FOUND, f"{method}: no client session can answer this now"
             )
-        return await self._ask_client(ctx, msg, out)
+        key = (conn.name, msg["id"])
+        try:
+            return await self._ask_client(ctx, msg, out, key)
+        finally:
+            self._child_asks.pop(key, None)
 
     async def _refresh_child(self, child: Child, conn: Connection, what: str) -> None:
         try:
@@ -670,12 +694,15 @@ class Gateway:
         active = self._active.get(child_name) or []
         return active[-1] if active else None
 
-    async def _ask_client(self, ctx: RequestContext, msg: dict[str, Any], out: dict[str, Any]) -> dict[str, Any]:
+    async def _ask_client(
+        self, ctx: RequestContext, msg: dict[str, Any], out: dict[str, Any], key: tuple[str, Any]
+    ) -> dict[str, Any]:
         session = ctx.session
         assert session is not None
         our_id = f"g{next(self._answer_ids)}"
         ans = _Answer()
         session.waiting[our_id] = ans
+        self._child_asks[key] = (ctx, our_id, ans)
         try:
             sent = await ctx.send({**out, "id": our_id})
             if not sent:
@@ -691,6 +718,19 @@ class Gateway:
             return {**reply, "id": msg["id"]}
         finally:
             session.waiting.pop(our_id, None)
+
+
+LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+
+
+def _wants_log(session: ClientSession | None, msg: dict[str, Any]) -> bool:
+    """False for a log message below the level the session asked for with logging/setLevel."""
+    if session is None or session.log_level is None or msg.get("method") != "notifications/message":
+        return True
+    level = (msg.get("params") or {}).get("level")
+    if level not in LOG_LEVELS:
+        return True
+    return LOG_LEVELS.index(level) >= LOG_LEVELS.index(session.log_level)
 
 
 @attrs.define

@@ -164,3 +164,22 @@ def test_sse_answer_when_progress_precedes_it(gw: GatewayProcess) -> None:
     )
     assert r.headers["content-type"] == "application/json"
     assert r.json()["result"]["content"][0]["text"] == "progress done (2)"
+
+
+def test_log_level_is_per_session(gw: GatewayProcess) -> None:
+    quiet, chatty = McpHttpClient(gw.url), McpHttpClient(gw.url)
+    assert quiet.request("logging/setLevel", {"level": "warning"})["result"] == {}
+    resp, before = quiet.request_raw("tools/call", {"name": "t__log", "arguments": {"message": "hush"}})
+    assert resp["result"]["content"][0]["text"] == "logged" and before == []
+    resp, before = chatty.request_raw("tools/call", {"name": "t__log", "arguments": {"message": "hello"}})
+    assert [m["params"]["data"] for m in before if m.get("method") == "notifications/message"] == ["hello"]
+
+
+def test_child_cancels_its_own_request_to_the_client(gw: GatewayProcess) -> None:
+    c = McpHttpClient(gw.url)
+    resp, before = c.request_raw("tools/call", {"name": "t__sample_then_cancel", "arguments": {}})
+    assert resp["result"]["content"][0]["text"] == "withdrawn"
+    ask = next(m for m in before if m.get("method") == "sampling/createMessage")
+    cancel = next(m for m in before if m.get("method") == "notifications/cancelled")
+    # The client sees the gateway's id for the request, in both messages.
+    assert cancel["params"]["requestId"] == ask["id"] and str(ask["id"]).startswith("g")

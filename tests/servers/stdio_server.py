@@ -106,6 +106,7 @@ TOOLS = [
     ("log", "Send a logging notification, then answer.", {"message": {"type": "string"}}, ["message"]),
     ("add_tool", "Add a tool named `name` and announce tools/list_changed.", {"name": {"type": "string"}}, []),
     ("delete_thing", "Pretend to delete something.", {"what": {"type": "string"}}, []),
+    ("sample_then_cancel", "Ask the client to sample, then withdraw the request.", {}, []),
     ("touch", "Announce notifications/resources/updated for `uri`.", {"uri": {"type": "string"}}, ["uri"]),
 ]
 
@@ -230,6 +231,16 @@ def call_tool(rid, name: str, arguments: dict, meta: dict) -> dict | None:
         EXTRA_TOOLS.append(str(arguments.get("name", "dynamic_tool")))
         send({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
         return text_result("added")
+    if name == "sample_then_cancel":
+        global _next_out_id
+        with _out_lock2:
+            _next_out_id += 1
+            rid = f"srv-{_next_out_id}"
+        send({"jsonrpc": "2.0", "id": rid, "method": "sampling/createMessage", "params": {"messages": [], "maxTokens": 1}})
+        time.sleep(0.3)
+        send({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": rid, "reason": "changed my mind"}})
+        time.sleep(0.1)
+        return text_result("withdrawn")
     if name == "touch":
         send({"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": {"uri": arguments["uri"]}})
         return text_result("touched")
