@@ -149,3 +149,27 @@ def test_sighup_reloads_rules(gw: GatewayProcess) -> None:
     gw.wait_log("reload refused")
     assert text_of(c.call("t__echo", {"text": "Richard Roe"})) == "Richard Roe"
     assert child_saw(gw)[-1]["arguments"]["text"] == REAL_NAME
+
+
+def test_resources_uris_and_notifications(gw: GatewayProcess) -> None:
+    c = McpHttpClient(gw.url)
+    # A resource URI the client writes with the fake name reaches the child with the real one,
+    # and the contents (and echoed URI) come back fake.
+    read = c.request("resources/read", {"uri": "test://item/John Doe"})["result"]
+    sent = [r for r in child_saw(gw) if r.get("method") == "resources/read"][-1]
+    assert sent["params"]["uri"] == f"test://item/{REAL_NAME}"
+    assert read["contents"][0] == {"uri": "test://item/John Doe", "mimeType": "text/plain", "text": "item John Doe"}
+    # Notifications from the child: a log message written with the real name arrives fake.
+    resp, before = c.request_raw("tools/call", {"name": "t__log", "arguments": {"message": "hello John Doe"}})
+    assert child_saw(gw)[-1]["arguments"]["message"] == f"hello {REAL_NAME}"
+    logs = [m["params"]["data"] for m in before if m.get("method") == "notifications/message"]
+    assert logs == ["hello John Doe"]
+    # Prompt arguments go real, and the completion request too.
+    c.request("prompts/get", {"name": "t__greet", "arguments": {"who": "John Doe"}})
+    assert [r for r in child_saw(gw) if r.get("method") == "prompts/get"][-1]["params"]["arguments"] == {"who": REAL_NAME}
+    comp = c.request(
+        "completion/complete",
+        {"ref": {"type": "ref/prompt", "name": "t__greet"}, "argument": {"name": "who", "value": "John Doe"}},
+    )["result"]
+    assert comp["completion"]["values"] == ["John Doe-one", "John Doe-two"]
+    assert [r for r in child_saw(gw) if r.get("method") == "completion/complete"][-1]["params"]["argument"]["value"] == REAL_NAME

@@ -13,7 +13,8 @@ Flags:
   --spawn-grandchild   start a long-lived grandchild process (`sleep`) at start-up
   --pidfile PATH       write "<pid>\\n" (and the grandchild's pid) to PATH at start-up
   --describe TEXT      append TEXT to the echo tool's description
-  --record PATH        append each tools/call's name and arguments (a JSON line) to PATH
+  --record PATH        append each tools/call's name and arguments (a JSON line) to PATH, and the
+                       params of resources/read, prompts/get and completion/complete
 """
 
 from __future__ import annotations
@@ -267,6 +268,9 @@ def handle(msg: dict) -> None:
     method = msg.get("method")
     rid = msg.get("id")
     params = msg.get("params") or {}
+    if ARGS.record and method in ("resources/read", "prompts/get", "completion/complete"):
+        with open(ARGS.record, "a") as f:
+            f.write(json.dumps({"method": method, "params": params}) + "\n")
     if method is None:
         # A response to one of our server→client requests.
         slot = _out_waiters.pop(rid, None)
