@@ -8,7 +8,7 @@ Structure (one :meth:`TelegramBot.run` component, started in the gateway's nurse
     run
     ├── sender task: the ONE outbound queue (sendMessage / editMessage*), one message per
     │   ``send_interval`` seconds, as Telegram allows about one message a second per chat
-    └── poll loop: getMe, setMyCommands, then getUpdates forever; each update handled in turn
+    └── poll loop: deleteWebhook, getMe, setMyCommands, then getUpdates forever; each update handled in turn
 
 Only ``admin_chat_id`` is obeyed (and, when it is a private chat, only that user); everything else is ignored
 and recorded with ``store.record_event("telegram_ignored", ...)``.
@@ -176,7 +176,7 @@ class TelegramBot:
     shutdown to send what is still queued, such as the "shut down" edits of pending approvals).
     """
 
-    poll_timeout: float = 25.0
+    poll_timeout: float = 30.0
     send_interval: float = 1.0
     backoff_base: float = 1.0
     backoff_cap: float = 60.0
@@ -415,6 +415,15 @@ class TelegramBot:
                 return result
 
     async def _start_session(self) -> None:
+        # A webhook left by another tool would make every getUpdates fail with 409: remove it.
+        # Pending updates are kept (drop_pending_updates false): a press made while we were down
+        # still arrives, and is answered "unknown or expired" if its approval is gone.
+        try:
+            await self._call("deleteWebhook", {"drop_pending_updates": False})
+        except TelegramFatal:
+            raise
+        except TelegramError as e:
+            log.warning("Telegram: deleteWebhook failed: %s", e)
         me = await self._call("getMe")
         username = me.get("username") if isinstance(me, dict) else None
         self._username = username if isinstance(username, str) and username else None
