@@ -86,7 +86,9 @@ def run_gateway(config: Any, env: dict[str, str] | None = None) -> int:
     return 0
 
 
-async def serve(config: Any, env: dict[str, str], *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+async def serve(
+    config: Any, env: dict[str, str], *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+) -> None:
     from .approvals import ApprovalBroker
     from .store import Store
 
@@ -101,10 +103,9 @@ async def serve(config: Any, env: dict[str, str], *, task_status: trio.TaskStatu
         async with trio.open_nursery() as outer:
             outer.start_soon(_watch_signals, shutdown, gateway, config.path, env)
             await outer.start(gateway.run_children)
-            bot = None
             async with trio.open_nursery() as middle:
                 if config.telegram is not None:
-                    bot = await _start_bot(middle, config, broker, gateway, store)
+                    await _start_bot(middle, config, broker, gateway, store)
                 middle.start_soon(_session_janitor, gateway, config.server.session_idle_timeout)
                 hc = HyperConfig()
                 hc.bind = [_bind(config.server.host, config.server.port)]
@@ -154,7 +155,9 @@ def _bind(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-async def _watch_signals(shutdown: trio.Event, gateway: Gateway, config_path: str, env: dict[str, str]) -> None:
+async def _watch_signals(
+    shutdown: trio.Event, gateway: Gateway, config_path: str, env: dict[str, str]
+) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
             if signum == signal.SIGHUP:

@@ -99,10 +99,9 @@ class Catalog:
                 if not isinstance(uri, str):
                     continue
                 if uri in cat.resources:
-                    if cat.resources[uri] != lst.server:
-                        cat.warnings.append(
-                            f"resource {uri} of {lst.server} is hidden by the same URI of {cat.resources[uri]}"
-                        )
+                    owner = cat.resources[uri]
+                    if owner != lst.server:
+                        cat.warnings.append(f"resource {uri} of {lst.server} is hidden by {owner}'s")
                     continue
                 cat.resources[uri] = lst.server
                 cat.resource_items.append(res)

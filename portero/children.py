@@ -64,7 +64,9 @@ MessageHandler = Callable[["Connection", dict[str, Any]], Awaitable[dict[str, An
 class Connection:
     """One running child process speaking newline-delimited JSON-RPC."""
 
-    def __init__(self, name: str, proc: trio.Process, max_message_bytes: int, handler: MessageHandler) -> None:
+    def __init__(
+        self, name: str, proc: trio.Process, max_message_bytes: int, handler: MessageHandler
+    ) -> None:
         self.name = name
         self.proc = proc
         self._buffer = jsonrpc.LineBuffer(max_message_bytes)

@@ -167,7 +167,9 @@ class McpEndpoint:
         batch = isinstance(payload, list)
         messages = payload if batch else [payload]
         if not messages or not all(isinstance(m, dict) for m in messages):
-            return await _json(send, 400, jsonrpc.error_response(None, jsonrpc.INVALID_REQUEST, "Invalid Request"))
+            return await _json(
+                send, 400, jsonrpc.error_response(None, jsonrpc.INVALID_REQUEST, "Invalid Request")
+            )
 
         if not batch and payload.get("method") == "server/discover" and "mcp-session-id" not in headers:
             # A 2026-07-28-era client probing: Portero speaks the handshake era, so say which
@@ -179,7 +181,10 @@ class McpEndpoint:
                     payload.get("id"),
                     jsonrpc.UNSUPPORTED_PROTOCOL_VERSION,
                     "Unsupported protocol version: this server speaks the initialize handshake",
-                    {"supported": list(SUPPORTED_PROTOCOLS), "requested": (payload.get("params") or {}).get("protocolVersion")},
+                    {
+                        "supported": list(SUPPORTED_PROTOCOLS),
+                        "requested": (payload.get("params") or {}).get("protocolVersion"),
+                    },
                 ),
             )
         is_init = any(m.get("method") == "initialize" for m in messages)
@@ -187,7 +192,9 @@ class McpEndpoint:
         if is_init:
             if len(messages) != 1 or "id" not in messages[0]:
                 return await _json(
-                    send, 400, jsonrpc.error_response(None, jsonrpc.INVALID_REQUEST, "initialize must be sent alone")
+                    send,
+                    400,
+                    jsonrpc.error_response(None, jsonrpc.INVALID_REQUEST, "initialize must be sent alone"),
                 )
             session = self.gw.new_session()
             extra.append((b"mcp-session-id", session.id.encode()))
@@ -198,7 +205,9 @@ class McpEndpoint:
 
         if not batch and jsonrpc.kind(messages[0]) == "invalid":
             rid = messages[0].get("id") if jsonrpc.valid_id(messages[0].get("id")) else None
-            return await _json(send, 400, jsonrpc.error_response(rid, jsonrpc.INVALID_REQUEST, "Invalid Request"))
+            return await _json(
+                send, 400, jsonrpc.error_response(rid, jsonrpc.INVALID_REQUEST, "Invalid Request")
+            )
         requests = [m for m in messages if jsonrpc.kind(m) in ("request", "invalid")]
         if not requests:
             for m in messages:
@@ -385,7 +394,9 @@ class McpEndpoint:
         await _raw(send, 204, b"")
 
 
-async def _raw(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+async def _raw(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
     # With a Content-Length the answer leaves in one write instead of three chunked ones.
     hdrs = [(b"content-length", str(len(body)).encode()), *(headers or [])]
     await send({"type": "http.response.start", "status": status, "headers": hdrs})
@@ -397,7 +408,9 @@ async def _json(send: Send, status: int, obj: Any, headers: list[tuple[bytes, by
     await _raw(send, status, body, [(b"content-type", b"application/json"), *(headers or [])])
 
 
-async def _error(send: Send, status: int, message: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+async def _error(
+    send: Send, status: int, message: str, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
     await _json(send, status, jsonrpc.error_response(None, jsonrpc.INVALID_REQUEST, message), extra)
 
 

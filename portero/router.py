@@ -344,7 +344,9 @@ class Gateway:
         if not isinstance(args_fake, dict):
             raise RpcError(jsonrpc.INVALID_PARAMS, "tools/call arguments must be an object")
         started = time.monotonic()
-        record = _AuditDraft(session=ctx.session.id if ctx.session else None, tool=entry.canonical, args=args_fake)
+        record = _AuditDraft(
+            session=ctx.session.id if ctx.session else None, tool=entry.canonical, args=args_fake
+        )
         try:
             return await self._call_tool(entry, args_fake, record, started, ctx, params)
         finally:
@@ -378,22 +380,32 @@ class Gateway:
                 decision = Decision("allow", f"grant:{grant.pattern}")
         record.decision, record.source = decision.action, decision.source
         if decision.action == "deny":
-            where = f"rule {decision.source[5:]!r}" if decision.source.startswith("rule:") else "the default policy"
-            return await self._refuse(record, started, f"Call to {entry.canonical} denied by {where}.", "deny")
+            where = (
+                f"rule {decision.source[5:]!r}"
+                if decision.source.startswith("rule:")
+                else "the default policy"
+            )
+            return await self._refuse(
+                record, started, f"Call to {entry.canonical} denied by {where}.", "deny"
+            )
 
         # 3. wait for approval
         if decision.action == "require-approval":
             outcome = await self._approve(entry, decision, args_real, args_fake, ctx, params)
             record.decision, record.source = outcome.decision, outcome.source
             if outcome.decision != "approved":
-                return await self._refuse(record, started, f"Call to {entry.canonical} refused: {outcome.reason}.")
+                return await self._refuse(
+                    record, started, f"Call to {entry.canonical} refused: {outcome.reason}."
+                )
         else:
             record.decision = "allow"
 
         # 4. call the child
         child = self.children[entry.server]
         try:
-            resp = await self._child_request(child, "tools/call", {"name": entry.original, "arguments": args_real}, ctx, params)
+            resp = await self._child_request(
+                child, "tools/call", {"name": entry.original, "arguments": args_real}, ctx, params
+            )
         except ChildGone as exc:
             result = tool_error(f"Server {entry.server} failed during the call: {exc.message}")
             record.outcome = "error"
@@ -407,7 +419,9 @@ class Gateway:
                 record.outcome = "error"
                 await self._record(record, started, str(err.get("message", ""))[:500])
                 raise RpcError(
-                    int(err.get("code", jsonrpc.INTERNAL_ERROR)), str(err.get("message", "error")), err.get("data")
+                    int(err.get("code", jsonrpc.INTERNAL_ERROR)),
+                    str(err.get("message", "error")),
+                    err.get("data"),
                 )
             result = resp.get("result")
             if not isinstance(result, dict):
@@ -423,7 +437,9 @@ class Gateway:
         await self._record(record, started)
         return result
 
-    async def _refuse(self, record: _AuditDraft, started: float, reason: str, decision: str | None = None) -> dict[str, Any]:
+    async def _refuse(
+        self, record: _AuditDraft, started: float, reason: str, decision: str | None = None
+    ) -> dict[str, Any]:
         if decision:
             record.decision = decision
         record.outcome = "refused"
@@ -463,7 +479,11 @@ class Gateway:
         from .approvals import Outcome  # local: approvals pulls in the store
 
         if self.broker is None:
-            return Outcome("rejected", "no-approver", "approval required but no approver is configured (no [telegram] section)")
+            return Outcome(
+                "rejected",
+                "no-approver",
+                "approval required but no approver is configured (no [telegram] section)",
+            )
         token = (params.get("_meta") or {}).get("progressToken")
         tick = None
         if token is not None:
@@ -492,7 +512,12 @@ class Gateway:
         )
 
     async def _child_request(
-        self, child: Child, method: str, child_params: dict[str, Any], ctx: RequestContext, params: dict[str, Any]
+        self,
+        child: Child,
+        method: str,
+        child_params: dict[str, Any],
+        ctx: RequestContext,
+        params: dict[str, Any],
     ) -> dict[str, Any]:
         """Send one request to a child on behalf of a client request, with progress remapping."""
         conn = child.conn
@@ -518,7 +543,14 @@ class Gateway:
             if gw_token is not None:
                 self._progress.pop(gw_token, None)
 
-    async def _forward(self, server: str, method: str, child_params: dict[str, Any], ctx: RequestContext, params: dict[str, Any]) -> Any:
+    async def _forward(
+        self,
+        server: str,
+        method: str,
+        child_params: dict[str, Any],
+        ctx: RequestContext,
+        params: dict[str, Any],
+    ) -> Any:
         child = self.children.get(server)
         if child is None:
             raise RpcError(jsonrpc.INVALID_PARAMS, f"Unknown server {server}")
@@ -539,7 +571,9 @@ class Gateway:
         entry = self.catalog.prompts.get(params.get("name"))  # type: ignore[arg-type]
         if entry is None:
             raise RpcError(jsonrpc.INVALID_PARAMS, f"Unknown prompt: {params.get('name')}")
-        return await self._forward(entry.server, "prompts/get", {**params, "name": entry.original}, ctx, params)
+        return await self._forward(
+            entry.server, "prompts/get", {**params, "name": entry.original}, ctx, params
+        )
 
     async def m_resources_list(self, params: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
         return {"resources": self.anonymizer.to_fake(self.catalog.resource_items)}
@@ -580,7 +614,11 @@ class Gateway:
             if entry is None:
                 raise RpcError(jsonrpc.INVALID_PARAMS, f"Unknown prompt: {ref.get('name')}")
             return await self._forward(
-                entry.server, "completion/complete", {**params, "ref": {**ref, "name": entry.original}}, ctx, params
+                entry.server,
+                "completion/complete",
+                {**params, "ref": {**ref, "name": entry.original}},
+                ctx,
+                params,
             )
         if ref.get("type") == "ref/resource":
             server, _ = self._resource_server({"uri": ref.get("uri")})
@@ -637,7 +675,9 @@ class Gateway:
             target = self._progress.get(params.get("progressToken"))
             if target is not None:
                 ctx, token = target
-                await ctx.send(jsonrpc.notification(method, self.anonymizer.to_fake({**params, "progressToken": token})))
+                await ctx.send(
+                    jsonrpc.notification(method, self.anonymizer.to_fake({**params, "progressToken": token}))
+                )
             return None
         if method == "notifications/resources/updated":
             uri = self.anonymizer.to_fake_text(str(params.get("uri", "")))
@@ -653,7 +693,9 @@ class Gateway:
             if asked is not None:
                 ctx, our_id, ans = asked
                 await ctx.send(
-                    jsonrpc.notification(method, {"requestId": our_id, "reason": params.get("reason", "cancelled")})
+                    jsonrpc.notification(
+                        method, {"requestId": our_id, "reason": params.get("reason", "cancelled")}
+                    )
                 )
                 ans.event.set()
             return None

@@ -153,7 +153,15 @@ class _AuditSlot:
 
 
 _AUDIT_COLUMNS = (
-    "ts", "session", "tool", "arguments", "decision", "source", "outcome", "duration_ms", "error"
+    "ts",
+    "session",
+    "tool",
+    "arguments",
+    "decision",
+    "source",
+    "outcome",
+    "duration_ms",
+    "error",
 )
 
 

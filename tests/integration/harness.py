@@ -169,7 +169,9 @@ class McpHttpClient:
         assert r.status_code == 202, r.text
         return r
 
-    def request_raw(self, method: str, params: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def request_raw(
+        self, method: str, params: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """Returns (response message, messages streamed before it)."""
         self._id += 1
         msg: dict[str, Any] = {"jsonrpc": "2.0", "id": self._id, "method": method}

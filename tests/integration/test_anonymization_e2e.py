@@ -58,7 +58,10 @@ def test_both_directions(gw: GatewayProcess) -> None:
     c = McpHttpClient(gw.url)
     res = c.call("t__echo", {"text": "Mail John Doe <john@example.com> about ACME"})
     # The child saw only the real side ...
-    assert child_saw(gw)[-1]["arguments"]["text"] == f"Mail {REAL_NAME} <jane.realname@corp.example> about Initech"
+    assert (
+        child_saw(gw)[-1]["arguments"]["text"]
+        == f"Mail {REAL_NAME} <jane.realname@corp.example> about Initech"
+    )
     # ... and the client only the fake side (case-insensitive rules write the configured value).
     assert text_of(res) == "Mail John Doe <john@example.com> about acme"
 
@@ -121,9 +124,10 @@ async def test_sampling_request_is_anonymized_both_ways(gw: GatewayProcess) -> N
         )
 
     http = create_mcp_http_client(headers={"Authorization": f"Bearer {TOKEN}"})
-    async with streamable_http_client(gw.url + "/mcp", http_client=http) as (read, write), ClientSession(
-        read, write, sampling_callback=sampling
-    ) as session:
+    async with (
+        streamable_http_client(gw.url + "/mcp", http_client=http) as (read, write),
+        ClientSession(read, write, sampling_callback=sampling) as session,
+    ):
         await session.initialize()
         res = await session.call_tool("t__sample", {"prompt": "John Doe"})
     # The client saw the fake name in the child's request; the child got the real one back.
@@ -158,7 +162,11 @@ def test_resources_uris_and_notifications(gw: GatewayProcess) -> None:
     read = c.request("resources/read", {"uri": "test://item/John Doe"})["result"]
     sent = [r for r in child_saw(gw) if r.get("method") == "resources/read"][-1]
     assert sent["params"]["uri"] == f"test://item/{REAL_NAME}"
-    assert read["contents"][0] == {"uri": "test://item/John Doe", "mimeType": "text/plain", "text": "item John Doe"}
+    assert read["contents"][0] == {
+        "uri": "test://item/John Doe",
+        "mimeType": "text/plain",
+        "text": "item John Doe",
+    }
     # Notifications from the child: a log message written with the real name arrives fake.
     resp, before = c.request_raw("tools/call", {"name": "t__log", "arguments": {"message": "hello John Doe"}})
     assert child_saw(gw)[-1]["arguments"]["message"] == f"hello {REAL_NAME}"
@@ -166,10 +174,14 @@ def test_resources_uris_and_notifications(gw: GatewayProcess) -> None:
     assert logs == ["hello John Doe"]
     # Prompt arguments go real, and the completion request too.
     c.request("prompts/get", {"name": "t__greet", "arguments": {"who": "John Doe"}})
-    assert [r for r in child_saw(gw) if r.get("method") == "prompts/get"][-1]["params"]["arguments"] == {"who": REAL_NAME}
+    assert [r for r in child_saw(gw) if r.get("method") == "prompts/get"][-1]["params"]["arguments"] == {
+        "who": REAL_NAME
+    }
     comp = c.request(
         "completion/complete",
         {"ref": {"type": "ref/prompt", "name": "t__greet"}, "argument": {"name": "who", "value": "John Doe"}},
     )["result"]
     assert comp["completion"]["values"] == ["John Doe-one", "John Doe-two"]
-    assert [r for r in child_saw(gw) if r.get("method") == "completion/complete"][-1]["params"]["argument"]["value"] == REAL_NAME
+    assert [r for r in child_saw(gw) if r.get("method") == "completion/complete"][-1]["params"]["argument"][
+        "value"
+    ] == REAL_NAME

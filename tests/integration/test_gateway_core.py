@@ -93,7 +93,12 @@ def test_protocol_errors(gw: GatewayProcess) -> None:
     assert r.status_code == 400
     r = c.post(b"[" * 100_000 + b"]" * 100_000)  # nesting deeper than any parser allows
     assert r.status_code == 400 and r.json()["error"]["code"] == -32700
-    deep = {"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "one__echo", "arguments": {"text": "x"}}}
+    deep = {
+        "jsonrpc": "2.0",
+        "id": 9,
+        "method": "tools/call",
+        "params": {"name": "one__echo", "arguments": {"text": "x"}},
+    }
     r = c.post(json.dumps(deep).replace('"x"', "[" * 900 + "]" * 900).encode())
     assert r.status_code == 200 and ("error" in r.json() or "result" in r.json())
     # The gateway is still fine after all of that.
@@ -101,7 +106,16 @@ def test_protocol_errors(gw: GatewayProcess) -> None:
 
 
 def test_auth_origin_body_limit_sessions(gw: GatewayProcess) -> None:
-    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "x", "version": "1"}}}
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "x", "version": "1"},
+        },
+    }
     url = gw.url + "/mcp"
     hdr = {"Accept": "application/json, text/event-stream"}
     r = httpx.post(url, json=init, headers=hdr)
@@ -115,7 +129,9 @@ def test_auth_origin_body_limit_sessions(gw: GatewayProcess) -> None:
     assert r.status_code == 200
     r = httpx.post(url, json=init, headers={**auth, "Host": "evil.example"})
     assert r.status_code == 403
-    r = httpx.post(url, content=b"x" * (5 * 1024 * 1024), headers={**auth, "Content-Type": "application/json"})
+    r = httpx.post(
+        url, content=b"x" * (5 * 1024 * 1024), headers={**auth, "Content-Type": "application/json"}
+    )
     assert r.status_code == 413
     # No session → 400, unknown session → 404, deleted session → 404.
     ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}

@@ -91,7 +91,14 @@ def test_cancelled_call_still_leaves_one_record(gw: GatewayProcess) -> None:
     result: dict[str, Any] = {}
 
     def slow() -> None:
-        result["r"] = c.post({"jsonrpc": "2.0", "id": 77, "method": "tools/call", "params": {"name": "t__sleep", "arguments": {"seconds": 30}}})
+        result["r"] = c.post(
+            {
+                "jsonrpc": "2.0",
+                "id": 77,
+                "method": "tools/call",
+                "params": {"name": "t__sleep", "arguments": {"seconds": 30}},
+            }
+        )
 
     t = threading.Thread(target=slow)
     t.start()

@@ -96,14 +96,24 @@ async def test_sdk_sampling_elicitation_roots(tmp_path: Path) -> None:
         async def roots(ctx: Any) -> Any:
             return types.ListRootsResult(roots=[types.Root(uri="file:///workspace", name="ws")])
 
-        async with transport(g.url) as (read, write), ClientSession(
-            read, write, sampling_callback=sampling, elicitation_callback=elicitation, list_roots_callback=roots
-        ) as session:
+        async with (
+            transport(g.url) as (read, write),
+            ClientSession(
+                read,
+                write,
+                sampling_callback=sampling,
+                elicitation_callback=elicitation,
+                list_roots_callback=roots,
+            ) as session,
+        ):
             await session.initialize()
             res = await session.call_tool("test__sample", {"prompt": "hello"})
             assert _text(res) == "sampled: echo:hello"
             res = await session.call_tool("test__elicit", {"message": "what?"})
-            assert json.loads(_text(res).split(": ", 1)[1]) == {"action": "accept", "content": {"answer": "forty-two"}}
+            assert json.loads(_text(res).split(": ", 1)[1]) == {
+                "action": "accept",
+                "content": {"answer": "forty-two"},
+            }
             res = await session.call_tool("test__roots", {})
             assert "file:///workspace" in _text(res)
     finally:
@@ -123,7 +133,9 @@ async def test_two_sessions_progress_never_crosses(tmp_path: Path) -> None:
             async with transport(g.url) as (read, write), ClientSession(read, write) as session:
                 await session.initialize()
                 for _ in range(3):
-                    res = await session.call_tool("test__progress", {"steps": steps}, progress_callback=on_progress)
+                    res = await session.call_tool(
+                        "test__progress", {"steps": steps}, progress_callback=on_progress
+                    )
                     assert _text(res) == f"progress done ({steps})"
 
         async with trio.open_nursery() as nursery:

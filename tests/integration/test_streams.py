@@ -28,7 +28,11 @@ class StreamReader:
         self.events: list[tuple[str | None, Any]] = []
         self.raw = ""
         self.status = 0
-        headers = {"Authorization": f"Bearer {TOKEN}", "Accept": "text/event-stream", "Mcp-Session-Id": session_id}
+        headers = {
+            "Authorization": f"Bearer {TOKEN}",
+            "Accept": "text/event-stream",
+            "Mcp-Session-Id": session_id,
+        }
         if last_event_id is not None:
             headers["Last-Event-ID"] = last_event_id
         self._stop = threading.Event()
@@ -124,7 +128,18 @@ def test_subscribed_resource_updates_reach_only_subscribers(gw: GatewayProcess) 
 
 def test_priming_event_for_2025_11_25_sessions(gw: GatewayProcess) -> None:
     c = McpHttpClient(gw.url, initialize=False)
-    r = c.post({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
+    r = c.post(
+        {
+            "jsonrpc": "2.0",
+            "id": 0,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {},
+                "clientInfo": {"name": "t", "version": "1"},
+            },
+        }
+    )
     assert r.json()["result"]["protocolVersion"] == "2025-11-25"
     c.session_id = r.headers["mcp-session-id"]
     s = StreamReader(gw.url, c.session_id)
@@ -155,11 +170,23 @@ def test_sse_answer_when_progress_precedes_it(gw: GatewayProcess) -> None:
     assert all(m["params"]["progressToken"] == "tok" for m in before)
     assert resp["result"]["content"][0]["text"] == "progress done (3)"
     # Without anything before the answer, it is plain JSON.
-    r = c.post({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"name": "t__echo", "arguments": {"text": "x"}}})
+    r = c.post(
+        {
+            "jsonrpc": "2.0",
+            "id": 5,
+            "method": "tools/call",
+            "params": {"name": "t__echo", "arguments": {"text": "x"}},
+        }
+    )
     assert r.headers["content-type"] == "application/json"
     # A client that only accepts JSON still gets its answer (progress is dropped).
     r = c.post(
-        {"jsonrpc": "2.0", "id": 6, "method": "tools/call", "params": {"name": "t__progress", "arguments": {"steps": 2}, "_meta": {"progressToken": "t2"}}},
+        {
+            "jsonrpc": "2.0",
+            "id": 6,
+            "method": "tools/call",
+            "params": {"name": "t__progress", "arguments": {"steps": 2}, "_meta": {"progressToken": "t2"}},
+        },
         headers={"Accept": "application/json"},
     )
     assert r.headers["content-type"] == "application/json"

@@ -19,9 +19,13 @@ pytest.importorskip("shiv")
 def test_zipapp_builds_and_serves(tmp_path: Path) -> None:
     pyz = tmp_path / "portero.pyz"
     env = {**os.environ, "PYTHON": sys.executable, "SHIV_ROOT": str(tmp_path / "shiv")}
-    subprocess.run(["bash", str(ROOT / "zipapp" / "build.sh"), str(pyz)], check=True, env=env, capture_output=True)
+    subprocess.run(
+        ["bash", str(ROOT / "zipapp" / "build.sh"), str(pyz)], check=True, env=env, capture_output=True
+    )
     assert pyz.stat().st_size > 100_000
-    out = subprocess.run([sys.executable, str(pyz), "--version"], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, str(pyz), "--version"], env=env, capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip().startswith("portero ")
     cfg = tmp_path / "portero.toml"
     cfg.write_text(server_toml(tmp_path) + child_toml("z"))
@@ -46,8 +50,11 @@ def test_zipapp_builds_and_serves(tmp_path: Path) -> None:
                 break
             time.sleep(0.05)
         assert r.json()["children"][0]["state"] == "ready"
-        r = httpx.post(url + "/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}},
-                       headers={"Authorization": f"Bearer {TOKEN}", "Accept": "application/json, text/event-stream"})
+        r = httpx.post(
+            url + "/mcp",
+            json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}},
+            headers={"Authorization": f"Bearer {TOKEN}", "Accept": "application/json, text/event-stream"},
+        )
         assert r.json()["result"]["serverInfo"]["name"] == "portero"
     finally:
         proc.terminate()

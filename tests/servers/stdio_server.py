@@ -105,7 +105,12 @@ TOOLS = [
     ("elicit", "Ask the client for input.", {"message": {"type": "string"}}, ["message"]),
     ("roots", "Ask the client for its roots.", {}, []),
     ("log", "Send a logging notification, then answer.", {"message": {"type": "string"}}, ["message"]),
-    ("add_tool", "Add a tool named `name` and announce tools/list_changed.", {"name": {"type": "string"}}, []),
+    (
+        "add_tool",
+        "Add a tool named `name` and announce tools/list_changed.",
+        {"name": {"type": "string"}},
+        [],
+    ),
     ("delete_thing", "Pretend to delete something.", {"what": {"type": "string"}}, []),
     ("sample_then_cancel", "Ask the client to sample, then withdraw the request.", {}, []),
     ("touch", "Announce notifications/resources/updated for `uri`.", {"uri": {"type": "string"}}, ["uri"]),
@@ -237,13 +242,32 @@ def call_tool(rid, name: str, arguments: dict, meta: dict) -> dict | None:
         with _out_lock2:
             _next_out_id += 1
             rid = f"srv-{_next_out_id}"
-        send({"jsonrpc": "2.0", "id": rid, "method": "sampling/createMessage", "params": {"messages": [], "maxTokens": 1}})
+        send(
+            {
+                "jsonrpc": "2.0",
+                "id": rid,
+                "method": "sampling/createMessage",
+                "params": {"messages": [], "maxTokens": 1},
+            }
+        )
         time.sleep(0.3)
-        send({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": rid, "reason": "changed my mind"}})
+        send(
+            {
+                "jsonrpc": "2.0",
+                "method": "notifications/cancelled",
+                "params": {"requestId": rid, "reason": "changed my mind"},
+            }
+        )
         time.sleep(0.1)
         return text_result("withdrawn")
     if name == "touch":
-        send({"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": {"uri": arguments["uri"]}})
+        send(
+            {
+                "jsonrpc": "2.0",
+                "method": "notifications/resources/updated",
+                "params": {"uri": arguments["uri"]},
+            }
+        )
         return text_result("touched")
     if name == "delete_thing":
         return text_result("deleted " + str(arguments.get("what", "")))
@@ -320,7 +344,9 @@ def dispatch(rid, method: str, params: dict) -> dict | None:
             raise KeyError(params.get("name"))
         who = (params.get("arguments") or {}).get("who", "nobody")
         return {
-            "messages": [{"role": "user", "content": {"type": "text", "text": f"Hello, {who}! ({ARGS.name})"}}]
+            "messages": [
+                {"role": "user", "content": {"type": "text", "text": f"Hello, {who}! ({ARGS.name})"}}
+            ]
         }
     if method == "resources/list":
         return {"resources": RESOURCES}

@@ -99,8 +99,10 @@ def test_json_values_and_keys_nested() -> None:
     obj = {"Ann": [{"name": "Ann", "n": 1, "ok": True, "x": None, "f": 1.5}, "Ann's"], "other": {"k": "v"}}
     before = copy.deepcopy(obj)
     out = a.to_real(obj)
-    assert out == {"Alice": [{"name": "Alice", "n": 1, "ok": True, "x": None, "f": 1.5}, "Alice's"],
-                   "other": {"k": "v"}}
+    assert out == {
+        "Alice": [{"name": "Alice", "n": 1, "ok": True, "x": None, "f": 1.5}, "Alice's"],
+        "other": {"k": "v"},
+    }
     assert obj == before  # never mutated
     assert out["other"] is obj["other"]  # unchanged branches are shared, not copied
     assert a.to_fake(out) == obj
@@ -197,8 +199,16 @@ def test_long_literals_and_many_rules() -> None:
 
 
 def test_special_regex_characters() -> None:
-    a = Anonymizer([Rule("a.b", "1"), Rule("[x]", "2"), Rule("\\", "3"), Rule("-^", "4"), Rule("]", "5"),
-                    Rule("(?i)", "6", case_sensitive=False)])
+    a = Anonymizer(
+        [
+            Rule("a.b", "1"),
+            Rule("[x]", "2"),
+            Rule("\\", "3"),
+            Rule("-^", "4"),
+            Rule("]", "5"),
+            Rule("(?i)", "6", case_sensitive=False),
+        ]
+    )
     assert a.to_real_text("a.b axb [x] \\ -^ ] (?I)") == "1 axb 2 3 4 5 6"
 
 
@@ -214,8 +224,13 @@ def test_cased_bound_covers_this_pythons_unicode() -> None:
 
 
 def test_case_insensitive_first_characters_with_odd_variants() -> None:
-    a = Anonymizer([Rule("kelvin", "1", case_sensitive=False), Rule("sun", "2", case_sensitive=False),
-                    Rule("ion", "3", case_sensitive=False)])
+    a = Anonymizer(
+        [
+            Rule("kelvin", "1", case_sensitive=False),
+            Rule("sun", "2", case_sensitive=False),
+            Rule("ion", "3", case_sensitive=False),
+        ]
+    )
     assert a.to_real_text("\u212aELVIN \u017fUN \u0130ON \u0131on Kelvin") == "1 2 3 3 1"
 
 
@@ -258,8 +273,14 @@ _TRICKY = "aAiIİısSſkKK."  # characters whose case folding is irregular
 
 def _rules(alphabet: str) -> st.SearchStrategy[list[Rule]]:
     lit = st.text(alphabet, min_size=1, max_size=4)
-    rule = st.builds(Rule, fake=lit, real=lit, bidirectional=st.booleans(), case_sensitive=st.booleans(),
-                     response_replacement=st.sampled_from(["[REDACTED]", "", "#"]))
+    rule = st.builds(
+        Rule,
+        fake=lit,
+        real=lit,
+        bidirectional=st.booleans(),
+        case_sensitive=st.booleans(),
+        response_replacement=st.sampled_from(["[REDACTED]", "", "#"]),
+    )
     return st.lists(rule, max_size=8)
 
 

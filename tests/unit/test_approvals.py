@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 
 from portero.approvals import Approval, ApprovalBroker, Grants, Outcome, format_duration
@@ -28,7 +29,7 @@ class FakeApprover:
         self.new = trio.Event()
 
     async def announce(self, approval: Approval) -> None:
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         if self.fail_announce:
             raise OSError("network is down")
         self.announced.append(approval)
@@ -39,7 +40,7 @@ class FakeApprover:
             assert self.broker.decide(approval.id, **self.auto) == "ok"
 
     async def settle(self, approval: Approval) -> None:
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         self.settled.append((approval.id, approval.state, approval.source))
         if self.fail_settle:
             raise OSError("cannot edit")

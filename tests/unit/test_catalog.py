@@ -12,7 +12,10 @@ def tool(name: str) -> dict:
 
 def test_prefixing_and_canonical_names() -> None:
     cat = Catalog.build(
-        [ChildListing("github", True, tools=[tool("create_issue")]), ChildListing("fs", True, tools=[tool("read")])],
+        [
+            ChildListing("github", True, tools=[tool("create_issue")]),
+            ChildListing("fs", True, tools=[tool("read")]),
+        ],
         "__",
     )
     e = cat.tools["github__create_issue"]
@@ -23,7 +26,8 @@ def test_prefixing_and_canonical_names() -> None:
 
 def test_prefix_false_and_first_wins_on_clash() -> None:
     cat = Catalog.build(
-        [ChildListing("a", False, tools=[tool("x"), tool("y")]), ChildListing("b", False, tools=[tool("x")])], "__"
+        [ChildListing("a", False, tools=[tool("x"), tool("y")]), ChildListing("b", False, tools=[tool("x")])],
+        "__",
     )
     assert cat.tools["x"].server == "a"
     assert cat.tools["y"].canonical == "a/y"
@@ -54,7 +58,9 @@ def test_shorten_properties(name: str) -> None:
 def test_resources_and_templates_route() -> None:
     cat = Catalog.build(
         [
-            ChildListing("a", True, resources=[{"uri": "file:///x"}], templates=[{"uriTemplate": "db://{table}/rows"}]),
+            ChildListing(
+                "a", True, resources=[{"uri": "file:///x"}], templates=[{"uriTemplate": "db://{table}/rows"}]
+            ),
             ChildListing("b", True, resources=[{"uri": "file:///x"}, {"uri": "file:///y"}]),
         ],
         "__",

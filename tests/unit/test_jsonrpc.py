@@ -46,7 +46,12 @@ def test_scan_position_is_remembered() -> None:
 
 
 @given(
-    st.lists(st.text(alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)), min_size=1), max_size=20),
+    st.lists(
+        st.text(
+            alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)), min_size=1
+        ),
+        max_size=20,
+    ),
     st.lists(st.integers(min_value=1, max_value=50), min_size=1, max_size=10),
 )
 def test_any_chunking_gives_the_same_lines(lines: list[str], cuts: list[int]) -> None:
