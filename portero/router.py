@@ -36,7 +36,8 @@ log = logging.getLogger("portero.router")
 LATEST_PROTOCOL = "2025-11-25"
 SUPPORTED_PROTOCOLS = ("2025-11-25", "2025-06-18", "2025-03-26")
 REPLAY_EVENTS = 256  # per session, for `Last-Event-ID` on the GET stream
-CLIENT_REQUEST_TIMEOUT = 300.0  # how long a child's sampling/elicitation request may wait for the client
+CLIENT_REQUEST_TIMEOUT = 300.0
+STARTUP_WAIT = 15.0  # how long a list or call waits for children still starting after launch  # how long a child's sampling/elicitation request may wait for the client
 
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -158,6 +159,7 @@ class Gateway:
         # (child, child's request id) -> where we asked: for the child's notifications/cancelled
         self._child_asks: dict[tuple[str, Any], tuple[RequestContext, str, _Answer]] = {}
         self.nursery: trio.Nursery | None = None
+        self._settled = False
         self.closing = trio.Event()  # set at shutdown: GET streams end so HTTP can drain
 
     # -- life ----------------------------------------------------------------------------
@@ -175,6 +177,19 @@ class Gateway:
         with trio.move_on_after(timeout):
             for child in self.children.values():
                 await child.ready.wait()
+
+    async def settled(self) -> None:
+        """Right after start, wait (at most STARTUP_WAIT) for children that have not come up once yet.
+
+        A client that connects the moment the gateway listens would otherwise see a partial
+        tools/list, or get "unknown tool" for a tool whose server is still starting.
+        """
+        if self._settled:
+            return
+        with trio.move_on_after(STARTUP_WAIT):
+            for child in self.children.values():
+                await child.ready.wait()
+        self._settled = all(c.ready.is_set() for c in self.children.values())
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         children = [c.status() for c in self.children.values() if c.enabled]
@@ -324,6 +339,7 @@ class Gateway:
         return {}
 
     async def m_tools_list(self, params: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+        await self.settled()
         if self._tool_list_cache is None:
             tools = [e.item for e in self.catalog.tools.values() if self.policy.visible(e.canonical)]
             self._tool_list_cache = self.anonymizer.to_fake(tools)
@@ -338,6 +354,9 @@ class Gateway:
         if not isinstance(name, str):
             raise RpcError(jsonrpc.INVALID_PARAMS, "tools/call needs a tool name")
         entry = self.catalog.tools.get(name)
+        if entry is None and not self._settled:
+            await self.settled()
+            entry = self.catalog.tools.get(name)
         if entry is None:
             raise RpcError(jsonrpc.INVALID_PARAMS, f"Unknown tool: {name}")
         args_fake = params.get("arguments") or {}
@@ -565,6 +584,7 @@ class Gateway:
         return self.anonymizer.to_fake(resp.get("result") or {})
 
     async def m_prompts_list(self, params: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+        await self.settled()
         return {"prompts": self.anonymizer.to_fake([e.item for e in self.catalog.prompts.values()])}
 
     async def m_prompts_get(self, params: dict[str, Any], ctx: RequestContext) -> Any:
@@ -576,9 +596,11 @@ class Gateway:
         )
 
     async def m_resources_list(self, params: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+        await self.settled()
         return {"resources": self.anonymizer.to_fake(self.catalog.resource_items)}
 
     async def m_resources_templates_list(self, params: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+        await self.settled()
         return {"resourceTemplates": self.anonymizer.to_fake(self.catalog.template_items())}
 
     def _resource_server(self, params: dict[str, Any]) -> tuple[str, str]:

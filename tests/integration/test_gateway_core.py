@@ -290,3 +290,16 @@ def test_sigterm_leaves_no_process_behind(tmp_path: Path) -> None:
     while pids_alive(pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert pids_alive(pids) == []
+
+
+def test_first_requests_wait_for_children_still_starting(tmp_path: Path) -> None:
+    cfg = server_toml(tmp_path) + child_toml("quick") + child_toml("slow", "--slow-start", "1.5")
+    g = GatewayProcess(tmp_path, cfg)  # returns as soon as the gateway listens
+    try:
+        c = McpHttpClient(g.url)
+        # No waiting for /health here: the call and the list wait for the slow child instead.
+        assert text_of(c.call("slow__echo", {"text": "worth the wait"})) == "worth the wait"
+        names = {t["name"] for t in c.request("tools/list")["result"]["tools"]}
+        assert "slow__echo" in names and "quick__echo" in names
+    finally:
+        g.stop()

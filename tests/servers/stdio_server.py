@@ -12,6 +12,7 @@ Flags:
   --extra-tool NAME    also expose an echo-like tool with this name (repeatable)
   --spawn-grandchild   start a long-lived grandchild process (`sleep`) at start-up
   --pidfile PATH       write "<pid>\\n" (and the grandchild's pid) to PATH at start-up
+  --slow-start SECS    sleep SECS before serving (a server that takes its time to come up)
   --describe TEXT      append TEXT to the echo tool's description
   --record PATH        append each tools/call's name and arguments (a JSON line) to PATH, and the
                        params of resources/read, prompts/get and completion/complete
@@ -36,6 +37,7 @@ args_parser.add_argument("--long-names", action="store_true")
 args_parser.add_argument("--extra-tool", action="append", default=[])
 args_parser.add_argument("--spawn-grandchild", action="store_true")
 args_parser.add_argument("--pidfile", default="")
+args_parser.add_argument("--slow-start", type=float, default=0.0, help="sleep this long before serving")
 args_parser.add_argument("--describe", default="", help="text appended to the echo tool's description")
 args_parser.add_argument("--record", default="", help="append every tools/call's arguments to this file")
 ARGS = args_parser.parse_args()
@@ -377,6 +379,8 @@ def main() -> None:
             pids.append(grandchild.pid)
         with open(ARGS.pidfile, "w") as f:
             f.write("\n".join(str(p) for p in pids) + "\n")
+    if ARGS.slow_start:
+        time.sleep(ARGS.slow_start)
     sys.stderr.write(f"{ARGS.name} test server ready\n")
     sys.stderr.flush()
     for line in sys.stdin.buffer:
