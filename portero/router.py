@@ -36,8 +36,8 @@ log = logging.getLogger("portero.router")
 LATEST_PROTOCOL = "2025-11-25"
 SUPPORTED_PROTOCOLS = ("2025-11-25", "2025-06-18", "2025-03-26")
 REPLAY_EVENTS = 256  # per session, for `Last-Event-ID` on the GET stream
-CLIENT_REQUEST_TIMEOUT = 300.0
-STARTUP_WAIT = 15.0  # how long a list or call waits for children still starting after launch  # how long a child's sampling/elicitation request may wait for the client
+CLIENT_REQUEST_TIMEOUT = 300.0  # how long a child's sampling/elicitation request may wait for the client
+STARTUP_WAIT = 15.0  # how long a list or call waits for children still starting after launch
 
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
 
