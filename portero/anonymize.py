@@ -248,6 +248,9 @@ def _trie_chars(root: _Trie) -> set[str]:
 # One direction.
 
 
+_SMALL_SET = 8  # up to this many exact literals, pre-check with `in` before running the regex
+
+
 class _Replacer:
     """Rewrites every literal of one side into its replacement, leftmost-longest, in one pass."""
 
@@ -278,6 +281,20 @@ class _Replacer:
         self.sub: Callable[[str], str]
         if self._cs is not None and self._ci is not None:
             self.sub = self._sub_mixed
+        elif self._cs is not None and len(self._cs_table) <= _SMALL_SET:
+            # A few exact literals: `in` (CPython's fast substring search) rules out the common
+            # no-match case ~4x faster than the regex engine, which tries a match at every
+            # position whose first character could start one.
+            full = functools.partial(self._cs.sub, self._cs_repl)
+            literals = tuple(self._cs_table)
+
+            def sub(s: str) -> str:
+                for literal in literals:
+                    if literal in s:
+                        return full(s)
+                return s
+
+            self.sub = sub
         elif self._cs is not None:
             self.sub = functools.partial(self._cs.sub, self._cs_repl)
         elif self._ci is not None:
