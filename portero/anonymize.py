@@ -401,6 +401,7 @@ def _walker(sub: Callable[[str], str]) -> Callable[[Any], Any]:
         i = 0
         for v in obj:
             t = type(v)
+            nv: Any
             if t is str:
                 nv = text(v)
             elif t is dict:

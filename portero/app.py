@@ -122,7 +122,12 @@ async def serve(
 
                 async def run_http(task_status: trio.TaskStatus[list[str]]) -> None:
                     try:
-                        await hyper_serve(app, hc, shutdown_trigger=shutdown.wait, task_status=task_status)
+                        await hyper_serve(
+                            app,  # type: ignore[arg-type]  # a plain ASGI callable with dict events
+                            hc,
+                            shutdown_trigger=shutdown.wait,
+                            task_status=task_status,
+                        )
                     finally:
                         served.set()
 

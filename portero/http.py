@@ -189,6 +189,7 @@ class McpEndpoint:
             )
         is_init = any(m.get("method") == "initialize" for m in messages)
         extra: list[tuple[bytes, bytes]] = []
+        session: ClientSession | None
         if is_init:
             if len(messages) != 1 or "id" not in messages[0]:
                 return await _json(
@@ -450,6 +451,6 @@ def build_app(gateway: Gateway, config: Any) -> Callable[[Scope, Receive, Send],
                 # keep-alive connections open at shutdown (see McpEndpoint._answer).
                 ok, body = gateway.health()
                 return await _json(send, 200 if ok else 503, body)
-        await quart(scope, receive, send)
+        await quart(scope, receive, send)  # type: ignore[arg-type]  # ASGI dicts, typed loosely here
 
     return app

@@ -62,7 +62,7 @@ class LineBuffer:
         self._scanned = 0  # bytes of _buf already known to hold no newline
         self.max_size = max_size
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes | bytearray) -> list[bytes]:
         buf = self._buf
         buf += data
         lines: list[bytes] = []

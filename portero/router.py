@@ -421,6 +421,7 @@ class Gateway:
 
         # 4. call the child
         child = self.children[entry.server]
+        result: dict[str, Any]
         try:
             resp = await self._child_request(
                 child, "tools/call", {"name": entry.original, "arguments": args_real}, ctx, params
@@ -442,19 +443,20 @@ class Gateway:
                     str(err.get("message", "error")),
                     err.get("data"),
                 )
-            result = resp.get("result")
-            if not isinstance(result, dict):
+            raw = resp.get("result")
+            if not isinstance(raw, dict):
                 result = tool_error(f"Server {entry.server} sent an invalid result")
                 record.outcome = "error"
             else:
+                result = raw
                 record.outcome = "error" if result.get("isError") else "ok"
 
         # 5. anonymize the response (real → fake)
-        result = self.anonymizer.to_fake(result)
+        answer: dict[str, Any] = self.anonymizer.to_fake(result)
 
         # 6. record (committed before the answer is sent)
         await self._record(record, started)
-        return result
+        return answer
 
     async def _refuse(
         self, record: _AuditDraft, started: float, reason: str, decision: str | None = None
@@ -632,7 +634,7 @@ class Gateway:
     async def m_completion_complete(self, params: dict[str, Any], ctx: RequestContext) -> Any:
         ref = params.get("ref") or {}
         if ref.get("type") == "ref/prompt":
-            entry = self.catalog.prompts.get(ref.get("name"))
+            entry = self.catalog.prompts.get(str(ref.get("name")))
             if entry is None:
                 raise RpcError(jsonrpc.INVALID_PARAMS, f"Unknown prompt: {ref.get('name')}")
             return await self._forward(
@@ -694,7 +696,7 @@ class Gateway:
                 self.nursery.start_soon(self._refresh_child, child, conn, what)
             return None
         if method == "notifications/progress":
-            target = self._progress.get(params.get("progressToken"))
+            target = self._progress.get(str(params.get("progressToken")))
             if target is not None:
                 ctx, token = target
                 await ctx.send(
@@ -722,26 +724,26 @@ class Gateway:
                 ans.event.set()
             return None
         out = self.anonymizer.to_fake(msg)
-        ctx = self._attributed(conn.name)
+        attributed = self._attributed(conn.name)
         if "id" not in msg or msg.get("id") is None:
             # Logging and other notifications: to the attributed session, else to every listener;
             # log messages below a session's `logging/setLevel` are not sent to it.
-            if ctx is not None:
-                if _wants_log(ctx.session, out):
-                    await ctx.send(out)
+            if attributed is not None:
+                if _wants_log(attributed.session, out):
+                    await attributed.send(out)
             else:
                 for s in list(self.sessions.values()):
                     if s.listening and _wants_log(s, out):
                         s.push(out)
             return None
         # A server→client request (sampling, elicitation, roots): ask the attributed session.
-        if ctx is None or ctx.session is None:
+        if attributed is None or attributed.session is None:
             return jsonrpc.error_response(
                 msg["id"], jsonrpc.METHOD_NOT_FOUND, f"{method}: no client session can answer this now"
             )
         key = (conn.name, msg["id"])
         try:
-            return await self._ask_client(ctx, msg, out, key)
+            return await self._ask_client(attributed, msg, out, key)
         finally:
             self._child_asks.pop(key, None)
 

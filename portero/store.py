@@ -242,6 +242,7 @@ class Store:
                 return await self._run(transaction, *args)
             except sqlite3.Error as exc:
                 raise StoreError(f"database write failed: {exc}") from exc
+        raise AssertionError("unreachable: a shielded scope never swallows the result")  # for mypy
 
     # --- approvals ----------------------------------------------------------------------------------------
 
