@@ -319,9 +319,10 @@ class Child:
         handler: MessageHandler,
         on_catalog_change: Callable[[], None],
         client_info: dict[str, Any],
+        name: str | None = None,
     ) -> None:
         self.cfg = cfg
-        self.name: str = cfg.name
+        self.name: str = name or cfg.name
         self.prefix: bool = cfg.prefix
         self.call_timeout: float = cfg.call_timeout
         self._env = env

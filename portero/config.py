@@ -167,6 +167,9 @@ class McpServer:
     required_env: tuple[str, ...] = ()
     call_timeout: float = _duration(default=60.0)
     enabled: bool = True
+    # One child process per client session (exact attribution of the child's own messages),
+    # besides the shared one that serves listings. Costs a process per session.
+    per_session: bool = False
     # Not a TOML key: set by parse_config when a required_env variable is unset or empty.
     skip_reason: str | None = None
 

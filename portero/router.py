@@ -27,7 +27,7 @@ import trio
 from . import __version__, jsonrpc
 from .anonymize import Anonymizer
 from .catalog import Catalog, ChildListing, Entry
-from .children import Child, ChildGone, Connection
+from .children import INIT_TIMEOUT, Child, ChildGone, Connection
 from .jsonrpc import RpcError
 from .policy import Decision, PolicyEngine
 
@@ -156,6 +156,9 @@ class Gateway:
         # Per child: contexts with a request in flight on it, in start order.
         self._active: dict[str, list[RequestContext]] = {name: [] for name in self.children}
         self._answer_ids = itertools.count(1)
+        # `per_session = true` servers: (session id, server) -> (its own child, the scope running it)
+        self._session_children: dict[tuple[str, str], tuple[Child, trio.CancelScope]] = {}
+        self._session_of_child: dict[str, ClientSession] = {}
         # (child, child's request id) -> where we asked: for the child's notifications/cancelled
         self._child_asks: dict[tuple[str, Any], tuple[RequestContext, str, _Answer]] = {}
         self.nursery: trio.Nursery | None = None
@@ -239,6 +242,11 @@ class Gateway:
         if s is None:
             return False
         s.closed = True
+        for (sid, server), (child, scope) in list(self._session_children.items()):
+            if sid == session_id:
+                scope.cancel()  # the child's process is stopped (stdin, SIGTERM, SIGKILL)
+                del self._session_children[(sid, server)]
+                self._session_of_child.pop(child.name, None)
         for scope in list(s.inflight.values()):
             scope.cancel()
         for ans in s.waiting.values():
@@ -541,6 +549,8 @@ class Gateway:
         params: dict[str, Any],
     ) -> dict[str, Any]:
         """Send one request to a child on behalf of a client request, with progress remapping."""
+        if child.cfg.per_session and ctx.session is not None:
+            child = await self._session_child(ctx.session, child)
         conn = child.conn
         if conn is None:
             raise RpcError(jsonrpc.SERVER_UNAVAILABLE, f"Server {child.name} is not running ({child.state}).")
@@ -758,7 +768,45 @@ class Gateway:
 
     def _attributed(self, child_name: str) -> RequestContext | None:
         active = self._active.get(child_name) or []
-        return active[-1] if active else None
+        if active:
+            return active[-1]
+        session = self._session_of_child.get(child_name)
+        if session is not None and not session.closed:
+            return RequestContext(session=session)  # a per-session child: always its own session
+        return None
+
+    async def _session_child(self, session: ClientSession, shared: Child) -> Child:
+        """The session's own process of a `per_session` server, started on first use."""
+        key = (session.id, shared.name)
+        found = self._session_children.get(key)
+        if found is None:
+            assert self.nursery is not None
+            child = Child(
+                shared.cfg,
+                env=shared._env,
+                max_message_bytes=shared._max_message_bytes,
+                handler=self.on_child_message,
+                on_catalog_change=lambda: None,  # the shared instance serves the listings
+                client_info=shared._client_info,
+                name=f"{shared.name}@{session.id[:8]}",
+            )
+            scope = trio.CancelScope()
+            self._session_children[key] = (child, scope)
+            self._session_of_child[child.name] = session
+            self._active[child.name] = []
+
+            async def run() -> None:
+                with scope:
+                    await child.run()
+                self._active.pop(child.name, None)
+
+            self.nursery.start_soon(run)
+            found = (child, scope)
+        child = found[0]
+        # First use: wait for it to come up (or fail: then the call reports it as not running).
+        with trio.move_on_after(INIT_TIMEOUT):
+            await child.ready.wait()
+        return child
 
     async def _ask_client(
         self, ctx: RequestContext, msg: dict[str, Any], out: dict[str, Any], key: tuple[str, Any]

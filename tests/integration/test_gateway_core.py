@@ -303,3 +303,30 @@ def test_first_requests_wait_for_children_still_starting(tmp_path: Path) -> None
         assert "slow__echo" in names and "quick__echo" in names
     finally:
         g.stop()
+
+
+def test_per_session_children(tmp_path: Path) -> None:
+    cfg = server_toml(tmp_path) + child_toml("shared") + child_toml("own", per_session=True)
+    g = GatewayProcess(tmp_path, cfg)
+    try:
+        g.wait_ready()
+        a, b = McpHttpClient(g.url), McpHttpClient(g.url)
+        # The listing comes from the shared instance; calls go to the session's own process.
+        assert "own__whoami" in {t["name"] for t in a.request("tools/list")["result"]["tools"]}
+        pid_a = json.loads(text_of(a.call("own__whoami")))["pid"]
+        pid_b = json.loads(text_of(b.call("own__whoami")))["pid"]
+        assert pid_a != pid_b
+        assert json.loads(text_of(a.call("own__whoami")))["pid"] == pid_a
+        # Servers without the option are still shared.
+        assert json.loads(text_of(a.call("shared__whoami")))["pid"] == json.loads(text_of(b.call("shared__whoami")))["pid"]
+        # Ending the session stops its process.
+        r = httpx.delete(g.url + "/mcp", headers={"Authorization": f"Bearer {TOKEN}", "Mcp-Session-Id": a.session_id})
+        assert r.status_code == 204
+        deadline = time.monotonic() + 10
+        while pids_alive([pid_a]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pids_alive([pid_a]) == []
+        assert pids_alive([pid_b]) == [pid_b]
+    finally:
+        g.stop()
+    assert pids_alive([pid_b]) == []
