@@ -175,12 +175,6 @@ class Gateway:
                 nursery.start_soon(child.run)
             task_status.started()
 
-    async def wait_initial(self, timeout: float) -> None:
-        """Wait until every enabled child is ready or has failed once (bounded)."""
-        with trio.move_on_after(timeout):
-            for child in self.children.values():
-                await child.ready.wait()
-
     async def settled(self) -> None:
         """Right after start, wait (at most STARTUP_WAIT) for children that have not come up once yet.
 
