@@ -318,9 +318,14 @@ def test_per_session_children(tmp_path: Path) -> None:
         assert pid_a != pid_b
         assert json.loads(text_of(a.call("own__whoami")))["pid"] == pid_a
         # Servers without the option are still shared.
-        assert json.loads(text_of(a.call("shared__whoami")))["pid"] == json.loads(text_of(b.call("shared__whoami")))["pid"]
+        assert (
+            json.loads(text_of(a.call("shared__whoami")))["pid"]
+            == json.loads(text_of(b.call("shared__whoami")))["pid"]
+        )
         # Ending the session stops its process.
-        r = httpx.delete(g.url + "/mcp", headers={"Authorization": f"Bearer {TOKEN}", "Mcp-Session-Id": a.session_id})
+        r = httpx.delete(
+            g.url + "/mcp", headers={"Authorization": f"Bearer {TOKEN}", "Mcp-Session-Id": a.session_id}
+        )
         assert r.status_code == 204
         deadline = time.monotonic() + 10
         while pids_alive([pid_a]) and time.monotonic() < deadline:
