@@ -734,6 +734,10 @@ def parse_config(text: str, *, path: str, env: Mapping[str, str]) -> Config:
     for index, (entry, reason) in enumerate(mcp_entries):
         item = _structure(entry, McpServer, f"mcp[{index}]", problems)
         if item is None:
+            # Still report a bad name, so one broken entry doesn't hide its other mistakes.
+            name = entry.get("name") if isinstance(entry, dict) else None
+            if isinstance(name, str) and not _NAME_RE.match(name):
+                problems.append(f"mcp[{index}].name: use only letters, digits and '-', got {_describe(name)}")
             continue
         _check_mcp(item, f"mcp[{index}]", problems)
         if item.name in seen:

@@ -650,3 +650,14 @@ def test_example_config_with_credentials() -> None:
     assert config.server.bearer_token == "t" * 40
     github = next(m for m in config.mcp if m.name == "github")
     assert github.env == {"GITHUB_PERSONAL_ACCESS_TOKEN": "ghp_x"}
+
+
+def test_a_broken_mcp_entry_still_reports_its_bad_name() -> None:
+    from portero.config import ConfigError, parse_config
+
+    text = '[server]\nbearer_token = "0123456789abcdef0123"\n[[mcp]]\nname = "bad name"\n'
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, path="p.toml", env={})
+    problems = info.value.problems
+    assert any("mcp[0].command" in p for p in problems)
+    assert any("mcp[0].name" in p and "bad name" in p for p in problems)
