@@ -198,6 +198,8 @@ class McpEndpoint:
                     jsonrpc.error_response(None, jsonrpc.INVALID_REQUEST, "initialize must be sent alone"),
                 )
             session = self.gw.new_session()
+            if session is None:
+                return await _error(send, 503, "Service Unavailable: too many active sessions")
             extra.append((b"mcp-session-id", session.id.encode()))
         else:
             session, status, why = self._session_for(headers)

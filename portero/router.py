@@ -37,6 +37,7 @@ LATEST_PROTOCOL = "2025-11-25"
 SUPPORTED_PROTOCOLS = ("2025-11-25", "2025-06-18", "2025-03-26")
 REPLAY_EVENTS = 256  # per session, for `Last-Event-ID` on the GET stream
 CLIENT_REQUEST_TIMEOUT = 300.0  # how long a child's sampling/elicitation request may wait for the client
+MAX_SESSIONS = 1000  # bounded state: one client can't grow the gateway without limit
 STARTUP_WAIT = 15.0  # how long a list or call waits for children still starting after launch
 
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
@@ -226,7 +227,16 @@ class Gateway:
                 s.push(msg)
 
     # -- sessions --------------------------------------------------------------------------
-    def new_session(self) -> ClientSession:
+    def new_session(self) -> ClientSession | None:
+        """A new session; at MAX_SESSIONS the longest-idle one without work is ended to make room,
+        and None is returned if every session is busy (the caller answers 503)."""
+        if len(self.sessions) >= MAX_SESSIONS:
+            idle = [s for s in self.sessions.values() if not s.inflight and not s.listening]
+            if not idle:
+                return None
+            oldest = min(idle, key=lambda s: s.last_seen)
+            log.warning("session limit (%d) reached: ending the longest-idle session", MAX_SESSIONS)
+            self.end_session(oldest.id)
         s = ClientSession(id=secrets.token_urlsafe(24))
         self.sessions[s.id] = s
         return s

@@ -210,3 +210,27 @@ def test_child_cancels_its_own_request_to_the_client(gw: GatewayProcess) -> None
     cancel = next(m for m in before if m.get("method") == "notifications/cancelled")
     # The client sees the gateway's id for the request, in both messages.
     assert cancel["params"]["requestId"] == ask["id"] and str(ask["id"]).startswith("g")
+
+
+def test_session_count_is_bounded(gw: GatewayProcess) -> None:
+    from portero.router import MAX_SESSIONS
+
+    first = McpHttpClient(gw.url)
+    init = {
+        "jsonrpc": "2.0",
+        "id": 0,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "x", "version": "1"},
+        },
+    }
+    with httpx.Client(timeout=30) as http:
+        for _ in range(MAX_SESSIONS):
+            r = http.post(gw.url + "/mcp", json=init, headers={"Authorization": f"Bearer {TOKEN}"})
+            assert r.status_code == 200
+    assert gw.health().json()["sessions"] == MAX_SESSIONS
+    # The oldest idle session made room for the newest.
+    assert first.post({"jsonrpc": "2.0", "id": 1, "method": "ping"}).status_code == 404
+    gw.wait_log("session limit")
