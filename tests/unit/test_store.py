@@ -292,3 +292,20 @@ async def test_data_survives_sigkill(tmp_path: Path) -> None:
     assert [g.pattern for g in await store.active_grants(3.0)] == ["gh/x"]
     assert len(await store.recent_audit(5)) == 1
     await store.aclose()
+
+
+async def test_wal_is_checkpointed_every_so_many_records(tmp_path: Path) -> None:
+    from portero.store import CHECKPOINT_EVERY
+
+    path = tmp_path / "gateway.db"
+    store = await Store.open(str(path))
+    initial = path.stat().st_size
+    for i in range(CHECKPOINT_EVERY - 1):
+        await store.record_audit(audit_rec(i))
+    # Automatic checkpoints are off: everything is still in the WAL, the main file is untouched.
+    assert path.stat().st_size == initial
+    await store.record_audit(audit_rec(CHECKPOINT_EVERY))
+    # The worker-thread checkpoint moved the pages into the main file.
+    assert path.stat().st_size > initial
+    assert len(await store.recent_audit(CHECKPOINT_EVERY + 5)) == CHECKPOINT_EVERY
+    await store.aclose()
