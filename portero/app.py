@@ -79,11 +79,22 @@ def setup_logging(config: Any) -> None:
 def run_gateway(config: Any, env: dict[str, str] | None = None) -> int:
     setup_logging(config)
     env = dict(os.environ if env is None else env)
+    from .store import StoreError
+
+    failed = False
     try:
         trio.run(serve, config, env)
-    except KeyboardInterrupt:
+    except* KeyboardInterrupt:
         pass
-    return 0
+    except* StoreError as group:
+        for exc in _leaves(group):
+            log.error("%s", exc)
+        failed = True
+    except* OSError as group:  # e.g. the port is taken, or the TLS files can't be read
+        for exc in _leaves(group):
+            log.error("cannot serve on %s:%s: %s", config.server.host, config.server.port, exc)
+        failed = True
+    return 1 if failed else 0
 
 
 async def serve(
@@ -154,6 +165,12 @@ async def serve(
         with trio.CancelScope(shield=True):
             await store.aclose()
         log.info("stopped")
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
+    return [exc]
 
 
 def _bind(host: str, port: int) -> str:

@@ -212,7 +212,7 @@ class Store:
         """Open (creating the file and its parent folder if needed) and bring the schema up to date."""
         try:
             conn = await trio.to_thread.run_sync(_connect, path)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the database {path}: {exc}") from exc
         return cls(conn, path)
 

@@ -335,3 +335,34 @@ def test_per_session_children(tmp_path: Path) -> None:
     finally:
         g.stop()
     assert pids_alive([pid_b]) == []
+
+
+def test_startup_failures_are_one_clear_line(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        cases = {
+            "port": server_toml(tmp_path).replace("port = 0", f"port = {port}") + child_toml("t"),
+            "data": server_toml(tmp_path).replace(str(tmp_path / "data"), "/proc/no-such-dir/data"),
+        }
+        for name, text in cases.items():
+            cfg = tmp_path / f"{name}.toml"
+            cfg.write_text(text)
+            out = subprocess.run(
+                [sys.executable, "-m", "portero", "serve", "--config", str(cfg)],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert out.returncode == 1, (name, out.stderr[-2000:])
+            assert "Traceback" not in out.stderr
+            expected = "Address already in use" if name == "port" else "cannot open the database"
+            assert expected in out.stderr
+    finally:
+        taken.close()
