@@ -296,7 +296,8 @@ class Gateway:
             err["message"] = self.anonymizer.to_fake_text(err["message"])
             return {"jsonrpc": "2.0", "id": rid, "error": err}
         except (KeyError, TypeError, ValueError) as exc:
-            return jsonrpc.error_response(rid, jsonrpc.INVALID_PARAMS, f"Invalid params: {exc}")
+            detail = self.anonymizer.to_fake_text(str(exc))
+            return jsonrpc.error_response(rid, jsonrpc.INVALID_PARAMS, f"Invalid params: {detail}")
         finally:
             if ctx.session is not None:
                 ctx.session.inflight.pop(rid, None)
@@ -422,9 +423,12 @@ class Gateway:
 
         # 3. wait for approval
         if decision.action == "require-approval":
+            log.info("%s needs approval (%s)", entry.canonical, decision.source)
             outcome = await self._approve(entry, decision, args_real, args_fake, ctx, params)
             record.decision, record.source = outcome.decision, outcome.source
-            if outcome.decision != "approved":
+            if outcome.decision == "approved":
+                log.info("%s approved (%s)", entry.canonical, outcome.source)
+            else:
                 return await self._refuse(
                     record, started, f"Call to {entry.canonical} refused: {outcome.reason}."
                 )
@@ -476,6 +480,7 @@ class Gateway:
         if decision:
             record.decision = decision
         record.outcome = "refused"
+        log.info("refused %s (%s, %s)", record.tool, record.decision, record.source)
         await self._record(record, started, reason)
         return tool_error(reason)
 
