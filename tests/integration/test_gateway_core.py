@@ -366,3 +366,58 @@ def test_startup_failures_are_one_clear_line(tmp_path: Path) -> None:
             assert expected in out.stderr
     finally:
         taken.close()
+
+
+def test_http_edges(gw: GatewayProcess) -> None:
+    c = McpHttpClient(gw.url)
+    ping = {"jsonrpc": "2.0", "id": 3, "method": "ping"}
+    # Version negotiation: a supported version is echoed, an unknown one gets the latest.
+    old = McpHttpClient(gw.url, initialize=False)
+    r = old.post(
+        {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-03-26"}}
+    )
+    assert r.json()["result"]["protocolVersion"] == "2025-03-26"
+    r = old.post(
+        {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "1999-01-01"}}
+    )
+    assert r.json()["result"]["protocolVersion"] == "2025-11-25"
+    # An unsupported MCP-Protocol-Version header is refused.
+    assert c.post(ping, headers={"MCP-Protocol-Version": "1999-01-01"}).status_code == 400
+    assert c.post(ping, headers={"MCP-Protocol-Version": "2025-06-18"}).status_code == 200
+    # Accept and Content-Type.
+    assert c.post(ping, headers={"Accept": "text/html"}).status_code == 406
+    assert c.post(ping, headers={"Content-Type": "text/plain"}).status_code == 415
+    # Batches (2025-03-26): one answer per request, none for notifications.
+    r = c.post(
+        [
+            {"jsonrpc": "2.0", "id": "a", "method": "ping"},
+            {"jsonrpc": "2.0", "method": "notifications/initialized"},
+            {"jsonrpc": "2.0", "id": "b", "method": "nope"},
+        ]
+    )
+    answers = {m["id"]: m for m in r.json()}
+    assert answers["a"]["result"] == {} and answers["b"]["error"]["code"] == -32601
+    # Methods other than GET/POST/DELETE.
+    r = httpx.put(gw.url + "/mcp", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 405
+    # GET without an event-stream Accept, and GET for an unknown session.
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert httpx.get(gw.url + "/mcp", headers={**auth, "Mcp-Session-Id": c.session_id}).status_code == 406
+    r = httpx.get(gw.url + "/mcp", headers={**auth, "Accept": "text/event-stream", "Mcp-Session-Id": "x"})
+    assert r.status_code == 404
+    # A 2026-era probe is told which versions this server speaks.
+    r = httpx.post(
+        gw.url + "/mcp",
+        json={
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "server/discover",
+            "params": {"protocolVersion": "2026-07-28"},
+        },
+        headers={**auth, "Accept": "application/json, text/event-stream"},
+    )
+    err = r.json()["error"]
+    assert err["code"] == -32022 and "2025-11-25" in err["data"]["supported"]
+    # /health needs no token; everything else does.
+    assert httpx.get(gw.url + "/health").status_code == 200
+    assert httpx.get(gw.url + "/mcp", headers={"Accept": "text/event-stream"}).status_code == 401
