@@ -125,6 +125,7 @@ class ServerSection:
     log_file: str = ""
     max_body_bytes: int = 4 * 1024 * 1024
     max_message_bytes: int = 32 * 1024 * 1024
+    sse_keepalive: float = _duration(default=15.0)
     session_idle_timeout: float = _duration(default=3600.0)
 
     @property

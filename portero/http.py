@@ -16,6 +16,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -35,7 +36,6 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 MCP_PATHS = ("/mcp", "/mcp/", "/mcp/message")
-SSE_KEEPALIVE = 15.0
 STREAM_BUFFER = 64
 EMIT_WAIT = 5.0
 
@@ -67,6 +67,7 @@ class McpEndpoint:
         self.max_body = srv.max_body_bytes
         self.loopback = is_loopback(srv.host)
         self.allowed_origins = {o.rstrip("/").lower() for o in srv.allowed_origins}
+        self.keepalive: float = srv.sse_keepalive
 
     # -- checks ----------------------------------------------------------------------------
     def _origin_ok(self, origin: str | None) -> bool:
@@ -295,9 +296,14 @@ class McpEndpoint:
 
             nursery.start_soon(run)
             nursery.start_soon(watch_disconnect)
-            kind, value = await recv_ch.receive()
-            answering = True
+            # A long wait (an approval, a slow tool) turns into an SSE stream with keepalive
+            # comments, so a proxy's idle timeout doesn't cut the request; JSON-only clients wait.
+            kind: str = "keepalive"
+            value: Any = None
+            with trio.move_on_after(self.keepalive if ctx.emit is not None else math.inf):
+                kind, value = await recv_ch.receive()
             if kind == "done":
+                answering = True
                 if value is None:
                     await _raw(send, 202, b"", extra)
                 else:
@@ -317,14 +323,18 @@ class McpEndpoint:
                     ],
                 }
             )
-            answering = False  # mid-stream, a disconnect is the client going away
-            while True:
+            while True:  # mid-stream, a disconnect is the client going away
                 if kind == "done":
                     if value is not None:
                         await _sse(send, value)
                     break
-                await _sse(send, value)
-                kind, value = await recv_ch.receive()
+                if kind == "msg" and value is not None:
+                    await _sse(send, value)
+                else:
+                    await _chunk(send, b": keepalive\n\n")
+                kind = "keepalive"
+                with trio.move_on_after(self.keepalive):
+                    kind, value = await recv_ch.receive()
             answering = True
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             nursery.cancel_scope.cancel()
@@ -374,7 +384,7 @@ class McpEndpoint:
                 while not session.closed and session.stream_gen == mine:
                     pending = session.events_after(sent)
                     if not pending:
-                        with trio.move_on_after(SSE_KEEPALIVE) as idle:
+                        with trio.move_on_after(self.keepalive) as idle:
                             await session.new_event.wait()
                         if idle.cancelled_caught:
                             await _chunk(send, b": keepalive\n\n")

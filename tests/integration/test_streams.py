@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .harness import TOKEN, GatewayProcess, McpHttpClient, child_toml, server_toml
+from .harness import TOKEN, GatewayProcess, McpHttpClient, child_toml, parse_sse, server_toml
 
 
 @pytest.fixture
@@ -234,3 +234,26 @@ def test_session_count_is_bounded(gw: GatewayProcess) -> None:
     # The oldest idle session made room for the newest.
     assert first.post({"jsonrpc": "2.0", "id": 1, "method": "ping"}).status_code == 404
     gw.wait_log("session limit")
+
+
+def test_long_wait_becomes_a_stream_with_keepalives(tmp_path: Path) -> None:
+    g = GatewayProcess(tmp_path, server_toml(tmp_path, extra='sse_keepalive = "1s"') + child_toml("t"))
+    try:
+        g.wait_ready()
+        c = McpHttpClient(g.url)
+        body = {
+            "jsonrpc": "2.0",
+            "id": 7,
+            "method": "tools/call",
+            "params": {"name": "t__sleep", "arguments": {"seconds": 2.5}},
+        }
+        r = c.post(body)
+        assert r.headers["content-type"] == "text/event-stream"
+        assert r.text.count(": keepalive") >= 2
+        assert parse_sse(r.text)[-1]["result"]["content"][0]["text"] == "slept"
+        # A client that accepts only JSON just waits for the JSON answer.
+        r = c.post(body, headers={"Accept": "application/json"})
+        assert r.headers["content-type"] == "application/json"
+        assert r.json()["result"]["content"][0]["text"] == "slept"
+    finally:
+        g.stop()
