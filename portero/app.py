@@ -173,6 +173,9 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
+STREAM_KEEP = 300.0  # seconds a finished, undelivered POST stream waits for its client to resume it
+
+
 def _bind(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -224,6 +227,10 @@ async def _session_janitor(gateway: Gateway, idle_timeout: float) -> None:
         await trio.sleep(min(60.0, max(idle_timeout / 4, 0.5)))
         now = time.monotonic()
         for sid, s in list(gateway.sessions.items()):
+            for key, stream in list(s.post_streams.items()):
+                # A streamed answer nobody came back for is kept a while, then dropped.
+                if stream.done and stream.finished_at is not None and now - stream.finished_at > STREAM_KEEP:
+                    del s.post_streams[key]
             if not s.inflight and not s.listening and now - s.last_seen > idle_timeout:
                 gateway.end_session(sid)
                 log.info("session %s… expired after %.0fs idle", sid[:6], idle_timeout)

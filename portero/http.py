@@ -27,7 +27,7 @@ from quart import Response
 from quart_trio import QuartTrio
 
 from . import jsonrpc
-from .router import SUPPORTED_PROTOCOLS, ClientSession, Gateway, RequestContext
+from .router import SUPPORTED_PROTOCOLS, ClientSession, Gateway, PostStream, RequestContext
 
 log = logging.getLogger("portero.http")
 
@@ -255,10 +255,108 @@ class McpEndpoint:
 
         ctx = RequestContext(session=session, emit=emit if wants_sse else None)
 
+        if wants_sse and session.protocol_version >= "2025-11-25" and self.gw.nursery is not None:
+            return await self._answer_resumable(receive, send, msg, ctx, send_ch, recv_ch, extra)
         # Closing both ends when this request is over makes a late emit() fail at once instead of
         # blocking a child's notification handler on a stream nobody reads any more.
         with send_ch, recv_ch:
             await self._run_answer(receive, send, msg, ctx, send_ch, recv_ch, extra)
+
+    async def _answer_resumable(
+        self,
+        receive: Receive,
+        send: Send,
+        msg: dict[str, Any],
+        ctx: RequestContext,
+        send_ch: trio.MemorySendChannel[tuple[str, Any]],
+        recv_ch: trio.MemoryReceiveChannel[tuple[str, Any]],
+        extra: list[tuple[bytes, bytes]],
+    ) -> None:
+        """Like :meth:`_run_answer`, for 2025-11-25 sessions: the call runs in the gateway's nursery.
+
+        While the answer is still a JSON answer, a disconnect cancels the call. Once it is an SSE
+        stream (its first event has an id, `<stream>/<n>`), a disconnect does not: the call goes on,
+        its events are kept (bounded), and the client can resume with `GET` + `Last-Event-ID`.
+        """
+        assert self.gw.nursery is not None and ctx.session is not None
+        session = ctx.session
+        call_scope = trio.CancelScope()
+
+        async def run() -> None:
+            async with send_ch:
+                resp: dict[str, Any] | None = None
+                with call_scope:
+                    try:
+                        resp = await self.gw.handle(msg, ctx)
+                    except Exception as exc:  # a bug must cost one answer, not the server
+                        log.exception("request %s failed", msg.get("method"))
+                        err = jsonrpc.error_from_exception(exc)
+                        resp = {"jsonrpc": "2.0", "id": msg.get("id"), "error": err}
+                try:
+                    await send_ch.send(("done", resp))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+
+        self.gw.nursery.start_soon(run)
+        streaming = False
+        answering = False  # see _run_answer: the disconnect that follows a finished answer
+        try:
+            async with trio.open_nursery() as nursery:
+
+                async def watch_disconnect() -> None:
+                    while True:
+                        event = await receive()
+                        if event["type"] == "http.disconnect":
+                            if not answering:
+                                if not streaming:
+                                    call_scope.cancel()
+                                nursery.cancel_scope.cancel()
+                            return
+
+                nursery.start_soon(watch_disconnect)
+                kind: str = "keepalive"
+                value: Any = None
+                with trio.move_on_after(self.keepalive):
+                    kind, value = await recv_ch.receive()
+                if kind == "done":
+                    answering = True
+                    if value is None:
+                        await _raw(send, 202, b"", extra)
+                    else:
+                        await _json(send, 200, value, extra)
+                    nursery.cancel_scope.cancel()
+                    return
+                streaming = True
+                stream = session.new_post_stream()
+                if kind == "msg" and value is not None:
+                    stream.push(value)
+                self.gw.nursery.start_soon(_pump, recv_ch, stream)  # the pump owns recv_ch now
+                await send({"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *extra]})
+                await _chunk(send, f"id: {stream.id}/0\ndata: \n\n".encode())  # primes resumption
+                await self._tail(send, stream, 0)
+                answering = True
+                session.post_streams.pop(stream.id, None)  # delivered in full
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                nursery.cancel_scope.cancel()
+        finally:
+            if not streaming:
+                recv_ch.close()
+
+    async def _tail(self, send: Send, stream: PostStream, after: int) -> None:
+        """Send a POST stream's events after `after`, with keepalives, until its answer is sent."""
+        sent = after
+        while True:
+            pending = stream.events_after(sent)
+            for n, m in pending:
+                await _sse(send, m, f"{stream.id}/{n}")
+                sent = n
+            if stream.done and not stream.events_after(sent):
+                return
+            if not pending:
+                with trio.move_on_after(self.keepalive) as idle:
+                    await stream.new_event.wait()
+                if idle.cancelled_caught:
+                    await _chunk(send, b": keepalive\n\n")
 
     async def _run_answer(
         self,
@@ -346,6 +444,13 @@ class McpEndpoint:
         if session is None:
             return await _error(send, status, why)
         last = headers.get("last-event-id", "")
+        if "/" in last:
+            # `<stream>/<n>`: resume the SSE answer of a POST whose connection was lost.
+            stream_s, _, n_s = last.partition("/")
+            stream = session.post_streams.get(int(stream_s)) if stream_s.isdigit() else None
+            if stream is not None and n_s.isdigit():
+                return await self._resume(receive, send, session, stream, int(n_s))
+            last = ""  # gone (delivered, or expired): a plain GET stream
         resume_from = int(last) if last.isdigit() else None
         session.stream_gen += 1
         mine = session.stream_gen
@@ -398,6 +503,28 @@ class McpEndpoint:
         finally:
             session.streams_open -= 1
 
+    async def _resume(
+        self, receive: Receive, send: Send, session: ClientSession, stream: PostStream, after: int
+    ) -> None:
+        answering = False
+        async with trio.open_nursery() as nursery:
+
+            async def watch_disconnect() -> None:
+                while True:
+                    event = await receive()
+                    if event["type"] == "http.disconnect":
+                        if not answering:
+                            nursery.cancel_scope.cancel()
+                        return
+
+            nursery.start_soon(watch_disconnect)
+            await send({"type": "http.response.start", "status": 200, "headers": list(_SSE_HEADERS)})
+            await self._tail(send, stream, after)
+            answering = True
+            session.post_streams.pop(stream.id, None)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            nursery.cancel_scope.cancel()
+
     async def delete(self, send: Send, headers: dict[str, str]) -> None:
         sid = headers.get("mcp-session-id")
         if not sid:
@@ -431,7 +558,25 @@ async def _chunk(send: Send, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body, "more_body": True})
 
 
-async def _sse(send: Send, msg: dict[str, Any], event_id: int | None = None) -> None:
+async def _pump(recv_ch: trio.MemoryReceiveChannel[tuple[str, Any]], stream: PostStream) -> None:
+    """Move one call's messages into its resumable stream, the answer last."""
+    async with recv_ch:
+        async for kind, value in recv_ch:
+            if value is not None:
+                stream.push(value)
+            if kind == "done":
+                break
+    stream.finish()
+
+
+_SSE_HEADERS = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+async def _sse(send: Send, msg: dict[str, Any], event_id: int | str | None = None) -> None:
     data = json.dumps(msg, separators=(",", ":"), ensure_ascii=False)
     head = f"id: {event_id}\n" if event_id is not None else ""
     await _chunk(send, f"{head}event: message\ndata: {data}\n\n".encode())

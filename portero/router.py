@@ -65,6 +65,10 @@ class ClientSession:
         lambda: collections.deque(maxlen=REPLAY_EVENTS)
     )
     new_event: trio.Event = attrs.Factory(trio.Event)
+    # POST answers streamed as SSE on 2025-11-25 sessions, kept so a client that lost the
+    # connection can resume one with `GET` + `Last-Event-ID: <stream>/<n>`.
+    post_streams: dict[int, PostStream] = attrs.Factory(dict)
+    stream_counter: int = 0
     # Client request id -> cancel scope of the call, for notifications/cancelled.
     inflight: dict[Any, trio.CancelScope] = attrs.Factory(dict)
     # Server→client requests awaiting the client's answer: our id -> slot.
@@ -85,6 +89,43 @@ class ClientSession:
 
     def events_after(self, last_id: int) -> list[tuple[int, dict[str, Any]]]:
         return [(i, m) for i, m in self.replay if i > last_id]
+
+    def new_post_stream(self) -> PostStream:
+        self.stream_counter += 1
+        stream = PostStream(id=self.stream_counter)
+        self.post_streams[stream.id] = stream
+        return stream
+
+
+@attrs.define(eq=False)
+class PostStream:
+    """The events of one POST answer sent as SSE; ids are `<stream>/<n>`, the answer is last."""
+
+    id: int
+    events: collections.deque[tuple[int, dict[str, Any]]] = attrs.Factory(
+        lambda: collections.deque(maxlen=REPLAY_EVENTS)
+    )
+    seq: int = 0
+    done: bool = False
+    finished_at: float | None = None
+    new_event: trio.Event = attrs.Factory(trio.Event)
+
+    def push(self, msg: dict[str, Any]) -> None:
+        self.seq += 1
+        self.events.append((self.seq, msg))
+        self._wake()
+
+    def finish(self) -> None:
+        self.done = True
+        self.finished_at = time.monotonic()
+        self._wake()
+
+    def _wake(self) -> None:
+        self.new_event.set()
+        self.new_event = trio.Event()
+
+    def events_after(self, n: int) -> list[tuple[int, dict[str, Any]]]:
+        return [(i, m) for i, m in self.events if i > n]
 
 
 @attrs.define(eq=False)

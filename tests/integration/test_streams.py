@@ -257,3 +257,61 @@ def test_long_wait_becomes_a_stream_with_keepalives(tmp_path: Path) -> None:
         assert r.json()["result"]["content"][0]["text"] == "slept"
     finally:
         g.stop()
+
+
+def test_a_lost_post_stream_is_resumed_with_last_event_id(tmp_path: Path) -> None:
+    g = GatewayProcess(tmp_path, server_toml(tmp_path, extra='sse_keepalive = "1s"') + child_toml("t"))
+    try:
+        g.wait_ready()
+        c = McpHttpClient(g.url, initialize=False)
+        r = c.post(
+            {
+                "jsonrpc": "2.0",
+                "id": 0,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": "2025-11-25",
+                    "capabilities": {},
+                    "clientInfo": {"name": "t", "version": "1"},
+                },
+            }
+        )
+        c.session_id = r.headers["mcp-session-id"]
+        headers = {**c.headers, "Mcp-Session-Id": c.session_id}
+        call = {
+            "jsonrpc": "2.0",
+            "id": 42,
+            "method": "tools/call",
+            "params": {"name": "t__sleep", "arguments": {"seconds": 2.5}},
+        }
+        # Read until the priming event (an id with empty data), then drop the connection.
+        last_id = None
+        with httpx.stream("POST", g.url + "/mcp", json=call, headers=headers, timeout=30) as resp:
+            assert resp.headers["content-type"] == "text/event-stream"
+            for line in resp.iter_lines():
+                if line.startswith("id:"):
+                    last_id = line[3:].strip()
+                    break
+        assert last_id is not None and "/" in last_id
+        # The call goes on without its client; resume and get the answer.
+        time.sleep(0.3)
+        r = httpx.get(
+            g.url + "/mcp",
+            headers={**headers, "Accept": "text/event-stream", "Last-Event-ID": last_id},
+            timeout=30,
+        )
+        events = parse_sse(r.text)
+        assert events[-1]["id"] == 42 and events[-1]["result"]["content"][0]["text"] == "slept"
+        assert not any("cancelled" in line for line in g.lines if "[t]" in line)
+        # Delivered in full: the stream is gone, a second resume gets a plain GET stream instead.
+        with httpx.stream(
+            "GET",
+            g.url + "/mcp",
+            headers={**headers, "Accept": "text/event-stream", "Last-Event-ID": last_id},
+            timeout=5,
+        ) as again:
+            assert again.status_code == 200
+            first = next(again.iter_lines())
+            assert first.startswith("id:") and "/" not in first
+    finally:
+        g.stop()
