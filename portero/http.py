@@ -303,17 +303,13 @@ class McpEndpoint:
         try:
             async with trio.open_nursery() as nursery:
 
-                async def watch_disconnect() -> None:
-                    while True:
-                        event = await receive()
-                        if event["type"] == "http.disconnect":
-                            if not answering:
-                                if not streaming:
-                                    call_scope.cancel()
-                                nursery.cancel_scope.cancel()
-                            return
+                def on_disconnect() -> None:
+                    if not answering:
+                        if not streaming:
+                            call_scope.cancel()
+                        nursery.cancel_scope.cancel()
 
-                nursery.start_soon(watch_disconnect)
+                nursery.start_soon(_watch_disconnect, receive, on_disconnect)
                 kind: str = "keepalive"
                 value: Any = None
                 with trio.move_on_after(self.keepalive):
@@ -384,16 +380,12 @@ class McpEndpoint:
             # would then wait graceful_timeout for it).
             answering = False
 
-            async def watch_disconnect() -> None:
-                while True:
-                    event = await receive()
-                    if event["type"] == "http.disconnect":
-                        if not answering:
-                            nursery.cancel_scope.cancel()
-                        return
+            def on_disconnect() -> None:
+                if not answering:
+                    nursery.cancel_scope.cancel()
 
             nursery.start_soon(run)
-            nursery.start_soon(watch_disconnect)
+            nursery.start_soon(_watch_disconnect, receive, on_disconnect)
             # A long wait (an approval, a slow tool) turns into an SSE stream with keepalive
             # comments, so a proxy's idle timeout doesn't cut the request; JSON-only clients wait.
             kind: str = "keepalive"
@@ -473,18 +465,11 @@ class McpEndpoint:
                 await _chunk(send, b": stream open\n\n")
             async with trio.open_nursery() as nursery:
 
-                async def watch_disconnect() -> None:
-                    while True:
-                        event = await receive()
-                        if event["type"] == "http.disconnect":
-                            nursery.cancel_scope.cancel()
-                            return
-
                 async def watch_shutdown() -> None:
                     await self.gw.closing.wait()
                     nursery.cancel_scope.cancel()
 
-                nursery.start_soon(watch_disconnect)
+                nursery.start_soon(_watch_disconnect, receive, nursery.cancel_scope.cancel)
                 nursery.start_soon(watch_shutdown)
                 while not session.closed and session.stream_gen == mine:
                     pending = session.events_after(sent)
@@ -509,15 +494,11 @@ class McpEndpoint:
         answering = False
         async with trio.open_nursery() as nursery:
 
-            async def watch_disconnect() -> None:
-                while True:
-                    event = await receive()
-                    if event["type"] == "http.disconnect":
-                        if not answering:
-                            nursery.cancel_scope.cancel()
-                        return
+            def on_disconnect() -> None:
+                if not answering:
+                    nursery.cancel_scope.cancel()
 
-            nursery.start_soon(watch_disconnect)
+            nursery.start_soon(_watch_disconnect, receive, on_disconnect)
             await send({"type": "http.response.start", "status": 200, "headers": list(_SSE_HEADERS)})
             await self._tail(send, stream, after)
             answering = True
@@ -556,6 +537,16 @@ async def _error(
 
 async def _chunk(send: Send, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body, "more_body": True})
+
+
+async def _watch_disconnect(receive: Receive, on_disconnect: Callable[[], None]) -> None:
+    """Wait for the client's `http.disconnect` (hypercorn also sends one after a finished
+    answer), then call `on_disconnect` once."""
+    while True:
+        event = await receive()
+        if event["type"] == "http.disconnect":
+            on_disconnect()
+            return
 
 
 async def _pump(recv_ch: trio.MemoryReceiveChannel[tuple[str, Any]], stream: PostStream) -> None:
