@@ -1,9 +1,9 @@
 """The HTTP front: MCP Streamable HTTP on ``/mcp`` (and ``/mcp/message``), ``GET /health``.
 
 The MCP endpoint is a plain ASGI callable rather than a Quart route: it sits on the hot path of
-every tool call, and owning the ASGI conversation lets one request hold a Trio nursery for its
-lifetime, so it can start as a JSON answer and switch to an SSE stream the moment a child sends
-a notification or a request before the answer — and notice a client that disconnects. Everything
+every tool call, and owning the ASGI conversation lets one request start as a JSON answer and
+switch to an SSE stream the moment a child sends a notification or a request before the answer
+(or the answer is slow), and notice a client that disconnects. Everything
 else (``/health``, 404s) is a Quart-Trio app behind it.
 
 Order of checks on ``/mcp``: Host/Origin (403) → bearer token (401, constant time) → body size
@@ -235,7 +235,18 @@ class McpEndpoint:
         wants_sse: bool,
         extra: list[tuple[bytes, bytes]],
     ) -> None:
-        """Answer one request: JSON, unless something must be sent before the answer (then SSE)."""
+        """Answer one request: JSON, unless something must be sent before the answer (then SSE).
+
+        The call runs in the gateway's nursery; this request reads its messages from a bounded
+        channel. A request still unanswered after `sse_keepalive` also becomes a stream, with
+        keepalive comments, so a proxy's idle timeout doesn't cut it.
+
+        A disconnect cancels the call, except on a 2025-11-25 session once the answer is an SSE
+        stream: its events have ids `<stream>/<n>` (after a priming event), the call goes on, its
+        events are kept (bounded), and the client can resume with `GET` + `Last-Event-ID`.
+        """
+        assert self.gw.nursery is not None
+        resumable = wants_sse and session.protocol_version >= "2025-11-25"
         send_ch, recv_ch = trio.open_memory_channel[tuple[str, Any]](STREAM_BUFFER)
 
         async def emit(m: dict[str, Any]) -> None:
@@ -254,35 +265,11 @@ class McpEndpoint:
                 raise trio.BrokenResourceError("client stream is not being read") from None
 
         ctx = RequestContext(session=session, emit=emit if wants_sse else None)
-
-        if wants_sse and session.protocol_version >= "2025-11-25" and self.gw.nursery is not None:
-            return await self._answer_resumable(receive, send, msg, ctx, send_ch, recv_ch, extra)
-        # Closing both ends when this request is over makes a late emit() fail at once instead of
-        # blocking a child's notification handler on a stream nobody reads any more.
-        with send_ch, recv_ch:
-            await self._run_answer(receive, send, msg, ctx, send_ch, recv_ch, extra)
-
-    async def _answer_resumable(
-        self,
-        receive: Receive,
-        send: Send,
-        msg: dict[str, Any],
-        ctx: RequestContext,
-        send_ch: trio.MemorySendChannel[tuple[str, Any]],
-        recv_ch: trio.MemoryReceiveChannel[tuple[str, Any]],
-        extra: list[tuple[bytes, bytes]],
-    ) -> None:
-        """Like :meth:`_run_answer`, for 2025-11-25 sessions: the call runs in the gateway's nursery.
-
-        While the answer is still a JSON answer, a disconnect cancels the call. Once it is an SSE
-        stream (its first event has an id, `<stream>/<n>`), a disconnect does not: the call goes on,
-        its events are kept (bounded), and the client can resume with `GET` + `Last-Event-ID`.
-        """
-        assert self.gw.nursery is not None and ctx.session is not None
-        session = ctx.session
         call_scope = trio.CancelScope()
 
         async def run() -> None:
+            # Closing send_ch when the call is over makes a late emit() fail at once instead of
+            # blocking a child's notification handler on a stream nobody reads any more.
             async with send_ch:
                 resp: dict[str, Any] | None = None
                 with call_scope:
@@ -299,20 +286,24 @@ class McpEndpoint:
 
         self.gw.nursery.start_soon(run)
         streaming = False
-        answering = False  # see _run_answer: the disconnect that follows a finished answer
+        # Set once the answer starts going out: from then on an http.disconnect is hypercorn
+        # closing the finished stream, and cancelling our task while it is inside hypercorn's
+        # send() would leave the keep-alive connection without its idle watcher (shutdown would
+        # then wait graceful_timeout for it).
+        answering = False
         try:
             async with trio.open_nursery() as nursery:
 
                 def on_disconnect() -> None:
                     if not answering:
-                        if not streaming:
+                        if not (streaming and resumable):
                             call_scope.cancel()
                         nursery.cancel_scope.cancel()
 
                 nursery.start_soon(_watch_disconnect, receive, on_disconnect)
                 kind: str = "keepalive"
                 value: Any = None
-                with trio.move_on_after(self.keepalive):
+                with trio.move_on_after(self.keepalive if wants_sse else math.inf):
                     kind, value = await recv_ch.receive()
                 if kind == "done":
                     answering = True
@@ -323,13 +314,17 @@ class McpEndpoint:
                     nursery.cancel_scope.cancel()
                     return
                 streaming = True
-                stream = session.new_post_stream()
+                # Only resumable streams are kept in the session for a later GET.
+                stream = session.new_post_stream() if resumable else PostStream(id=0)
                 if kind == "msg" and value is not None:
                     stream.push(value)
                 self.gw.nursery.start_soon(_pump, recv_ch, stream)  # the pump owns recv_ch now
                 await send({"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *extra]})
-                await _chunk(send, f"id: {stream.id}/0\ndata: \n\n".encode())  # primes resumption
-                await self._tail(send, stream, 0)
+                if resumable:
+                    await _chunk(send, f"id: {stream.id}/0\ndata: \n\n".encode())  # primes resumption
+                if kind == "keepalive":
+                    await _chunk(send, b": keepalive\n\n")
+                await self._tail(send, stream, 0, with_ids=resumable)
                 answering = True
                 session.post_streams.pop(stream.id, None)  # delivered in full
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -338,13 +333,13 @@ class McpEndpoint:
             if not streaming:
                 recv_ch.close()
 
-    async def _tail(self, send: Send, stream: PostStream, after: int) -> None:
+    async def _tail(self, send: Send, stream: PostStream, after: int, *, with_ids: bool = True) -> None:
         """Send a POST stream's events after `after`, with keepalives, until its answer is sent."""
         sent = after
         while True:
             pending = stream.events_after(sent)
             for n, m in pending:
-                await _sse(send, m, f"{stream.id}/{n}")
+                await _sse(send, m, f"{stream.id}/{n}" if with_ids else None)
                 sent = n
             if stream.done and not stream.events_after(sent):
                 return
@@ -353,81 +348,6 @@ class McpEndpoint:
                     await stream.new_event.wait()
                 if idle.cancelled_caught:
                     await _chunk(send, b": keepalive\n\n")
-
-    async def _run_answer(
-        self,
-        receive: Receive,
-        send: Send,
-        msg: dict[str, Any],
-        ctx: RequestContext,
-        send_ch: trio.MemorySendChannel[tuple[str, Any]],
-        recv_ch: trio.MemoryReceiveChannel[tuple[str, Any]],
-        extra: list[tuple[bytes, bytes]],
-    ) -> None:
-        async with trio.open_nursery() as nursery:
-
-            async def run() -> None:
-                try:
-                    resp = await self.gw.handle(msg, ctx)
-                except Exception as exc:  # a bug must cost one answer, not the server
-                    log.exception("request %s failed", msg.get("method"))
-                    resp = {"jsonrpc": "2.0", "id": msg.get("id"), "error": jsonrpc.error_from_exception(exc)}
-                await send_ch.send(("done", resp))
-
-            # Set once the answer starts going out: from then on an http.disconnect is hypercorn
-            # closing the finished stream, and cancelling our task while it is inside hypercorn's
-            # send() would leave the keep-alive connection without its idle watcher (shutdown
-            # would then wait graceful_timeout for it).
-            answering = False
-
-            def on_disconnect() -> None:
-                if not answering:
-                    nursery.cancel_scope.cancel()
-
-            nursery.start_soon(run)
-            nursery.start_soon(_watch_disconnect, receive, on_disconnect)
-            # A long wait (an approval, a slow tool) turns into an SSE stream with keepalive
-            # comments, so a proxy's idle timeout doesn't cut the request; JSON-only clients wait.
-            kind: str = "keepalive"
-            value: Any = None
-            with trio.move_on_after(self.keepalive if ctx.emit is not None else math.inf):
-                kind, value = await recv_ch.receive()
-            if kind == "done":
-                answering = True
-                if value is None:
-                    await _raw(send, 202, b"", extra)
-                else:
-                    await _json(send, 200, value, extra)
-                nursery.cancel_scope.cancel()
-                return
-            # Stream: headers now, then every message, the answer last.
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [
-                        (b"content-type", b"text/event-stream"),
-                        (b"cache-control", b"no-cache"),
-                        (b"x-accel-buffering", b"no"),
-                        *extra,
-                    ],
-                }
-            )
-            while True:  # mid-stream, a disconnect is the client going away
-                if kind == "done":
-                    if value is not None:
-                        await _sse(send, value)
-                    break
-                if kind == "msg" and value is not None:
-                    await _sse(send, value)
-                else:
-                    await _chunk(send, b": keepalive\n\n")
-                kind = "keepalive"
-                with trio.move_on_after(self.keepalive):
-                    kind, value = await recv_ch.receive()
-            answering = True
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            nursery.cancel_scope.cancel()
 
     async def get(self, receive: Receive, send: Send, headers: dict[str, str]) -> None:
         if "text/event-stream" not in headers.get("accept", "").lower():
