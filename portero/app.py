@@ -195,7 +195,7 @@ async def _watch_signals(
 async def reload_config(gateway: Gateway, config_path: str, env: dict[str, str]) -> bool:
     """SIGHUP: re-read the config and swap policies and anonymization rules atomically.
 
-    The new rules are compiled off to the side and installed with plain attribute assignments
+    The new rules are compiled off to the side and installed by Gateway.reload in one step
     (no await in between), so a call sees either the old set or the new one, never a mix. A config
     with mistakes changes nothing. Server, child and Telegram settings need a restart.
     """
@@ -210,9 +210,7 @@ async def reload_config(gateway: Gateway, config_path: str, env: dict[str, str])
     except (ConfigError, ValueError) as exc:
         log.error("reload refused, keeping the running config:\n%s", exc)
         return False
-    gateway.anonymizer = anonymizer
-    gateway.policy = policy
-    gateway._tool_list_cache = None
+    gateway.reload(policy, anonymizer)
     log.info(
         "reloaded %s: %d policy rules, %d replacements (server and child settings need a restart)",
         config_path,

@@ -342,6 +342,18 @@ class Child:
         self.ready = trio.Event()  # set the first time the child is ready or gives up for now
         self._refresh_lock = trio.Lock()
 
+    def clone(self, name: str) -> Child:
+        """Another process of the same server (`per_session`); the original serves the listings."""
+        return Child(
+            self.cfg,
+            env=self._env,
+            max_message_bytes=self._max_message_bytes,
+            handler=self._handler,
+            on_catalog_change=lambda: None,
+            client_info=self._client_info,
+            name=name,
+        )
+
     @property
     def enabled(self) -> bool:
         return self.state not in ("skipped", "disabled")

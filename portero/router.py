@@ -260,14 +260,20 @@ class Gateway:
             if w not in self._warned:
                 self._warned.add(w)
                 log.warning("%s", w)
-        self._broadcast_soon(jsonrpc.notification("notifications/tools/list_changed"))
+        self._broadcast(jsonrpc.notification("notifications/tools/list_changed"))
 
-    def _broadcast_soon(self, msg: dict[str, Any]) -> None:
+    def _broadcast(self, msg: dict[str, Any]) -> None:
         for s in list(self.sessions.values()):
             if s.listening:
                 s.push(msg)
 
     # -- sessions --------------------------------------------------------------------------
+    def reload(self, policy: PolicyEngine, anonymizer: Anonymizer) -> None:
+        """Swap the rules in one step (no await in between): a call sees the old or the new set."""
+        self.policy = policy
+        self.anonymizer = anonymizer
+        self._tool_list_cache = None
+
     def new_session(self) -> ClientSession | None:
         """A new session; at MAX_SESSIONS the longest-idle one without work is ended to make room,
         and None is returned if every session is busy (the caller answers 503)."""
@@ -831,15 +837,7 @@ class Gateway:
         found = self._session_children.get(key)
         if found is None:
             assert self.nursery is not None
-            child = Child(
-                shared.cfg,
-                env=shared._env,
-                max_message_bytes=shared._max_message_bytes,
-                handler=self.on_child_message,
-                on_catalog_change=lambda: None,  # the shared instance serves the listings
-                client_info=shared._client_info,
-                name=f"{shared.name}@{session.id[:8]}",
-            )
+            child = shared.clone(f"{shared.name}@{session.id[:8]}")
             scope = trio.CancelScope()
             self._session_children[key] = (child, scope)
             self._session_of_child[child.name] = session
