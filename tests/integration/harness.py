@@ -142,14 +142,14 @@ class McpHttpClient:
         data = body if isinstance(body, (bytes, str)) else json.dumps(body)
         return self.http.post(self.url, content=data, headers=h)
 
-    def initialize(self) -> dict[str, Any]:
+    def initialize(self, protocol_version: str = "2025-06-18") -> dict[str, Any]:
         r = self.post(
             {
                 "jsonrpc": "2.0",
                 "id": 0,
                 "method": "initialize",
                 "params": {
-                    "protocolVersion": "2025-06-18",
+                    "protocolVersion": protocol_version,
                     "capabilities": {},
                     "clientInfo": {"name": "test", "version": "0"},
                 },

@@ -128,20 +128,7 @@ def test_subscribed_resource_updates_reach_only_subscribers(gw: GatewayProcess) 
 
 def test_priming_event_for_2025_11_25_sessions(gw: GatewayProcess) -> None:
     c = McpHttpClient(gw.url, initialize=False)
-    r = c.post(
-        {
-            "jsonrpc": "2.0",
-            "id": 0,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": "2025-11-25",
-                "capabilities": {},
-                "clientInfo": {"name": "t", "version": "1"},
-            },
-        }
-    )
-    assert r.json()["result"]["protocolVersion"] == "2025-11-25"
-    c.session_id = r.headers["mcp-session-id"]
+    assert c.initialize("2025-11-25")["protocolVersion"] == "2025-11-25"
     s = StreamReader(gw.url, c.session_id)
     deadline = time.monotonic() + 5
     while not s.events and time.monotonic() < deadline:
@@ -264,19 +251,7 @@ def test_a_lost_post_stream_is_resumed_with_last_event_id(tmp_path: Path) -> Non
     try:
         g.wait_ready()
         c = McpHttpClient(g.url, initialize=False)
-        r = c.post(
-            {
-                "jsonrpc": "2.0",
-                "id": 0,
-                "method": "initialize",
-                "params": {
-                    "protocolVersion": "2025-11-25",
-                    "capabilities": {},
-                    "clientInfo": {"name": "t", "version": "1"},
-                },
-            }
-        )
-        c.session_id = r.headers["mcp-session-id"]
+        c.initialize("2025-11-25")
         headers = {**c.headers, "Mcp-Session-Id": c.session_id}
         call = {
             "jsonrpc": "2.0",
