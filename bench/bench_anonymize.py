@@ -145,29 +145,52 @@ def main() -> None:
 
     mixed = Anonymizer(make_rules(1000, case_insensitive_share=0.5))
     mixed_text = text_with([r.real.upper() for r in mixed.rules], 1_000_000, 870)
-    case("1,000 rules, half case-insensitive, 1 MB text, to_fake", lambda: mixed.to_fake_text(mixed_text),
-         mixed_text, 9)
+    case(
+        "1,000 rules, half case-insensitive, 1 MB text, to_fake",
+        lambda: mixed.to_fake_text(mixed_text),
+        mixed_text,
+        9,
+    )
 
     # Typical: a handful of rules on a 10 KB result.
     few = make_rules(5)
     few_anon = Anonymizer(few)
     small = tool_result([r.real for r in few], 10_000, 300)
-    case("5 rules, 10 KB JSON result, to_fake", lambda: [few_anon.to_fake(small) for _ in range(100)],
-         [small] * 100, 7, "100 calls timed together")
+    case(
+        "5 rules, 10 KB JSON result, to_fake",
+        lambda: [few_anon.to_fake(small) for _ in range(100)],
+        [small] * 100,
+        7,
+        "100 calls timed together",
+    )
     small_plain = tool_result([], 10_000, 300)
-    case("5 rules, 10 KB JSON result, no match", lambda: [few_anon.to_fake(small_plain) for _ in range(100)],
-         [small_plain] * 100, 7, "100 calls timed together")
+    case(
+        "5 rules, 10 KB JSON result, no match",
+        lambda: [few_anon.to_fake(small_plain) for _ in range(100)],
+        [small_plain] * 100,
+        7,
+        "100 calls timed together",
+    )
     few_ci = Anonymizer([Rule(r.fake, r.real, case_sensitive=False) for r in few])
-    case("5 case-insensitive rules, 10 KB JSON result, to_fake",
-         lambda: [few_ci.to_fake(small) for _ in range(100)], [small] * 100, 7, "100 calls timed together")
+    case(
+        "5 case-insensitive rules, 10 KB JSON result, to_fake",
+        lambda: [few_ci.to_fake(small) for _ in range(100)],
+        [small] * 100,
+        7,
+        "100 calls timed together",
+    )
 
     # For comparison: one alternation of the escaped literals, longest first (no trie).
     alternation = re.compile("|".join(map(re.escape, sorted(reals, key=len, reverse=True))))
     table = dict(zip(reals, fakes, strict=True))
     out_alt = alternation.sub(lambda m: table[m.group()], text)
     assert out_alt == anon.to_fake_text(text)
-    case("(reference) 1,000 rules as one flat alternation, 1 MB text",
-         lambda: alternation.sub(lambda m: table[m.group()], text), text, 1)
+    case(
+        "(reference) 1,000 rules as one flat alternation, 1 MB text",
+        lambda: alternation.sub(lambda m: table[m.group()], text),
+        text,
+        1,
+    )
 
     print("| case | ms per MB | × json.dumps+loads |")
     print("|---|---|---|")

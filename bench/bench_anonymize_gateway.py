@@ -34,15 +34,13 @@ import os
 import re
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_gateway import REPO, TOKEN, BenchError, HttpConn, now, pct, spawn, stop_all  # noqa: E402
+import bench_gateway  # noqa: E402
+from bench_gateway import REPO, BenchError, HttpConn, now, pct, stop_all  # noqa: E402
 
 sys.path.insert(0, REPO)
 from portero.anonymize import Anonymizer, Rule  # noqa: E402
@@ -78,68 +76,20 @@ def doc_params(with_names: bool = True) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------- the gateways
-class Gateway:
+class Gateway(bench_gateway.Gateway):
+    """One gateway of the comparison: bench_gateway's, with `n_rules` replacements and a session."""
+
     def __init__(self, tmp: str, label: str, n_rules: int) -> None:
         base = os.path.join(tmp, label)
         os.makedirs(base)
         self.label = label
-        config = os.path.join(base, "portero.toml")
-        lines = [
-            "[server]",
-            'host = "127.0.0.1"',
-            "port = 0",
-            'auth = "bearer"',
-            f'bearer_token = "{TOKEN}"',
-            f"data_dir = {json.dumps(os.path.join(base, 'data'))}",
-            'log_level = "warning"',
-        ]
-        for fake, real in zip(FAKES[:n_rules], REALS[:n_rules], strict=True):
-            lines += ["[[replacements]]", f"fake = {json.dumps(fake)}", f"real = {json.dumps(real)}"]
-        lines += [
-            "[[mcp]]",
-            'name = "echo"',
-            f"command = {json.dumps(sys.executable)}",
-            f"args = [{json.dumps(os.path.join(REPO, 'bench', 'echo_server.py'))}]",
-        ]
-        with open(config, "w") as f:
-            f.write("\n".join(lines) + "\n")
-        venv_python = os.path.join(REPO, ".venv", "bin", "python")
-        python = venv_python if os.path.exists(venv_python) else sys.executable
-        self.stderr: list[str] = []
-        self.proc = spawn(
-            [python, "-m", "portero", "serve", "--config", config],
-            cwd=REPO,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+        rules = "".join(
+            f"[[replacements]]\nfake = {json.dumps(fake)}\nreal = {json.dumps(real)}\n"
+            for fake, real in zip(FAKES[:n_rules], REALS[:n_rules], strict=True)
         )
-        self.port = 0
-        ready = threading.Event()
-
-        def drain() -> None:  # keeps the pipe from filling up; notes the port
-            assert self.proc.stderr is not None
-            for raw in self.proc.stderr:
-                line = raw.decode(errors="replace").rstrip()
-                self.stderr.append(line)
-                if "listening on http://127.0.0.1:" in line and not self.port:
-                    self.port = int(line.rsplit(":", 1)[1].split("/")[0])
-                    ready.set()
-            ready.set()
-
-        threading.Thread(target=drain, daemon=True).start()
-        if not ready.wait(60) or not self.port:
-            raise BenchError(f"gateway {label} did not start:\n" + "\n".join(self.stderr[-20:]))
+        super().__init__(base, [sys.executable, os.path.join(REPO, "bench", "echo_server.py")], rules)
         self.conn = HttpConn(self.port)
         self.conn.initialize()
-        for _ in range(300):  # "listening" may come before the child's tools are in the catalog
-            msg = self.conn.message(
-                *self.conn.roundtrip({"jsonrpc": "2.0", "id": -1, "method": "tools/list"})
-            )
-            if any(t.get("name") == "echo__doc" for t in msg.get("result", {}).get("tools", [])):
-                break
-            time.sleep(0.05)
-        else:
-            raise BenchError(f"gateway {label}: echo__doc never appeared in tools/list")
 
 
 # ------------------------------------------------------------------------------- checks

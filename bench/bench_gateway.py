@@ -494,7 +494,9 @@ def httpx_sequential(port: int, n: int) -> list[float]:
 
 # ------------------------------------------------------------------------------- the gateway
 class Gateway:
-    def __init__(self, tmp: str, child_argv: list[str]) -> None:
+    """`portero serve` on a free port fronting one child; `extra_toml` is appended to the config."""
+
+    def __init__(self, tmp: str, child_argv: list[str], extra_toml: str = "") -> None:
         self.data_dir = os.path.join(tmp, "data")
         self.config = os.path.join(tmp, "portero.toml")
         args = ", ".join(json.dumps(a) for a in child_argv[1:])
@@ -509,6 +511,7 @@ class Gateway:
                 'name = "echo"\n'
                 f"command = {json.dumps(child_argv[0])}\n"
                 f"args = [{args}]\n"
+                f"{extra_toml}"
             )
         self.stderr: list[str] = []
         venv_python = os.path.join(REPO, ".venv", "bin", "python")
