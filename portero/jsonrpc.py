@@ -25,9 +25,9 @@ METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 # Implementation-defined server errors (-32000..-32099).
-SERVER_UNAVAILABLE = -32001  # the child that owns this name is not running
-REQUEST_TIMEOUT = -32002  # used by MCP SDKs for request timeouts too
-RESOURCE_NOT_FOUND = -32002  # MCP: resource not found (same code by spec)
+SERVER_UNAVAILABLE = -32000  # the child that owns this name is not running
+REQUEST_TIMEOUT = -32001  # as the MCP TypeScript SDK uses it for request timeouts
+RESOURCE_NOT_FOUND = -32002  # MCP: resource not found
 REQUEST_CANCELLED = -32800
 UNSUPPORTED_PROTOCOL_VERSION = -32022  # 2026-07-28 era: `server/discover` at a version we don't speak
 
