@@ -1,4 +1,4 @@
-"""Benchmark portero.anonymize. Run by hand: .venv/bin/python bench/bench_anonymize.py
+"""Benchmark portero.core.anonymize. Run by hand: .venv/bin/python bench/bench_anonymize.py
 
 Prints a Markdown table: ms per MB of input for each case, and the ratio to json.dumps + json.loads of the
 same value measured in the same run (the machine is shared and noisy: compare ratios, not absolute times).
@@ -18,7 +18,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from portero.anonymize import Anonymizer, Rule  # noqa: E402
+from portero.core.anonymize import Anonymizer, Rule  # noqa: E402
 
 RNG = random.Random(20240601)
 LOWER = "abcdefghijklmnopqrstuvwxyz"

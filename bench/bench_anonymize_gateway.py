@@ -43,7 +43,7 @@ import bench_gateway  # noqa: E402
 from bench_gateway import REPO, BenchError, HttpConn, now, pct, stop_all  # noqa: E402
 
 sys.path.insert(0, REPO)
-from portero.anonymize import Anonymizer, Rule  # noqa: E402
+from portero.core.anonymize import Anonymizer, Rule  # noqa: E402
 
 N_RULES = 1000
 KB = 1024

@@ -1,3 +1,3 @@
-from portero.cli import main
+from portero.cli.main import main
 
 raise SystemExit(main())

@@ -17,7 +17,7 @@ available or fails to announce, the call is rejected at once with a reason the m
 
 :class:`Grants` keeps the live grants in memory (so :meth:`Grants.match` is synchronous and cheap) and
 writes every change through to the store. Grants turn ``require-approval`` into ``allow``; they never
-override ``deny`` (see :func:`portero.policy.apply_grant`).
+override ``deny`` (see :func:`portero.core.policy.apply_grant`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from typing import Any, Protocol
 import attrs
 import trio
 
-from portero.policy import Grant, match_grant, validate_pattern
+from portero.core.policy import Decision, Grant, apply_grant, match_grant, validate_pattern
+from portero.durations import format_duration
 from portero.store import Store
 
 log = logging.getLogger(__name__)
@@ -48,15 +49,6 @@ _REMEMBERED = 1024
 
 WallClock = Callable[[], float]
 WaitTick = Callable[[float, float], Awaitable[None]]
-
-
-def format_duration(seconds: float) -> str:
-    """``120`` → ``"2m"``, ``5400`` → ``"1h30m"``, ``45`` → ``"45s"`` (the config's duration style)."""
-    total = max(0, round(seconds))
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = [f"{hours}h" if hours else "", f"{minutes}m" if minutes else "", f"{secs}s" if secs else ""]
-    return "".join(parts) or "0s"
 
 
 @attrs.define(eq=False)
@@ -177,6 +169,10 @@ class Grants:
         now = self._clock()
         self._grants = [g for g in self._grants if g.live(now)]
         return sorted(self._grants, key=lambda g: g.expires_at)
+
+    def apply(self, decision: Decision, canonical: str) -> Decision:
+        """``decision`` with a live grant applied (require-approval → allow; never over a deny)."""
+        return apply_grant(decision, self._grants, canonical, self._clock())
 
     def match(self, canonical: str) -> Grant | None:
         """The live grant for ``canonical`` that lasts longest, or None."""

@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 import attrs
 import trio
 
-from portero.policy import Grant, glob_match
+from portero.core.policy import Grant, glob_match
 
 T = TypeVar("T")
 log = logging.getLogger("portero.store")
@@ -507,7 +507,7 @@ def read_audit(
     """Audit records for ``portero audit``, oldest first. Synchronous and read-only.
 
     ``since``: only records from the last that many seconds (relative to ``now``, default the wall clock).
-    ``tool``: only canonical tool names matching this glob pattern (see :func:`portero.policy.glob_match`).
+    ``tool``: only canonical tool names matching this glob (see :func:`portero.core.policy.glob_match`).
     ``limit``: only the most recent that many of the matching records.
     Each record has ts (ISO 8601, UTC), session, tool, arguments (decoded), decision, source, outcome,
     duration_ms and error. Raises FileNotFoundError when there is no database at ``db_path``.

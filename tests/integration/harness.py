@@ -89,8 +89,10 @@ class GatewayProcess:
             time.sleep(0.02)
         raise AssertionError(f"{needle!r} not logged within {timeout}s:\n{self.log_text()[-4000:]}")
 
-    def health(self) -> httpx.Response:
-        return httpx.get(self.url + "/health", timeout=5)
+    def health(self, *, token: str | None = TOKEN) -> httpx.Response:
+        """GET /health; with the bearer token (the default) the full view, without it the public one."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.get(self.url + "/health", headers=headers, timeout=5)
 
     def wait_ready(self, timeout: float = 30.0, expect: int | None = None) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -119,7 +121,18 @@ class GatewayProcess:
 class McpHttpClient:
     """A minimal Streamable HTTP client: initialize, then requests that answer JSON or SSE."""
 
-    def __init__(self, url: str, token: str | None = TOKEN, *, initialize: bool = True) -> None:
+    # What the client declares at initialize: everything a server may ask a client for.
+    CAPABILITIES: dict[str, Any] = {"sampling": {}, "elicitation": {}, "roots": {"listChanged": True}}
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None = TOKEN,
+        *,
+        initialize: bool = True,
+        capabilities: dict[str, Any] | None = None,
+    ) -> None:
+        self.capabilities = self.CAPABILITIES if capabilities is None else capabilities
         self.url = url + "/mcp"
         self.http = httpx.Client(timeout=30)
         self.headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
@@ -150,7 +163,7 @@ class McpHttpClient:
                 "method": "initialize",
                 "params": {
                     "protocolVersion": protocol_version,
-                    "capabilities": {},
+                    "capabilities": self.capabilities,
                     "clientInfo": {"name": "test", "version": "0"},
                 },
             }

@@ -200,7 +200,7 @@ def test_child_cancels_its_own_request_to_the_client(gw: GatewayProcess) -> None
 
 
 def test_session_count_is_bounded(gw: GatewayProcess) -> None:
-    from portero.router import MAX_SESSIONS
+    from portero.gateway.sessions import MAX_SESSIONS
 
     first = McpHttpClient(gw.url)
     init = {

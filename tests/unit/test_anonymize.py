@@ -1,4 +1,4 @@
-"""Tests for portero.anonymize: examples, properties, and a differential test against a naive reference."""
+"""Tests for portero.core.anonymize: examples, properties, and a differential test against a naive one."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from portero.anonymize import _CASED_BOUND, Anonymizer, Rule
+from portero.core.anonymize import _CASED_BOUND, Anonymizer, Rule
 
 # ------------------------------------------------------------------------------------------------ examples
 

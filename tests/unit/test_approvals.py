@@ -11,7 +11,7 @@ import trio
 import trio.lowlevel
 import trio.testing
 
-from portero.approvals import Approval, ApprovalBroker, Grants, Outcome, format_duration
+from portero.approvals import Approval, ApprovalBroker, Grants, Outcome
 from portero.store import Store
 
 
@@ -333,11 +333,3 @@ async def test_grant_validation(store: Store) -> None:
         await grants.add("has space", 10.0, "admin")
     with pytest.raises(ValueError):
         await grants.add("a/*", 0.0, "admin")
-
-
-def test_format_duration() -> None:
-    assert format_duration(120) == "2m"
-    assert format_duration(45) == "45s"
-    assert format_duration(5400) == "1h30m"
-    assert format_duration(9000.4) == "2h30m"
-    assert format_duration(0) == "0s"

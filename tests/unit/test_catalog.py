@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from portero.catalog import Catalog, ChildListing, exposed_name, shorten, template_regex
+from portero.core.catalog import Catalog, ChildListing, exposed_name, shorten, template_regex
 
 
 def tool(name: str) -> dict:

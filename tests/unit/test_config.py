@@ -20,7 +20,6 @@ from portero.config import (
     is_loopback_host,
     load_config,
     parse_config,
-    parse_duration,
     parse_env_file,
     read_env_file,
 )
@@ -49,31 +48,6 @@ def problems_of(text: str, env: dict[str, str] | None = None) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------- durations
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [
-        ("45s", 45),
-        ("30m", 1800),
-        ("1h", 3600),
-        ("2h30m", 9000),
-        ("1h5m10s", 3910),
-        ("1d", 86400),
-        ("90", 90),
-        (" 2M ", 120),
-        (120, 120),
-        (1.5, 1.5),
-    ],
-)
-def test_parse_duration(text: str | int, seconds: float) -> None:
-    assert parse_duration(text) == seconds
-
-
-@pytest.mark.parametrize("bad", ["", "abc", "1x", "5m1h", "-5s", "1.5h", "h", 0, -3, "0s", True])
-def test_parse_duration_rejects(bad: object) -> None:
-    with pytest.raises(ValueError):
-        parse_duration(bad)  # type: ignore[arg-type]
 
 
 def test_duration_errors_name_the_key() -> None:

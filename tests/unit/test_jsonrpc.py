@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from portero import jsonrpc
-from portero.jsonrpc import LineBuffer, MessageTooLarge, ParseError
+from portero.core import jsonrpc
+from portero.core.jsonrpc import LineBuffer, MessageTooLarge, ParseError
 
 
 def test_lines_split_across_chunks() -> None:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from portero.policy import (
+from portero.core.policy import (
     ACTIONS,
     Decision,
     Grant,

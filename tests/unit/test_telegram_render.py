@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from portero import telegram_render as r
+from portero.telegram import render as r
 
 NOW = 1_700_000_000.0
 
@@ -230,38 +230,6 @@ def test_outcome_labels(state: str, source: str, label: str) -> None:
 
 
 # ------------------------------------------------------------------------- durations, patterns
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [
-        ("45s", 45),
-        ("30m", 1800),
-        ("2h", 7200),
-        ("1h30m", 5400),
-        ("2h30m", 9000),
-        ("90", 90),
-        ("1d", 86400),
-        ("1H", 3600),
-        (" 1h 30m ", 5400),
-    ],
-)
-def test_parse_duration(text: str, seconds: int) -> None:
-    assert r.parse_duration(text) == seconds
-
-
-@pytest.mark.parametrize("text", ["", "abc", "30x", "m30", "1h30", "-5m", "0", "0m", "1.5h", "h"])
-def test_parse_duration_rejects(text: str) -> None:
-    with pytest.raises(ValueError):
-        r.parse_duration(text)
-
-
-@pytest.mark.parametrize(
-    ("seconds", "text"),
-    [(0, "0s"), (45, "45s"), (1800, "30m"), (5400, "1h30m"), (5401, "1h30m"), (90061, "1d1h"), (-3, "0s")],
-)
-def test_format_duration(seconds: float, text: str) -> None:
-    assert r.format_duration(seconds) == text
 
 
 @pytest.mark.parametrize(

@@ -12,22 +12,19 @@ Order of checks on ``/mcp``: Host/Origin (403) → bearer token (401, constant t
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
-import json
 import logging
 import math
-import time
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 import trio
-from quart import Response
-from quart_trio import QuartTrio
 
-from . import jsonrpc
-from .router import SUPPORTED_PROTOCOLS, ClientSession, Gateway, PostStream, RequestContext
+from ..config import ServerSection
+from ..core import jsonrpc
+from ..gateway.router import Router
+from ..gateway.sessions import SUPPORTED_PROTOCOLS, ClientSession, PostStream, RequestContext, Sessions
+from .security import Guard
 
 log = logging.getLogger("portero.http")
 
@@ -38,62 +35,23 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 MCP_PATHS = ("/mcp", "/mcp/", "/mcp/message")
 STREAM_BUFFER = 64
 EMIT_WAIT = 5.0
+_NAT_RE = re.compile(r"[0-9]{1,18}")
 
 
-def is_loopback(host: str) -> bool:
-    if host in ("localhost", "localhost.", ""):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def _hostname(hostport: str) -> str:
-    try:
-        return (urlsplit("//" + hostport).hostname or "").lower()
-    except ValueError:
-        return "\0invalid"
+def _nat(text: str) -> int | None:
+    """A non-negative decimal number of ASCII digits, else None (``Last-Event-ID`` is client input)."""
+    return int(text) if _NAT_RE.fullmatch(text) else None
 
 
 class McpEndpoint:
     """ASGI handler for the MCP endpoint."""
 
-    def __init__(self, gateway: Gateway, config: Any) -> None:
-        self.gw = gateway
-        srv = config.server
-        self.auth_none = srv.auth == "none"
-        self.token = srv.bearer_token.encode()
-        self.max_body = srv.max_body_bytes
-        self.loopback = is_loopback(srv.host)
-        self.allowed_origins = {o.rstrip("/").lower() for o in srv.allowed_origins}
-        self.keepalive: float = srv.sse_keepalive
-
-    # -- checks ----------------------------------------------------------------------------
-    def _origin_ok(self, origin: str | None) -> bool:
-        if origin is None:
-            return True
-        if origin.rstrip("/").lower() in self.allowed_origins:
-            return True
-        if self.loopback:
-            host = (urlsplit(origin).hostname or "").lower()
-            return host in ("localhost", "127.0.0.1", "::1")
-        return False
-
-    def _host_ok(self, host: str | None) -> bool:
-        # DNS rebinding: a gateway bound to loopback only answers loopback Host names.
-        if not self.loopback or host is None:
-            return True
-        return is_loopback(_hostname(host))
-
-    def _auth_ok(self, authorization: str | None) -> bool:
-        if self.auth_none:
-            return True
-        if not authorization or not authorization[:7].lower() == "bearer ":
-            # Compare anyway so a missing header costs the same as a wrong one.
-            hmac.compare_digest(b"\0" * len(self.token), self.token)
-            return False
-        return hmac.compare_digest(authorization[7:].strip().encode(), self.token)
+    def __init__(self, router: Router, sessions: Sessions, guard: Guard, server: ServerSection) -> None:
+        self.router = router
+        self.sessions = sessions
+        self.guard = guard
+        self.max_body = server.max_body_bytes
+        self.keepalive: float = server.sse_keepalive
 
     # -- ASGI ------------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -101,14 +59,12 @@ class McpEndpoint:
         for k, v in scope["headers"]:
             headers[k.decode("latin-1").lower()] = v.decode("latin-1")
         method = scope["method"]
-        if not self._host_ok(headers.get("host")):
-            return await _error(send, 403, "Forbidden: Host not allowed")
-        if not self._origin_ok(headers.get("origin")):
-            return await _error(send, 403, "Forbidden: Origin not allowed")
-        if not self._auth_ok(headers.get("authorization")):
-            return await _error(
-                send, 401, "Unauthorized", extra=[(b"www-authenticate", b'Bearer realm="portero"')]
-            )
+        if not self.guard.host_ok(headers.get("host")):
+            return await send_error(send, 403, "Forbidden: Host not allowed")
+        if not self.guard.origin_ok(headers.get("origin")):
+            return await send_error(send, 403, "Forbidden: Origin not allowed")
+        if not self.guard.token_ok(headers.get("authorization")):
+            return await unauthorized(send)
         if method == "POST":
             return await self.post(scope, receive, send, headers)
         if method == "GET":
@@ -116,8 +72,8 @@ class McpEndpoint:
         if method == "DELETE":
             return await self.delete(send, headers)
         if method == "OPTIONS":
-            return await _raw(send, 204, b"", [(b"allow", b"GET, POST, DELETE, OPTIONS")])
-        return await _error(send, 405, "Method not allowed", extra=[(b"allow", b"GET, POST, DELETE")])
+            return await send_raw(send, 204, b"", [(b"allow", b"GET, POST, DELETE, OPTIONS")])
+        return await send_error(send, 405, "Method not allowed", extra=[(b"allow", b"GET, POST, DELETE")])
 
     async def _read_body(self, receive: Receive, headers: dict[str, str]) -> bytes | None:
         declared = headers.get("content-length")
@@ -141,41 +97,43 @@ class McpEndpoint:
         sid = headers.get("mcp-session-id")
         if not sid:
             return None, 400, "Bad Request: Mcp-Session-Id header required"
-        session = self.gw.sessions.get(sid)
+        session = self.sessions.get(sid)
         if session is None:
             return None, 404, "Session not found"
         version = headers.get("mcp-protocol-version")
         if version is not None and version not in SUPPORTED_PROTOCOLS:
             return None, 400, f"Bad Request: unsupported MCP-Protocol-Version {version}"
-        session.last_seen = time.monotonic()
+        self.sessions.touch(session)
         return session, 200, ""
 
     async def post(self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]) -> None:
         accept = headers.get("accept", "*/*").lower()
         wants_sse = "text/event-stream" in accept or "*/*" in accept
         if not ("application/json" in accept or wants_sse or "application/*" in accept):
-            return await _error(send, 406, "Not Acceptable: accept application/json or text/event-stream")
+            return await send_error(send, 406, "Not Acceptable: accept application/json or text/event-stream")
         ctype = headers.get("content-type", "application/json").lower()
         if "json" not in ctype:
-            return await _error(send, 415, "Unsupported Media Type: expected application/json")
+            return await send_error(send, 415, "Unsupported Media Type: expected application/json")
         body = await self._read_body(receive, headers)
         if body is None:
-            return await _error(send, 413, f"Payload Too Large: limit is {self.max_body} bytes")
+            return await send_error(send, 413, f"Payload Too Large: limit is {self.max_body} bytes")
         try:
-            payload = json.loads(body)
+            payload = jsonrpc.loads(body)
         except (ValueError, UnicodeDecodeError, RecursionError):
-            return await _json(send, 400, jsonrpc.error_response(None, jsonrpc.PARSE_ERROR, "Parse error"))
+            return await send_json(
+                send, 400, jsonrpc.error_response(None, jsonrpc.PARSE_ERROR, "Parse error")
+            )
         batch = isinstance(payload, list)
         messages = payload if batch else [payload]
         if not messages or not all(isinstance(m, dict) for m in messages):
-            return await _json(
+            return await send_json(
                 send, 400, jsonrpc.error_response(None, jsonrpc.INVALID_REQUEST, "Invalid Request")
             )
 
         if not batch and payload.get("method") == "server/discover" and "mcp-session-id" not in headers:
             # A 2026-07-28-era client probing: Portero speaks the handshake era, so say which
             # versions it supports; such clients then fall back to `initialize`.
-            return await _json(
+            return await send_json(
                 send,
                 200,
                 jsonrpc.error_response(
@@ -184,7 +142,7 @@ class McpEndpoint:
                     "Unsupported protocol version: this server speaks the initialize handshake",
                     {
                         "supported": list(SUPPORTED_PROTOCOLS),
-                        "requested": (payload.get("params") or {}).get("protocolVersion"),
+                        "requested": _get(payload.get("params"), "protocolVersion"),
                     },
                 ),
             )
@@ -193,38 +151,48 @@ class McpEndpoint:
         session: ClientSession | None
         if is_init:
             if len(messages) != 1 or "id" not in messages[0]:
-                return await _json(
+                return await send_json(
                     send,
                     400,
                     jsonrpc.error_response(None, jsonrpc.INVALID_REQUEST, "initialize must be sent alone"),
                 )
-            session = self.gw.new_session()
+            session = self.sessions.new()
             if session is None:
-                return await _error(send, 503, "Service Unavailable: too many active sessions")
+                return await send_error(send, 503, "Service Unavailable: too many active sessions")
             extra.append((b"mcp-session-id", session.id.encode()))
         else:
             session, status, why = self._session_for(headers)
             if session is None:
-                return await _json(send, status, jsonrpc.error_response(None, jsonrpc.INVALID_REQUEST, why))
+                return await send_json(
+                    send, status, jsonrpc.error_response(None, jsonrpc.INVALID_REQUEST, why)
+                )
 
         if not batch and jsonrpc.kind(messages[0]) == "invalid":
             rid = messages[0].get("id") if jsonrpc.valid_id(messages[0].get("id")) else None
-            return await _json(
+            return await send_json(
                 send, 400, jsonrpc.error_response(rid, jsonrpc.INVALID_REQUEST, "Invalid Request")
             )
         requests = [m for m in messages if jsonrpc.kind(m) in ("request", "invalid")]
         if not requests:
             for m in messages:
-                await self.gw.handle(m, RequestContext(session=session))
-            return await _raw(send, 202, b"", extra)
+                await self._handle_one(m, session)
+            return await send_raw(send, 202, b"", extra)
         if batch:
             out = []
             for m in messages:
-                resp = await self.gw.handle(m, RequestContext(session=session))
+                resp = await self._handle_one(m, session)
                 if resp is not None:
                     out.append(resp)
-            return await _json(send, 200, out, extra)
+            return await send_json(send, 200, out, extra)
         await self._answer(receive, send, messages[0], session, wants_sse, extra)
+
+    async def _handle_one(self, msg: dict[str, Any], session: ClientSession) -> dict[str, Any] | None:
+        """One message of a batch, or a notification: a bug costs that one answer, never the others."""
+        try:
+            return await self.router.handle(msg, RequestContext(session=session))
+        except Exception as exc:
+            log.exception("request %s failed", msg.get("method"))
+            return {"jsonrpc": "2.0", "id": msg.get("id"), "error": jsonrpc.error_from_exception(exc)}
 
     async def _answer(
         self,
@@ -245,7 +213,6 @@ class McpEndpoint:
         stream: its events have ids `<stream>/<n>` (after a priming event), the call goes on, its
         events are kept (bounded), and the client can resume with `GET` + `Last-Event-ID`.
         """
-        assert self.gw.nursery is not None
         resumable = wants_sse and session.protocol_version >= "2025-11-25"
         send_ch, recv_ch = trio.open_memory_channel[tuple[str, Any]](STREAM_BUFFER)
 
@@ -274,7 +241,7 @@ class McpEndpoint:
                 resp: dict[str, Any] | None = None
                 with call_scope:
                     try:
-                        resp = await self.gw.handle(msg, ctx)
+                        resp = await self.router.handle(msg, ctx)
                     except Exception as exc:  # a bug must cost one answer, not the server
                         log.exception("request %s failed", msg.get("method"))
                         err = jsonrpc.error_from_exception(exc)
@@ -284,7 +251,7 @@ class McpEndpoint:
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     pass
 
-        self.gw.nursery.start_soon(run)
+        self.sessions.start_call(run)
         streaming = False
         # Set once the answer starts going out: from then on an http.disconnect is hypercorn
         # closing the finished stream, and cancelling our task while it is inside hypercorn's
@@ -308,17 +275,19 @@ class McpEndpoint:
                 if kind == "done":
                     answering = True
                     if value is None:
-                        await _raw(send, 202, b"", extra)
+                        await send_raw(send, 202, b"", extra)
                     else:
-                        await _json(send, 200, value, extra)
+                        await send_json(send, 200, value, extra)
                     nursery.cancel_scope.cancel()
                     return
                 streaming = True
                 # Only resumable streams are kept in the session for a later GET.
-                stream = session.new_post_stream() if resumable else PostStream(id=0)
+                stream = session.new_post_stream(keep=resumable)
                 if kind == "msg" and value is not None:
                     stream.push(value)
-                self.gw.nursery.start_soon(_pump, recv_ch, stream)  # the pump owns recv_ch now
+                self.sessions.start_call(
+                    lambda: _pump(recv_ch, stream, self.sessions.clock)
+                )  # owns recv_ch now
                 await send({"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *extra]})
                 if resumable:
                     await _chunk(send, f"id: {stream.id}/0\ndata: \n\n".encode())  # primes resumption
@@ -326,7 +295,7 @@ class McpEndpoint:
                     await _chunk(send, b": keepalive\n\n")
                 await self._tail(send, stream, 0, with_ids=resumable)
                 answering = True
-                session.post_streams.pop(stream.id, None)  # delivered in full
+                session.drop_post_stream(stream)  # delivered in full
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 nursery.cancel_scope.cancel()
         finally:
@@ -351,24 +320,21 @@ class McpEndpoint:
 
     async def get(self, receive: Receive, send: Send, headers: dict[str, str]) -> None:
         if "text/event-stream" not in headers.get("accept", "").lower():
-            return await _error(send, 406, "Not Acceptable: GET needs Accept: text/event-stream")
+            return await send_error(send, 406, "Not Acceptable: GET needs Accept: text/event-stream")
         session, status, why = self._session_for(headers)
         if session is None:
-            return await _error(send, status, why)
+            return await send_error(send, status, why)
         last = headers.get("last-event-id", "")
         if "/" in last:
             # `<stream>/<n>`: resume the SSE answer of a POST whose connection was lost.
             stream_s, _, n_s = last.partition("/")
-            stream = session.post_streams.get(int(stream_s)) if stream_s.isdigit() else None
-            if stream is not None and n_s.isdigit():
-                return await self._resume(receive, send, session, stream, int(n_s))
+            stream_no, after = _nat(stream_s), _nat(n_s)
+            stream = session.post_streams.get(stream_no) if stream_no is not None else None
+            if stream is not None and after is not None:
+                return await self._resume(receive, send, session, stream, after)
             last = ""  # gone (delivered, or expired): a plain GET stream
-        resume_from = int(last) if last.isdigit() else None
-        session.stream_gen += 1
-        mine = session.stream_gen
-        session.new_event.set()  # an older stream of this session notices and ends
-        session.new_event = trio.Event()
-        session.streams_open += 1
+        resume_from = _nat(last)
+        mine = session.open_stream()  # an older stream of this session notices and ends
         try:
             await send(
                 {
@@ -386,7 +352,7 @@ class McpEndpoint:
             async with trio.open_nursery() as nursery:
 
                 async def watch_shutdown() -> None:
-                    await self.gw.closing.wait()
+                    await self.sessions.closing.wait()
                     nursery.cancel_scope.cancel()
 
                 nursery.start_soon(_watch_disconnect, receive, nursery.cancel_scope.cancel)
@@ -402,11 +368,11 @@ class McpEndpoint:
                     for event_id, m in pending:
                         await _sse(send, m, event_id)
                         sent = event_id
-                    session.last_seen = time.monotonic()
+                    self.sessions.touch(session)
                 nursery.cancel_scope.cancel()
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            session.streams_open -= 1
+            session.close_stream()
 
     async def _resume(
         self, receive: Receive, send: Send, session: ClientSession, stream: PostStream, after: int
@@ -422,20 +388,20 @@ class McpEndpoint:
             await send({"type": "http.response.start", "status": 200, "headers": list(_SSE_HEADERS)})
             await self._tail(send, stream, after)
             answering = True
-            session.post_streams.pop(stream.id, None)
+            session.drop_post_stream(stream)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             nursery.cancel_scope.cancel()
 
     async def delete(self, send: Send, headers: dict[str, str]) -> None:
         sid = headers.get("mcp-session-id")
         if not sid:
-            return await _error(send, 400, "Bad Request: Mcp-Session-Id header required")
-        if not self.gw.end_session(sid):
-            return await _error(send, 404, "Session not found")
-        await _raw(send, 204, b"")
+            return await send_error(send, 400, "Bad Request: Mcp-Session-Id header required")
+        if not self.sessions.end(sid):
+            return await send_error(send, 404, "Session not found")
+        await send_raw(send, 204, b"")
 
 
-async def _raw(
+async def send_raw(
     send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
 ) -> None:
     # With a Content-Length the answer leaves in one write instead of three chunked ones.
@@ -444,15 +410,17 @@ async def _raw(
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-async def _json(send: Send, status: int, obj: Any, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
-    await _raw(send, status, body, [(b"content-type", b"application/json"), *(headers or [])])
+async def send_json(
+    send: Send, status: int, obj: Any, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    body = jsonrpc.dumps(obj)
+    await send_raw(send, status, body, [(b"content-type", b"application/json"), *(headers or [])])
 
 
-async def _error(
+async def send_error(
     send: Send, status: int, message: str, extra: list[tuple[bytes, bytes]] | None = None
 ) -> None:
-    await _json(send, status, jsonrpc.error_response(None, jsonrpc.INVALID_REQUEST, message), extra)
+    await send_json(send, status, jsonrpc.error_response(None, jsonrpc.INVALID_REQUEST, message), extra)
 
 
 async def _chunk(send: Send, body: bytes) -> None:
@@ -469,7 +437,9 @@ async def _watch_disconnect(receive: Receive, on_disconnect: Callable[[], None])
             return
 
 
-async def _pump(recv_ch: trio.MemoryReceiveChannel[tuple[str, Any]], stream: PostStream) -> None:
+async def _pump(
+    recv_ch: trio.MemoryReceiveChannel[tuple[str, Any]], stream: PostStream, clock: Callable[[], float]
+) -> None:
     """Move one call's messages into its resumable stream, the answer last."""
     async with recv_ch:
         async for kind, value in recv_ch:
@@ -477,7 +447,7 @@ async def _pump(recv_ch: trio.MemoryReceiveChannel[tuple[str, Any]], stream: Pos
                 stream.push(value)
             if kind == "done":
                 break
-    stream.finish()
+    stream.finish(clock())
 
 
 _SSE_HEADERS = [
@@ -488,37 +458,18 @@ _SSE_HEADERS = [
 
 
 async def _sse(send: Send, msg: dict[str, Any], event_id: int | str | None = None) -> None:
-    data = json.dumps(msg, separators=(",", ":"), ensure_ascii=False)
     head = f"id: {event_id}\n" if event_id is not None else ""
-    await _chunk(send, f"{head}event: message\ndata: {data}\n\n".encode())
+    await _chunk(send, head.encode() + b"event: message\ndata: " + jsonrpc.dumps(msg) + b"\n\n")
 
 
-def build_app(gateway: Gateway, config: Any) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
-    """The ASGI app hypercorn serves: MCP endpoint in front, Quart-Trio behind."""
-    quart = QuartTrio("portero")
+def _get(obj: Any, key: str) -> Any:
+    return obj.get(key) if isinstance(obj, dict) else None
 
-    @quart.route("/")
-    async def index() -> Response:
-        return Response(
-            json.dumps({"name": "portero", "mcp": "/mcp", "health": "/health"}), mimetype="application/json"
-        )
 
-    mcp = McpEndpoint(gateway, config)
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            path = scope["path"]
-            if path in MCP_PATHS:
-                try:
-                    await mcp(scope, receive, send)
-                except trio.BrokenResourceError:
-                    pass  # the client went away mid-request
-                return
-            if path == "/health" and scope["method"] in ("GET", "HEAD"):
-                # Raw ASGI too: monitors poll it, and Quart's disconnect watcher would hold
-                # keep-alive connections open at shutdown (see McpEndpoint._answer).
-                ok, body = gateway.health()
-                return await _json(send, 200 if ok else 503, body)
-        await quart(scope, receive, send)  # type: ignore[arg-type]  # ASGI dicts, typed loosely here
-
-    return app
+async def unauthorized(send: Send) -> None:
+    await send_error(
+        send,
+        401,
+        "Unauthorized: bearer token missing or invalid",
+        extra=[(b"www-authenticate", b'Bearer realm="portero"')],
+    )

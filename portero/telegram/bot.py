@@ -45,7 +45,9 @@ import attrs
 import httpx
 import trio
 
-from portero import telegram_render as render
+from ..durations import format_duration, parse_duration
+from ..logs import RedactFilter, Redactor
+from . import render
 
 __all__ = [
     "TelegramBadRequest",
@@ -96,26 +98,6 @@ class TelegramTransient(TelegramError):
 
 class TelegramBadRequest(TelegramError):
     pass
-
-
-class _RedactFilter(logging.Filter):
-    """Removes the bot token from log records (httpx logs every request URL at INFO)."""
-
-    def __init__(self, secret: str) -> None:
-        super().__init__()
-        self._secret = secret
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self._secret:
-            msg = record.getMessage()
-            if self._secret in msg:
-                record.msg = msg.replace(self._secret, _REDACTED)
-                record.args = ()
-            if record.exc_info and not record.exc_text:
-                # Formatters use a precomputed exc_text as it is.
-                text = logging.Formatter().formatException(record.exc_info)
-                record.exc_text = text.replace(self._secret, _REDACTED)
-        return True
 
 
 class _Backoff:
@@ -194,6 +176,7 @@ class TelegramBot:
         http: httpx.AsyncClient | None = None,
     ) -> None:
         self._token = str(config.bot_token)
+        self._redact = Redactor([self._token], min_length=1, placeholder=_REDACTED)
         self._chat_id = int(config.admin_chat_id)
         self._api_base = str(getattr(config, "api_base", None) or "https://api.telegram.org").rstrip("/")
         max_grant = getattr(config, "max_grant", None)
@@ -271,7 +254,7 @@ class TelegramBot:
 
         Reports started at once: Telegram being slow or unreachable never delays the gateway.
         """
-        redact = _RedactFilter(self._token)
+        redact = RedactFilter(self._redact)
         loggers = [log, logging.getLogger("httpx"), logging.getLogger("httpcore")]
         for lg in loggers:
             lg.addFilter(redact)
@@ -360,7 +343,7 @@ class TelegramBot:
         raise TelegramBadRequest(message)
 
     def _clean(self, text: str) -> str:
-        return text.replace(self._token, _REDACTED) if self._token else text
+        return self._redact(text)
 
     # ------------------------------------------------------------------------------ poll loop
 
@@ -511,7 +494,7 @@ class TelegramBot:
                 tracked.message_ids.append(message_id)
             note = None
             if action == "grant":
-                note = f"{approval.tool} allowed for {render.format_duration(render.GRANT_BUTTON_SECONDS)}"
+                note = f"{approval.tool} allowed for {format_duration(render.GRANT_BUTTON_SECONDS)}"
             state = "rejected" if action == "deny" else "approved"
             final_text = render.settled_text(approval, state=state, source="admin", note=note)
             to_edit = self._mark_final(approval_id, final_text)
@@ -602,14 +585,14 @@ class TelegramBot:
             return
         try:
             pattern = render.validate_pattern(args[0])
-            seconds = render.parse_duration("".join(args[1:]))
+            seconds = parse_duration("".join(args[1:]))
         except ValueError as e:
             await self._reply(f"{_sentence(e)}\n{usage}")
             return
         if seconds > self._max_grant:
             await self._reply(
-                f"{render.format_duration(seconds)} is longer than the maximum grant "
-                f"({render.format_duration(self._max_grant)})."
+                f"{format_duration(seconds)} is longer than the maximum grant "
+                f"({format_duration(self._max_grant)})."
             )
             return
         try:

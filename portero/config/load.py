@@ -25,7 +25,6 @@ against the directory of the config file, so the gateway behaves the same whatev
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import json
 import os
 import re
@@ -41,6 +40,10 @@ from cattrs.errors import (
     IterableValidationNote,
 )
 from cattrs.gen import make_dict_structure_fn, override
+
+from ..core.anonymize import Rule as Replacement
+from ..core.net import is_loopback_host
+from ..durations import parse_duration
 
 __all__ = [
     "ACTIONS",
@@ -149,15 +152,6 @@ class PoliciesSection:
 
 
 @attrs.frozen
-class Replacement:
-    fake: str
-    real: str = attrs.field(repr=False)
-    bidirectional: bool = True
-    case_sensitive: bool = True
-    response_replacement: str = "[REDACTED]"
-
-
-@attrs.frozen
 class McpServer:
     name: str
     command: str
@@ -171,6 +165,9 @@ class McpServer:
     # One child process per client session (exact attribution of the child's own messages),
     # besides the shared one that serves listings. Costs a process per session.
     per_session: bool = False
+    # Names of the gateway's environment variables this server also gets (besides PATH, HOME,
+    # LANG, TZ, TMPDIR and the like); its own `env` comes on top.
+    inherit_env: tuple[str, ...] = ()
     # Not a TOML key: set by parse_config when a required_env variable is unset or empty.
     skip_reason: str | None = None
 
@@ -195,50 +192,6 @@ _TOP_LEVEL_KEYS = ("server", "telegram", "policies", "replacements", "mcp")
 
 
 # ------------------------------------------------------------------------------------- small parsers
-
-_DURATION_RE = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-
-
-def parse_duration(value: str | int | float) -> float:
-    """Seconds from ``"45s"``, ``"30m"``, ``"1h"``, ``"2h30m"``, ``"1d"``, ``"1h5m10s"``, ``"90"`` or a
-    number.
-
-    Units must appear in the order d, h, m, s. The result must be positive: a zero or negative duration is
-    never meaningful here (a timeout of zero would refuse everything). Raises ``ValueError`` otherwise.
-    """
-    if isinstance(value, bool):
-        raise ValueError(f'expected a duration like "45s", "30m" or "2h30m", got {_describe(value)}')
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str):
-        text = value.strip().lower()
-        if re.fullmatch(r"\d+", text):
-            seconds = float(text)
-        else:
-            match = _DURATION_RE.match(text)
-            if not text or match is None:
-                raise ValueError(f'expected a duration like "45s", "30m" or "2h30m", got {_describe(value)}')
-            days, hours, minutes, secs = (int(g) if g else 0 for g in match.groups())
-            seconds = float(((days * 24 + hours) * 60 + minutes) * 60 + secs)
-    else:
-        raise ValueError(f'expected a duration like "45s", "30m" or "2h30m", got {_describe(value)}')
-    if not seconds > 0:  # also rejects NaN
-        raise ValueError(f"a duration must be positive, got {_describe(value)}")
-    return seconds
-
-
-def format_duration(seconds: float) -> str:
-    """``5400`` -> ``"1h30m"``; the inverse of :func:`parse_duration` for whole seconds."""
-    total = int(round(seconds))
-    if total <= 0:
-        return f"{seconds:g}s"
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        count, total = divmod(total, size)
-        if count:
-            parts.append(f"{count}{unit}")
-    return "".join(parts)
-
 
 _INTERPOLATION_RE = re.compile(r"\$(?:\$|\{([^{}]*)\})")
 
@@ -349,17 +302,6 @@ def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:
 def default_config_path(env: Mapping[str, str]) -> str:
     """``$PORTERO_CONFIG`` when set and non-empty, else ``./portero.toml``."""
     return env.get("PORTERO_CONFIG") or "./portero.toml"
-
-
-def is_loopback_host(host: str) -> bool:
-    """True for ``localhost``, 127.0.0.0/8 and ``::1`` (brackets allowed)."""
-    host = host.strip().strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 # ----------------------------------------------------------------------------------- the converter

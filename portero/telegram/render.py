@@ -20,6 +20,8 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from ..durations import format_duration
+
 __all__ = [
     "CALLBACK_DATA_MAX_BYTES",
     "COMMANDS",
@@ -31,14 +33,12 @@ __all__ = [
     "callback_answer",
     "callback_data",
     "escape",
-    "format_duration",
     "grant_text",
     "help_text",
     "logs_text",
     "outcome_label",
     "parse_callback",
     "parse_command",
-    "parse_duration",
     "parse_logs_count",
     "revoke_text",
     "settled_text",
@@ -110,52 +110,6 @@ def _field(value: object) -> str:
 
 
 # ------------------------------------------------------------------------------------------ durations
-
-_DURATION_RE = re.compile(r"(\d+)\s*([dhms])", re.IGNORECASE)
-_UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
-
-
-def parse_duration(text: str) -> int:
-    """Parse ``"45s"``, ``"30m"``, ``"2h"``, ``"1h30m"``, ``"1d"`` or a bare number of seconds.
-
-    Returns whole seconds (> 0). Raises ValueError with a message fit to show a human.
-    """
-    s = text.strip()
-    if not s:
-        raise ValueError("missing duration (examples: 30m, 2h, 1h30m)")
-    if s.isdigit():
-        seconds = int(s)
-    else:
-        pos = 0
-        seconds = 0
-        compact = s.replace(" ", "")
-        for m in _DURATION_RE.finditer(compact):
-            if m.start() != pos:
-                break
-            seconds += int(m.group(1)) * _UNIT_SECONDS[m.group(2).lower()]
-            pos = m.end()
-        if pos != len(compact) or pos == 0:
-            raise ValueError(f"bad duration {text!r} (examples: 30m, 2h, 1h30m)")
-    if seconds <= 0:
-        raise ValueError(f"duration must be positive, got {text!r}")
-    return seconds
-
-
-def format_duration(seconds: float) -> str:
-    """``5400`` → ``"1h30m"``; ``45`` → ``"45s"``; ``0`` or less → ``"0s"``."""
-    total = int(round(seconds))
-    if total <= 0:
-        return "0s"
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        n, total = divmod(total, size)
-        if n:
-            parts.append(f"{n}{unit}")
-    # Beyond an hour, seconds are noise.
-    if len(parts) > 2:
-        parts = parts[:2]
-    return "".join(parts)
-
 
 # ------------------------------------------------------------------------------------------- patterns
 

@@ -92,15 +92,36 @@ class LineBuffer:
         return len(self._buf)
 
 
+def dumps(value: Any) -> bytes:
+    """Compact UTF-8 JSON. ``NaN`` and ``Infinity`` are not JSON: refused (``ValueError``).
+
+    A lone surrogate (``"\\ud800"`` parses, but is no UTF-8) is written escaped, so the output is
+    always valid UTF-8 JSON."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+
+
 def encode(msg: Any) -> bytes:
     """One message as a line of compact UTF-8 JSON."""
-    return json.dumps(msg, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    return dumps(msg) + b"\n"
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def loads(data: bytes | str) -> Any:
+    """Standard JSON only: ``NaN``, ``Infinity`` and ``-Infinity`` raise ``ValueError``."""
+    return json.loads(data, parse_constant=_refuse_constant)
 
 
 def decode(line: bytes | str) -> dict[str, Any]:
     """Parse one JSON-RPC message object; raises :class:`ParseError` with a short reason."""
     try:
-        msg = json.loads(line)
+        msg = loads(line)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         preview = line[:80] if isinstance(line, str) else line[:80].decode("utf-8", "replace")
         raise ParseError(f"not JSON ({exc.__class__.__name__}): {preview!r}") from None
@@ -164,6 +185,22 @@ class RpcError(Exception):
 
     def to_object(self) -> dict[str, Any]:
         return error_object(self.code, self.message, self.data)
+
+
+def error_from_message(error: Any) -> RpcError:
+    """A peer's ``error`` member as an :class:`RpcError`, whatever shape it came in."""
+    if not isinstance(error, dict):
+        return RpcError(INTERNAL_ERROR, "error", None)
+    code = error.get("code")
+    if not isinstance(code, int) or isinstance(code, bool):
+        code = INTERNAL_ERROR
+    message = error.get("message")
+    return RpcError(code, message if isinstance(message, str) else "error", error.get("data"))
+
+
+def hashable_id(value: Any) -> bool:
+    """True for an id usable as a key (a string or a number); objects and lists are not."""
+    return isinstance(value, str | int | float) and not isinstance(value, bool)
 
 
 def error_from_exception(exc: BaseException) -> dict[str, Any]:

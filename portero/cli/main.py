@@ -28,12 +28,12 @@ from portero.config import (
     Config,
     ConfigError,
     default_config_path,
-    format_duration,
     load_config,
-    parse_duration,
     parse_env_file,
     read_env_file,
 )
+from portero.durations import format_duration, parse_duration
+from portero.logs import Redactor, secret_values
 
 # --------------------------------------------------------------------------------------- environment
 
@@ -80,27 +80,9 @@ def gateway_url(config: Config) -> str:
     return f"{scheme}://{_url_host(s.host)}:{s.port}"
 
 
-_SECRET_NAME_RE = re.compile(r"TOKEN|SECRET|PASSW|PASS$|KEY|CREDENTIAL|AUTH|COOKIE|SESSION", re.IGNORECASE)
-
-
-def _secrets_of(config: Config, env: Mapping[str, str]) -> list[str]:
-    """Values that must not appear in ``check`` output: the config's secrets, every child env value, and
-    environment variables whose names look secret (they may have been interpolated into ``args``)."""
-    values = [config.server.bearer_token]
-    values += [value for name, value in env.items() if _SECRET_NAME_RE.search(name)]
-    if config.telegram is not None:
-        values.append(config.telegram.bot_token)
-    values += [r.real for r in config.replacements]
-    for m in config.mcp:
-        values += list(m.env.values())
-    # Short values (e.g. "1") would blank out unrelated text; they are not credentials anyway.
-    return sorted({v for v in values if len(v) >= 4}, key=len, reverse=True)
-
-
-def _redact(text: str, secret_values: list[str]) -> str:
-    for value in secret_values:
-        text = text.replace(value, "***")
-    return text
+def _check_redactor(config: Config, env: Mapping[str, str]) -> Redactor:
+    """What ``check`` must not print: every secret, and the real side of the replacements."""
+    return Redactor([*secret_values(config, env), *(r.real for r in config.replacements)])
 
 
 # ------------------------------------------------------------------------------------------- serve
@@ -127,7 +109,7 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return 2
     config, env = loaded
     s = config.server
-    hidden = _secrets_of(config, env)
+    redact = _check_redactor(config, env)
     print(f"{config.path}: OK", file=out)
     print(
         f"  listen:       {s.host}:{s.port} ({'https' if s.tls else 'http'}) -> {gateway_url(config)}/mcp",
@@ -161,7 +143,7 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             state = f"skipped: {m.skip_reason}"
         else:
             state = "runs"
-        command = _redact(shlex.join([m.command, *m.args]), hidden)
+        command = redact(shlex.join([m.command, *m.args]))
         extras = []
         if not m.prefix:
             extras.append("prefix = false")

@@ -1,0 +1,1 @@
+"""The ``portero`` command line: :mod:`.main` (parser and commands), :mod:`.migrate`, :mod:`.audit`."""

@@ -1,0 +1,61 @@
+"""The ASGI app hypercorn serves: the MCP endpoint and ``/health`` as raw ASGI, Quart-Trio behind.
+
+The MCP endpoint and ``/health`` are plain ASGI callables rather than Quart routes: they sit on the
+hot path (every tool call; monitors poll health), and Quart's disconnect watcher would hold
+keep-alive connections open at shutdown. Everything else (``/``, 404s) is a Quart-Trio app.
+
+Every path is behind the Host/Origin checks. ``/.well-known/oauth-*`` answers a JSON 404: MCP clients
+probe it for OAuth discovery, and an HTML 404 makes them report a confusing registration error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import trio
+from quart import Response
+from quart_trio import QuartTrio
+
+from ..config import ServerSection
+from ..core import jsonrpc
+from ..gateway.router import Router
+from ..gateway.sessions import Sessions
+from .health import health
+from .mcp_http import MCP_PATHS, McpEndpoint, Receive, Scope, Send, send_error, send_json
+from .security import Guard
+
+AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def build_app(router: Router, sessions: Sessions, server: ServerSection) -> AsgiApp:
+    """The ASGI callable for hypercorn."""
+    quart = QuartTrio("portero")
+
+    @quart.route("/")
+    async def index() -> Response:
+        body = jsonrpc.dumps({"name": "portero", "mcp": "/mcp", "health": "/health"})
+        return Response(body, mimetype="application/json")
+
+    guard = Guard(server)
+    mcp = McpEndpoint(router, sessions, guard, server)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path = scope["path"]
+            if path in MCP_PATHS:
+                try:
+                    await mcp(scope, receive, send)
+                except trio.BrokenResourceError:
+                    pass  # the client went away mid-request
+                return
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            if not guard.host_ok(headers.get("host")) or not guard.origin_ok(headers.get("origin")):
+                return await send_error(send, 403, "Forbidden: Host or Origin not allowed")
+            if path == "/health" and scope["method"] in ("GET", "HEAD"):
+                status, body = health(router, full=guard.token_ok(headers.get("authorization")))
+                return await send_json(send, status, body)
+            if path.startswith("/.well-known/oauth"):
+                return await send_error(send, 404, "Not Found: this gateway uses a static bearer token")
+        await quart(scope, receive, send)  # type: ignore[arg-type]  # ASGI dicts, typed loosely here
+
+    return app

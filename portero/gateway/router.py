@@ -1,0 +1,797 @@
+"""MCP method dispatch, and the tools/call pipeline.
+
+The data path of a tool call reads top to bottom in :meth:`Router.call_tool`:
+resolve the name → decide (policy, grant) → write the audit record → wait for approval if needed
+→ anonymize the request (fake → real) → call the upstream → anonymize the answer (real → fake) →
+record the outcome.
+
+Every ``tools/call`` leaves exactly one audit record: unknown tools, tools of a server that is
+down, refusals, cancellations and failures included. Audit rows hold the fake side only.
+
+A server's own messages (progress, logs, sampling, elicitation, roots, list_changed) come in
+through :meth:`Router.on_upstream_message`; :mod:`.attribution` says which session they are for.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from .. import __version__
+from ..config import Config
+from ..core import jsonrpc
+from ..core.anonymize import Anonymizer
+from ..core.catalog import Catalog, ChildListing, Entry
+from ..core.jsonrpc import RpcError
+from ..core.policy import Decision, PolicyEngine
+from ..upstream.peer import Peer, UpstreamGone
+from ..upstream.stdio import StdioTransport
+from ..upstream.supervisor import INIT_TIMEOUT, Upstream
+from .attribution import Attribution
+from .sessions import LATEST_PROTOCOL, SUPPORTED_PROTOCOLS, ClientSession, RequestContext, Sessions
+
+if TYPE_CHECKING:
+    from ..approvals import ApprovalBroker, Outcome
+    from ..store import Store
+
+log = logging.getLogger("portero.router")
+
+CLIENT_REQUEST_TIMEOUT = 300.0  # how long a server's sampling/elicitation request may wait for the client
+STARTUP_WAIT = 15.0  # how long a list or call waits for servers still starting after launch
+MCP_LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+# A server's request to a client needs the client to have declared the matching capability.
+CLIENT_CAPABILITY = {
+    "sampling/createMessage": "sampling",
+    "elicitation/create": "elicitation",
+    "roots/list": "roots",
+}
+
+Handler = Callable[["Router", dict[str, Any], RequestContext], Awaitable[Any]]
+
+
+def tool_error(text: str) -> dict[str, Any]:
+    return {"content": [{"type": "text", "text": text}], "isError": True}
+
+
+@attrs.define
+class AuditDraft:
+    """The audit record of one tools/call, filled in as the pipeline goes."""
+
+    session: str | None
+    tool: str
+    args: Any
+    decision: str = "allow"
+    source: str = "default"
+    outcome: str = "ok"
+    recorded: bool = False
+
+
+class Router:
+    """Everything a client request needs: upstreams, catalog, policy, anonymization, approvals."""
+
+    def __init__(
+        self,
+        config: Config,
+        env: Mapping[str, str],
+        *,
+        sessions: Sessions,
+        store: Store | None = None,
+        broker: ApprovalBroker | None = None,
+        clean_log: Callable[[str], str] = lambda text: text,
+    ) -> None:
+        self.config = config
+        self.separator: str = config.server.tool_separator
+        self.sessions = sessions
+        self.store = store
+        self.broker = broker
+        self.policy = PolicyEngine(config.policies.default, dict(config.policies.rules))
+        self.anonymizer = Anonymizer.from_config(config.replacements)
+        self.started = time.monotonic()
+        self._env = env
+        self._clean_log = clean_log
+        self._client_info = {"name": "portero", "version": __version__}
+        self.upstreams: dict[str, Upstream] = {}
+        for cfg in config.mcp:
+            self.upstreams[cfg.name] = Upstream(
+                cfg,
+                StdioTransport(cfg, env, clean_log=self._clean_stderr),
+                max_message_bytes=config.server.max_message_bytes,
+                handler=self.on_upstream_message,
+                on_catalog_change=self.rebuild_catalog,
+                client_info=self._client_info,
+            )
+        self.catalog = Catalog()
+        self._known_tools: dict[str, Entry] = {}  # also tools of servers that are down right now
+        self._tool_list_cache: list[dict[str, Any]] | None = None
+        self._warned: set[str] = set()
+        self.attribution = Attribution()
+        # `per_session = true` servers: (session id, server) -> (its own upstream, the scope running it)
+        self._session_upstreams: dict[tuple[str, str], tuple[Upstream, trio.CancelScope]] = {}
+        self._nursery: trio.Nursery | None = None
+        self._settled = False
+        sessions.on_end.append(self._session_ended)
+
+    def _clean_stderr(self, text: str) -> str:
+        return self.anonymizer.to_fake_text(self._clean_log(text))
+
+    # -- life ----------------------------------------------------------------------------
+    async def run_upstreams(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Supervise every configured server until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            for up in self.upstreams.values():
+                if not up.enabled:
+                    log.warning("server %s skipped: %s", up.name, up.last_error or up.state)
+                nursery.start_soon(up.run)
+            task_status.started()
+
+    async def settled(self) -> None:
+        """Right after start, wait (at most STARTUP_WAIT) for servers that have not come up once yet.
+
+        A client that connects the moment the gateway listens would otherwise see a partial
+        tools/list, or get "unknown tool" for a tool whose server is still starting.
+        """
+        if self._settled:
+            return
+        with trio.move_on_after(STARTUP_WAIT):
+            for up in self.upstreams.values():
+                await up.ready.wait()
+        self._settled = all(u.ready.is_set() for u in self.upstreams.values())
+
+    def uptime(self) -> float:
+        return round(time.monotonic() - self.started, 3)
+
+    def upstream_status(self) -> list[dict[str, Any]]:
+        """Each enabled server's state, its last error redacted and anonymized."""
+        out = []
+        for up in self.upstreams.values():
+            if not up.enabled:
+                continue
+            st = up.status()
+            if "error" in st:
+                st["error"] = self._clean_stderr(st["error"])
+            out.append(st)
+        return out
+
+    def rebuild_catalog(self) -> None:
+        def listing(u: Upstream) -> ChildListing:
+            return ChildListing(
+                server=u.name,
+                prefix=u.prefix,
+                tools=u.listing.tools,
+                prompts=u.listing.prompts,
+                resources=u.listing.resources,
+                templates=u.listing.templates,
+            )
+
+        ups = list(self.upstreams.values())
+        self.catalog = Catalog.build([listing(u) for u in ups if u.state == "ready"], self.separator)
+        # Tools of a server that is restarting still resolve, to say so instead of "unknown tool".
+        self._known_tools = Catalog.build([listing(u) for u in ups if u.enabled], self.separator).tools
+        self._tool_list_cache = None
+        for w in self.catalog.warnings:
+            if w not in self._warned:
+                self._warned.add(w)
+                log.warning("%s", w)
+        self.sessions.broadcast(jsonrpc.notification("notifications/tools/list_changed"))
+
+    def reload(self, policy: PolicyEngine, anonymizer: Anonymizer) -> None:
+        """Swap the rules in one step (no await in between): a call sees the old or the new set."""
+        self.policy = policy
+        self.anonymizer = anonymizer
+        self._tool_list_cache = None
+
+    def _session_ended(self, session: ClientSession) -> None:
+        for (sid, server), (up, scope) in list(self._session_upstreams.items()):
+            if sid == session.id:
+                scope.cancel()  # the process is stopped (stdin, SIGTERM, SIGKILL)
+                del self._session_upstreams[(sid, server)]
+                self.attribution.drop_owner(up.name)
+
+    # -- client → gateway ------------------------------------------------------------------
+    async def handle(self, msg: dict[str, Any], ctx: RequestContext) -> dict[str, Any] | None:
+        """One message from a client; returns the response (None for notifications/responses)."""
+        kind = jsonrpc.kind(msg)
+        if kind == "response":
+            self._client_answer(msg, ctx.session)
+            return None
+        if kind == "notification":
+            await self._client_notification(msg, ctx)
+            return None
+        if kind != "request" or msg.get("jsonrpc") != "2.0" or not jsonrpc.valid_id(msg.get("id")):
+            rid = msg.get("id") if jsonrpc.valid_id(msg.get("id")) else None
+            return jsonrpc.error_response(rid, jsonrpc.INVALID_REQUEST, "Invalid Request")
+        rid = msg["id"]
+        method: str = msg["method"]
+        params = msg.get("params")
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            return jsonrpc.error_response(rid, jsonrpc.INVALID_PARAMS, "params must be an object")
+        handler = self._methods.get(method)
+        if handler is None:
+            return jsonrpc.error_response(rid, jsonrpc.METHOD_NOT_FOUND, f"Method not found: {method}")
+        ctx.request_id = rid
+        scope = trio.CancelScope()
+        if ctx.session is not None:
+            ctx.session.inflight[rid] = scope
+        try:
+            with scope:
+                result = await handler(self, params, ctx)
+            if scope.cancelled_caught:
+                return None  # cancelled by the client: no response is sent
+            return jsonrpc.result_response(rid, result)
+        except RpcError as exc:
+            return {"jsonrpc": "2.0", "id": rid, "error": self._client_error(exc)}
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            detail = self.anonymizer.to_fake_text(str(exc))
+            return jsonrpc.error_response(rid, jsonrpc.INVALID_PARAMS, f"Invalid params: {detail}")
+        finally:
+            if ctx.session is not None and ctx.session.inflight.get(rid) is scope:
+                del ctx.session.inflight[rid]
+
+    def _client_error(self, exc: RpcError) -> dict[str, Any]:
+        """The one way an error (ours or a server's) becomes the client's: message and data anonymized."""
+        return jsonrpc.error_object(
+            exc.code, self.anonymizer.to_fake_text(exc.message), self.anonymizer.to_fake(exc.data)
+        )
+
+    async def _client_notification(self, msg: dict[str, Any], ctx: RequestContext) -> None:
+        method = msg.get("method")
+        params = msg.get("params")
+        params = params if isinstance(params, dict) else {}
+        if method == "notifications/cancelled" and ctx.session is not None:
+            rid = params.get("requestId")
+            scope = ctx.session.inflight.get(rid) if jsonrpc.hashable_id(rid) else None
+            if scope is not None:
+                scope.cancel()
+        elif method == "notifications/roots/list_changed":
+            for up in self.upstreams.values():
+                if up.peer is not None:
+                    try:
+                        await up.peer.notify("notifications/roots/list_changed")
+                    except RpcError:
+                        pass
+        # notifications/initialized and unknown notifications need nothing.
+
+    def _client_answer(self, msg: dict[str, Any], session: ClientSession | None) -> None:
+        rid = msg.get("id")
+        if session is None or not isinstance(rid, str):
+            return  # our own ids are strings; anything else answers nothing of ours
+        ans = session.waiting.get(rid)
+        if ans is not None:
+            ans.resolve(msg)
+
+    # -- methods ---------------------------------------------------------------------------
+    async def m_initialize(self, params: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+        requested = params.get("protocolVersion")
+        version = requested if requested in SUPPORTED_PROTOCOLS else LATEST_PROTOCOL
+        if ctx.session is not None:
+            info, caps = params.get("clientInfo"), params.get("capabilities")
+            ctx.session.protocol_version = version
+            ctx.session.client_info = info if isinstance(info, dict) else {}
+            ctx.session.capabilities = caps if isinstance(caps, dict) else {}
+        return {
+            "protocolVersion": version,
+            "capabilities": {
+                "tools": {"listChanged": True},
+                "prompts": {"listChanged": True},
+                "resources": {"subscribe": True, "listChanged": True},
+                "logging": {},
+                "completions": {},
+            },
+            "serverInfo": {"name": "portero", "title": "Portero MCP gateway", "version": __version__},
+            "instructions": "Portero aggregates several MCP servers; tool names are <server>"
+            f"{self.separator}<tool>.",
+        }
+
+    async def m_ping(self, params: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+        return {}
+
+    async def m_tools_list(self, params: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+        await self.settled()
+        if self._tool_list_cache is None:
+            tools = [e.item for e in self.catalog.tools.values() if self.policy.visible(e.canonical)]
+            self._tool_list_cache = self.anonymizer.to_fake(tools)
+        return {"tools": self._tool_list_cache}
+
+    async def m_tools_call(self, params: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+        return await self.call_tool(params, ctx)
+
+    # -- the tools/call pipeline -----------------------------------------------------------------
+    async def call_tool(self, params: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+        """The tools/call pipeline, top to bottom; every path leaves one audit record."""
+        started = time.monotonic()
+        name = params.get("name")
+        args_fake = params.get("arguments")
+        if args_fake is None:
+            args_fake = {}
+        record = AuditDraft(
+            session=ctx.session.id if ctx.session else None,
+            tool=name if isinstance(name, str) else repr(name)[:200],
+            args=args_fake,
+        )
+        try:
+            return await self._call_tool(name, args_fake, record, started, ctx, params)
+        finally:
+            if not record.recorded:
+                # Cancelled (client went away, DELETE, notifications/cancelled) or a bug: the call
+                # still leaves its one audit record.
+                with trio.CancelScope(shield=True):
+                    if record.decision == "require-approval":
+                        record.decision, record.source = "expired", "cancelled"
+                    record.outcome = "error"
+                    await self._record(record, started, "cancelled before it finished")
+
+    async def _call_tool(
+        self,
+        name: Any,
+        args_fake: Any,
+        record: AuditDraft,
+        started: float,
+        ctx: RequestContext,
+        params: dict[str, Any],
+    ) -> dict[str, Any]:
+        # 1. resolve the name
+        if not isinstance(name, str):
+            return await self._reject(
+                record, started, RpcError(jsonrpc.INVALID_PARAMS, "tools/call needs a tool name")
+            )
+        entry = self.catalog.tools.get(name)
+        if entry is None and not self._settled:
+            await self.settled()
+            entry = self.catalog.tools.get(name)
+        if entry is None:
+            known = self._known_tools.get(name)
+            if known is None:
+                return await self._reject(
+                    record, started, RpcError(jsonrpc.INVALID_PARAMS, f"Unknown tool: {name}")
+                )
+            entry = known  # its server is down: the policy still decides, the call then says why
+        record.tool = entry.canonical
+        if not isinstance(args_fake, dict):
+            return await self._reject(
+                record, started, RpcError(jsonrpc.INVALID_PARAMS, "tools/call arguments must be an object")
+            )
+
+        # 2. decide (policy, then grants)
+        decision: Decision = self.policy.decide(entry.canonical)
+        if self.broker is not None:
+            decision = self.broker.grants.apply(decision, entry.canonical)
+        record.decision, record.source = decision.action, decision.source
+        if decision.action == "deny":
+            where = f"rule {decision.rule!r}" if decision.rule else "the default policy"
+            return await self._refuse(record, started, f"Call to {entry.canonical} denied by {where}.")
+
+        # 3. wait for approval
+        args_real = self.anonymizer.to_real(args_fake)
+        if decision.action == "require-approval":
+            log.info("%s needs approval (%s)", entry.canonical, decision.source)
+            outcome = await self._approve(entry, decision, args_real, args_fake, ctx, params)
+            record.decision, record.source = outcome.decision, outcome.source
+            if outcome.decision != "approved":
+                return await self._refuse(
+                    record, started, f"Call to {entry.canonical} refused: {outcome.reason}."
+                )
+            log.info("%s approved (%s)", entry.canonical, outcome.source)
+        else:
+            record.decision = "allow"
+
+        # 4. call the upstream (the request anonymized fake → real)
+        up = self.upstreams[entry.server]
+        result: dict[str, Any]
+        error: str | None = None
+        try:
+            resp = await self._upstream_request(
+                up, "tools/call", {"name": entry.original, "arguments": args_real}, ctx, params
+            )
+        except UpstreamGone as exc:
+            result = tool_error(f"Server {entry.server} failed during the call: {exc.message}")
+        except RpcError as exc:
+            result = tool_error(exc.message)
+        else:
+            if "error" in resp:
+                # A protocol error from the server: passed on, anonymized, and recorded as the client sees it.
+                client_err = self._client_error(jsonrpc.error_from_message(resp.get("error")))
+                record.outcome = "error"
+                await self._record(record, started, str(client_err["message"])[:500])
+                raise RpcError(client_err["code"], client_err["message"], client_err.get("data"))
+            raw = resp.get("result")
+            result = (
+                raw if isinstance(raw, dict) else tool_error(f"Server {entry.server} sent an invalid result")
+            )
+
+        # 5. anonymize the answer (real → fake)
+        answer: dict[str, Any] = self.anonymizer.to_fake(result)
+        if answer.get("isError"):
+            record.outcome = "error"
+            error = _first_text(answer)
+
+        # 6. record (committed before the answer is sent)
+        await self._record(record, started, error)
+        return answer
+
+    async def _reject(self, record: AuditDraft, started: float, exc: RpcError) -> dict[str, Any]:
+        """A call that is not valid: recorded as refused, answered with the JSON-RPC error."""
+        record.decision, record.source, record.outcome = "deny", "invalid", "refused"
+        await self._record(record, started, self.anonymizer.to_fake_text(exc.message))
+        raise exc
+
+    async def _refuse(self, record: AuditDraft, started: float, reason: str) -> dict[str, Any]:
+        record.outcome = "refused"
+        log.info("refused %s (%s, %s)", record.tool, record.decision, record.source)
+        await self._record(record, started, reason)
+        return tool_error(reason)
+
+    async def _record(self, record: AuditDraft, started: float, error: str | None = None) -> None:
+        record.recorded = True
+        if self.store is None:
+            return
+        try:
+            await self.store.record_audit(
+                {
+                    "ts": time.time(),
+                    "session": record.session,
+                    "tool": record.tool,
+                    "arguments": record.args,
+                    "decision": record.decision,
+                    "source": record.source,
+                    "outcome": record.outcome,
+                    "duration_ms": round((time.monotonic() - started) * 1000, 3),
+                    "error": error,
+                }
+            )
+        except Exception:
+            log.exception("could not write the audit record for %s", record.tool)
+
+    async def _approve(
+        self,
+        entry: Entry,
+        decision: Decision,
+        args_real: dict[str, Any],
+        args_fake: dict[str, Any],
+        ctx: RequestContext,
+        params: dict[str, Any],
+    ) -> Outcome:
+        from ..approvals import NO_APPROVER_REASON, Outcome
+
+        if self.broker is None:
+            return Outcome("rejected", "no-approver", NO_APPROVER_REASON)
+        token = _progress_token(params)
+        tick = None
+        if token is not None:
+            count = itertools.count(1)
+
+            async def tick(elapsed: float, total: float) -> None:
+                await ctx.send(
+                    jsonrpc.notification(
+                        "notifications/progress",
+                        {
+                            "progressToken": token,
+                            "progress": next(count),
+                            "message": f"waiting for the admin's approval ({elapsed:.0f}s of {total:.0f}s)",
+                        },
+                    )
+                )
+
+        return await self.broker.request(
+            tool=entry.canonical,
+            server=entry.server,
+            rule=decision.source,
+            arguments_real=args_real,
+            arguments_fake=args_fake,
+            session=ctx.session.id if ctx.session else None,
+            on_wait_tick=tick,
+        )
+
+    async def _upstream_request(
+        self,
+        up: Upstream,
+        method: str,
+        up_params: dict[str, Any],
+        ctx: RequestContext,
+        params: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Send one request to a server on behalf of a client request, with progress remapping.
+
+        ``up_params`` are already on the real side; the client's ``_meta`` is anonymized here."""
+        if up.cfg.per_session and ctx.session is not None:
+            up = await self._session_upstream(ctx.session, up)
+        peer = up.peer
+        if peer is None:
+            raise RpcError(jsonrpc.SERVER_UNAVAILABLE, f"Server {up.name} is not running ({up.state}).")
+        meta_in = params.get("_meta")
+        meta = {k: v for k, v in meta_in.items() if k != "progressToken"} if isinstance(meta_in, dict) else {}
+        meta = self.anonymizer.to_real(meta)
+        token = _progress_token(params)
+        gw_token = None
+        if token is not None:
+            gw_token = self.attribution.progress_token(ctx, token)
+            meta["progressToken"] = gw_token
+        if meta:
+            up_params = {**up_params, "_meta": meta}
+        self.attribution.begin(up.name, ctx)
+        try:
+            # The peer delivers the response only after the server's notifications read before it
+            # were routed, so progress and log messages precede the answer.
+            return await peer.request(method, up_params, timeout=up.call_timeout)
+        finally:
+            self.attribution.end(up.name, ctx)
+            if gw_token is not None:
+                self.attribution.release_progress(gw_token)
+
+    async def _forward(
+        self, server: str, method: str, up_params: dict[str, Any], ctx: RequestContext, params: dict[str, Any]
+    ) -> Any:
+        up = self.upstreams.get(server)
+        if up is None:
+            raise RpcError(jsonrpc.INVALID_PARAMS, f"Unknown server {server}")
+        resp = await self._upstream_request(up, method, self.anonymizer.to_real(up_params), ctx, params)
+        if "error" in resp:
+            raise jsonrpc.error_from_message(resp.get("error"))  # anonymized in handle()
+        result = resp.get("result")
+        return self.anonymizer.to_fake(result if isinstance(result, dict) else {})
+
+    async def m_prompts_list(self, params: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+        await self.settled()
+        return {"prompts": self.anonymizer.to_fake([e.item for e in self.catalog.prompts.values()])}
+
+    async def m_prompts_get(self, params: dict[str, Any], ctx: RequestContext) -> Any:
+        name = params.get("name")
+        entry = self.catalog.prompts.get(name) if isinstance(name, str) else None
+        if entry is None:
+            raise RpcError(jsonrpc.INVALID_PARAMS, f"Unknown prompt: {name}")
+        return await self._forward(
+            entry.server, "prompts/get", {**params, "name": entry.original}, ctx, params
+        )
+
+    async def m_resources_list(self, params: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+        await self.settled()
+        return {"resources": self.anonymizer.to_fake(self.catalog.resource_items)}
+
+    async def m_resources_templates_list(self, params: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+        await self.settled()
+        return {"resourceTemplates": self.anonymizer.to_fake(self.catalog.template_items())}
+
+    def _resource_server(self, params: dict[str, Any]) -> tuple[str, str]:
+        uri = params.get("uri")
+        if not isinstance(uri, str):
+            raise RpcError(jsonrpc.INVALID_PARAMS, "uri must be a string")
+        real_uri = self.anonymizer.to_real_text(uri)
+        server = self.catalog.route_resource(real_uri) or self.catalog.route_resource(uri)
+        if server is None:
+            raise RpcError(jsonrpc.RESOURCE_NOT_FOUND, f"Resource not found: {uri}", {"uri": uri})
+        return server, uri
+
+    async def m_resources_read(self, params: dict[str, Any], ctx: RequestContext) -> Any:
+        server, _ = self._resource_server(params)
+        return await self._forward(server, "resources/read", params, ctx, params)
+
+    async def m_resources_subscribe(self, params: dict[str, Any], ctx: RequestContext) -> Any:
+        server, uri = self._resource_server(params)
+        if ctx.session is not None:
+            ctx.session.subscriptions.add(uri)
+        return await self._forward(server, "resources/subscribe", params, ctx, params)
+
+    async def m_resources_unsubscribe(self, params: dict[str, Any], ctx: RequestContext) -> Any:
+        server, uri = self._resource_server(params)
+        if ctx.session is not None:
+            ctx.session.subscriptions.discard(uri)
+        return await self._forward(server, "resources/unsubscribe", params, ctx, params)
+
+    async def m_completion_complete(self, params: dict[str, Any], ctx: RequestContext) -> Any:
+        ref = params.get("ref")
+        ref = ref if isinstance(ref, dict) else {}
+        if ref.get("type") == "ref/prompt":
+            entry = self.catalog.prompts.get(str(ref.get("name")))
+            if entry is None:
+                raise RpcError(jsonrpc.INVALID_PARAMS, f"Unknown prompt: {ref.get('name')}")
+            return await self._forward(
+                entry.server,
+                "completion/complete",
+                {**params, "ref": {**ref, "name": entry.original}},
+                ctx,
+                params,
+            )
+        if ref.get("type") == "ref/resource":
+            server, _ = self._resource_server({"uri": ref.get("uri")})
+            return await self._forward(server, "completion/complete", params, ctx, params)
+        raise RpcError(jsonrpc.INVALID_PARAMS, "completion/complete needs a ref/prompt or ref/resource")
+
+    async def m_logging_set_level(self, params: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+        level = params.get("level")
+        if level not in MCP_LOG_LEVELS:
+            raise RpcError(jsonrpc.INVALID_PARAMS, f"Invalid log level: {level}")
+        if ctx.session is not None:
+            ctx.session.log_level = level
+        # Servers are shared: ask them for the most verbose level any session wants, and filter
+        # per session on the way out (wants_log).
+        levels = [s.log_level for s in self.sessions.all() if s.log_level in MCP_LOG_LEVELS] or [level]
+        up_level = min(levels, key=MCP_LOG_LEVELS.index)
+        for up in self.upstreams.values():
+            if up.peer is not None and "logging" in up.capabilities:
+                try:
+                    await up.peer.request("logging/setLevel", {"level": up_level}, timeout=5)
+                except RpcError:
+                    pass
+        return {}
+
+    _methods: dict[str, Handler] = {
+        "initialize": m_initialize,
+        "ping": m_ping,
+        "tools/list": m_tools_list,
+        "tools/call": m_tools_call,
+        "prompts/list": m_prompts_list,
+        "prompts/get": m_prompts_get,
+        "resources/list": m_resources_list,
+        "resources/templates/list": m_resources_templates_list,
+        "resources/read": m_resources_read,
+        "resources/subscribe": m_resources_subscribe,
+        "resources/unsubscribe": m_resources_unsubscribe,
+        "completion/complete": m_completion_complete,
+        "logging/setLevel": m_logging_set_level,
+    }
+
+    # -- upstream → gateway ------------------------------------------------------------------
+    async def on_upstream_message(self, peer: Peer, msg: dict[str, Any]) -> dict[str, Any] | None:
+        method = msg.get("method", "")
+        params = msg.get("params")
+        params = params if isinstance(params, dict) else {}
+        up = self.upstreams.get(peer.name)
+        if method.endswith("/list_changed") and up is not None:
+            what = method.split("/")[1]
+            if what in ("tools", "prompts", "resources") and self._nursery is not None:
+                # In the background: the refresh asks the server, whose answers are held until its
+                # notifications are handled (the peer keeps their order).
+                self._nursery.start_soon(self._refresh_upstream, up, peer, what)
+            return None
+        if method == "notifications/progress":
+            target = self.attribution.progress_target(params.get("progressToken"))
+            if target is not None:
+                ctx, token = target
+                await ctx.send(
+                    jsonrpc.notification(method, self.anonymizer.to_fake({**params, "progressToken": token}))
+                )
+            return None
+        if method == "notifications/resources/updated":
+            uri = self.anonymizer.to_fake_text(str(params.get("uri", "")))
+            out = jsonrpc.notification(method, self.anonymizer.to_fake(params))
+            for s in self.sessions.all():
+                if uri in s.subscriptions:
+                    s.push(out)
+            return None
+        if method == "ping" and "id" in msg:
+            return jsonrpc.result_response(msg["id"], {})
+        if method == "notifications/cancelled":
+            # The server withdrew one of its own requests to a client: tell that client, stop waiting.
+            rid = params.get("requestId")
+            asked = self.attribution.asked(peer.name, rid) if jsonrpc.hashable_id(rid) else None
+            if asked is not None:
+                ctx, our_id, ans = asked
+                reason = params.get("reason")
+                reason = self.anonymizer.to_fake_text(reason) if isinstance(reason, str) else "cancelled"
+                await ctx.send(jsonrpc.notification(method, {"requestId": our_id, "reason": reason}))
+                ans.resolve(None)
+            return None
+        out = self.anonymizer.to_fake(msg)
+        attributed = self.attribution.attributed(peer.name)
+        if "id" not in msg or msg.get("id") is None:
+            # Logging and other notifications: to the attributed session, else to every session's
+            # GET stream; log messages below a session's `logging/setLevel` are not sent to it.
+            if attributed is not None:
+                if wants_log(attributed.session, out):
+                    await attributed.send(out)
+            else:
+                for s in self.sessions.all():
+                    if wants_log(s, out):
+                        s.push(out)
+            return None
+        # A server→client request (sampling, elicitation, roots): ask the attributed session.
+        if attributed is None or attributed.session is None:
+            why = (
+                "several client sessions use this server; set per_session = true for it"
+                if self.attribution.busy_sessions(peer.name) > 1
+                else "no client session can answer this now"
+            )
+            return jsonrpc.error_response(msg["id"], jsonrpc.METHOD_NOT_FOUND, f"{method}: {why}")
+        needed = CLIENT_CAPABILITY.get(method)
+        if needed is not None and not attributed.session.wants(needed):
+            return jsonrpc.error_response(
+                msg["id"], jsonrpc.METHOD_NOT_FOUND, f"{method}: the client does not support {needed}"
+            )
+        try:
+            return await self._ask_client(peer.name, attributed, msg, out)
+        finally:
+            self.attribution.forget_ask(peer.name, msg["id"])
+
+    async def _refresh_upstream(self, up: Upstream, peer: Peer, what: str) -> None:
+        try:
+            await up.refresh(peer, what)
+        except RpcError as exc:
+            log.warning("server %s: refreshing %s failed: %s", peer.name, what, exc.message)
+            return
+        if up.peer is peer:
+            self.rebuild_catalog()
+
+    async def _session_upstream(self, session: ClientSession, shared: Upstream) -> Upstream:
+        """The session's own process of a ``per_session`` server, started on first use."""
+        key = (session.id, shared.name)
+        found = self._session_upstreams.get(key)
+        if found is None:
+            assert self._nursery is not None
+            up = shared.clone(
+                f"{shared.name}@{session.id[:8]}",
+                StdioTransport(shared.cfg, self._env, clean_log=self._clean_stderr),
+            )
+            scope = trio.CancelScope()
+            self._session_upstreams[key] = (up, scope)
+            self.attribution.set_owner(up.name, session)
+
+            async def run() -> None:
+                with scope:
+                    await up.run()
+
+            self._nursery.start_soon(run)
+            found = (up, scope)
+        up = found[0]
+        # First use: wait for it to come up (or fail: then the call reports it as not running).
+        with trio.move_on_after(INIT_TIMEOUT):
+            await up.ready.wait()
+        return up
+
+    async def _ask_client(
+        self, upstream: str, ctx: RequestContext, msg: dict[str, Any], out: dict[str, Any]
+    ) -> dict[str, Any]:
+        session = ctx.session
+        assert session is not None
+        our_id, ans = self.attribution.ask(upstream, msg["id"], ctx)
+        session.waiting[our_id] = ans
+        try:
+            sent = await ctx.send({**out, "id": our_id})
+            if not sent:
+                return jsonrpc.error_response(
+                    msg["id"], jsonrpc.METHOD_NOT_FOUND, f"{msg['method']}: the client has no open stream"
+                )
+            with trio.move_on_after(CLIENT_REQUEST_TIMEOUT):
+                await ans.event.wait()
+            reply = ans.message
+            if reply is None:
+                return jsonrpc.error_response(msg["id"], jsonrpc.INTERNAL_ERROR, "the client did not answer")
+            reply = self.anonymizer.to_real(reply)
+            return {**reply, "id": msg["id"]}
+        finally:
+            session.waiting.pop(our_id, None)
+
+
+def wants_log(session: ClientSession | None, msg: dict[str, Any]) -> bool:
+    """False for a log message below the level the session asked for with logging/setLevel."""
+    if session is None or session.log_level is None or msg.get("method") != "notifications/message":
+        return True
+    params = msg.get("params")
+    level = params.get("level") if isinstance(params, dict) else None
+    if level not in MCP_LOG_LEVELS:
+        return True
+    return MCP_LOG_LEVELS.index(level) >= MCP_LOG_LEVELS.index(session.log_level)
+
+
+def _progress_token(params: dict[str, Any]) -> Any:
+    meta = params.get("_meta")
+    if not isinstance(meta, dict):
+        return None
+    token = meta.get("progressToken")
+    return token if isinstance(token, str | int) and not isinstance(token, bool) else None
+
+
+def _first_text(result: dict[str, Any]) -> str | None:
+    content = result.get("content")
+    if isinstance(content, list):
+        for item in content:
+            if isinstance(item, dict) and isinstance(item.get("text"), str):
+                return str(item["text"])[:500]
+    return None

@@ -1,0 +1,283 @@
+"""Client sessions: their state, their streams, their expiry, and the nursery their calls run in.
+
+A :class:`ClientSession` is one MCP client session (HTTP ``Mcp-Session-Id``). Everything the
+HTTP front and the router know about a session lives here and changes through its methods:
+
+- the standalone GET stream: every message for the session outside a request gets an SSE event
+  id and stays in a bounded replay buffer, also while no stream is open, so a client that
+  reconnects with ``Last-Event-ID`` gets what it missed (as long as it is still in the buffer);
+  a new GET stream replaces the older one, so each message travels on one stream only;
+- POST answers streamed as SSE (:class:`PostStream`), kept so a client that lost the connection
+  can resume one with ``GET`` + ``Last-Event-ID: <stream>/<n>``;
+- the calls in flight (for ``notifications/cancelled`` and ``DELETE``) and the server→client
+  requests waiting for the client's answer.
+
+:class:`Sessions` is the registry: it creates (bounded: at :data:`MAX_SESSIONS` the longest-idle
+session makes room), finds, ends and expires sessions, and owns the nursery that client calls run
+in, so a call outlives neither the gateway nor its session.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+import trio
+
+log = logging.getLogger("portero.sessions")
+
+LATEST_PROTOCOL = "2025-11-25"
+SUPPORTED_PROTOCOLS = ("2025-11-25", "2025-06-18", "2025-03-26")
+REPLAY_EVENTS = 256  # per session, for `Last-Event-ID` on the GET stream
+MAX_SESSIONS = 1000  # bounded state: one client can't grow the gateway without limit
+STREAM_KEEP = 300.0  # seconds a finished, undelivered POST stream waits for its client to resume it
+JANITOR_MAX_PERIOD = 60.0
+
+Message = dict[str, Any]
+Emit = Callable[[Message], Awaitable[None]]
+
+
+def _wake(event: trio.Event) -> trio.Event:
+    event.set()
+    return trio.Event()
+
+
+@attrs.define(eq=False)
+class PostStream:
+    """The events of one POST answer sent as SSE; ids are ``<stream>/<n>``, the answer is last."""
+
+    id: int
+    events: collections.deque[tuple[int, Message]] = attrs.Factory(
+        lambda: collections.deque(maxlen=REPLAY_EVENTS)
+    )
+    seq: int = 0
+    done: bool = False
+    finished_at: float | None = None
+    new_event: trio.Event = attrs.Factory(trio.Event)
+
+    def push(self, msg: Message) -> None:
+        self.seq += 1
+        self.events.append((self.seq, msg))
+        self.new_event = _wake(self.new_event)
+
+    def finish(self, now: float) -> None:
+        self.done = True
+        self.finished_at = now
+        self.new_event = _wake(self.new_event)
+
+    def events_after(self, n: int) -> list[tuple[int, Message]]:
+        return [(i, m) for i, m in self.events if i > n]
+
+
+@attrs.define(eq=False)
+class AnswerSlot:
+    """A server→client request waiting for the client's answer."""
+
+    event: trio.Event = attrs.Factory(trio.Event)
+    message: Message | None = None
+
+    def resolve(self, message: Message | None) -> None:
+        if not self.event.is_set():
+            self.message = message
+            self.event.set()
+
+
+@attrs.define(eq=False)
+class ClientSession:
+    """One MCP client session; see the module docstring."""
+
+    id: str
+    created: float
+    last_seen: float
+    protocol_version: str = LATEST_PROTOCOL
+    client_info: dict[str, Any] = attrs.Factory(dict)
+    capabilities: dict[str, Any] = attrs.Factory(dict)
+    log_level: str | None = None
+    subscriptions: set[str] = attrs.Factory(set)
+    streams_open: int = 0
+    stream_gen: int = 0
+    event_seq: int = 0
+    replay: collections.deque[tuple[int, Message]] = attrs.Factory(
+        lambda: collections.deque(maxlen=REPLAY_EVENTS)
+    )
+    new_event: trio.Event = attrs.Factory(trio.Event)
+    post_streams: dict[int, PostStream] = attrs.Factory(dict)
+    stream_counter: int = 0
+    # Client request id -> cancel scope of the call, for notifications/cancelled and DELETE.
+    inflight: dict[Any, trio.CancelScope] = attrs.Factory(dict)
+    # Server→client requests awaiting the client's answer: our id -> slot.
+    waiting: dict[str, AnswerSlot] = attrs.Factory(dict)
+    closed: bool = False
+
+    @property
+    def listening(self) -> bool:
+        return self.streams_open > 0
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.inflight) or self.listening
+
+    def wants(self, capability: str) -> bool:
+        """True when the client declared ``capability`` (sampling, elicitation, roots) at initialize."""
+        return isinstance(self.capabilities.get(capability), dict)
+
+    def push(self, msg: Message) -> int:
+        """Queue a message for the GET stream (never blocks; the replay buffer is bounded)."""
+        self.event_seq += 1
+        self.replay.append((self.event_seq, msg))
+        self.new_event = _wake(self.new_event)
+        return self.event_seq
+
+    def events_after(self, last_id: int) -> list[tuple[int, Message]]:
+        return [(i, m) for i, m in self.replay if i > last_id]
+
+    def open_stream(self) -> int:
+        """A new GET stream; returns its generation. An older stream sees a newer generation and ends."""
+        self.stream_gen += 1
+        self.streams_open += 1
+        self.new_event = _wake(self.new_event)
+        return self.stream_gen
+
+    def close_stream(self) -> None:
+        self.streams_open -= 1
+
+    def new_post_stream(self, *, keep: bool) -> PostStream:
+        """A stream for one POST answer; ``keep`` ones stay in the session for a later resume."""
+        if not keep:
+            return PostStream(id=0)
+        self.stream_counter += 1
+        stream = PostStream(id=self.stream_counter)
+        self.post_streams[stream.id] = stream
+        return stream
+
+    def drop_post_stream(self, stream: PostStream) -> None:
+        self.post_streams.pop(stream.id, None)
+
+    def close(self) -> None:
+        """End the session: cancel its calls, wake its waiters and its GET stream."""
+        self.closed = True
+        for scope in list(self.inflight.values()):
+            scope.cancel()
+        for ans in self.waiting.values():
+            ans.resolve(None)
+        self.new_event = _wake(self.new_event)
+
+
+@attrs.define(eq=False)
+class RequestContext:
+    """One client request being served: where its own notifications and requests go."""
+
+    session: ClientSession | None
+    request_id: Any = None
+    emit: Emit | None = None  # sends a message on this request's response stream (SSE), if any
+
+    async def send(self, msg: Message) -> bool:
+        if self.emit is not None:
+            try:
+                await self.emit(msg)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return False
+            return True
+        if self.session is not None and self.session.listening:
+            self.session.push(msg)
+            return True
+        return False
+
+
+class Sessions:
+    """The session registry, and the nursery client calls run in. Run :meth:`run` in a nursery."""
+
+    def __init__(
+        self,
+        *,
+        idle_timeout: float,
+        max_sessions: int = MAX_SESSIONS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.idle_timeout = idle_timeout
+        self.max_sessions = max_sessions
+        self.clock = clock
+        self.by_id: dict[str, ClientSession] = {}
+        self.on_end: list[Callable[[ClientSession], None]] = []
+        self.closing = trio.Event()  # set at shutdown: GET streams end so HTTP can drain
+        self._nursery: trio.Nursery | None = None
+
+    def __len__(self) -> int:
+        return len(self.by_id)
+
+    def get(self, session_id: str) -> ClientSession | None:
+        return self.by_id.get(session_id)
+
+    def all(self) -> list[ClientSession]:
+        return list(self.by_id.values())
+
+    # -- life --------------------------------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Own the calls nursery and expire idle sessions, until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            period = min(JANITOR_MAX_PERIOD, max(self.idle_timeout / 4, 0.5))
+            while True:
+                await trio.sleep(period)
+                self.expire()
+
+    def start_call(self, fn: Callable[[], Awaitable[None]]) -> None:
+        """Run one client call in the calls nursery (it outlives the HTTP request that started it)."""
+        if self._nursery is None:
+            raise RuntimeError("Sessions.run is not running")
+        self._nursery.start_soon(fn)
+
+    # -- registry ----------------------------------------------------------------------------
+    def new(self) -> ClientSession | None:
+        """A new session; at the limit the longest-idle one without work is ended to make room,
+        and None is returned if every session is busy (the caller answers 503)."""
+        if len(self.by_id) >= self.max_sessions:
+            idle = [s for s in self.by_id.values() if not s.busy]
+            if not idle:
+                return None
+            oldest = min(idle, key=lambda s: s.last_seen)
+            log.warning("session limit (%d) reached: ending the longest-idle session", self.max_sessions)
+            self.end(oldest.id)
+        now = self.clock()
+        s = ClientSession(id=secrets.token_urlsafe(24), created=now, last_seen=now)
+        self.by_id[s.id] = s
+        log.debug("session %s… opened", s.id[:6])
+        return s
+
+    def touch(self, session: ClientSession) -> None:
+        session.last_seen = self.clock()
+
+    def end(self, session_id: str) -> bool:
+        s = self.by_id.pop(session_id, None)
+        if s is None:
+            return False
+        s.close()
+        for hook in self.on_end:
+            hook(s)
+        log.debug("session %s… closed", session_id[:6])
+        return True
+
+    def expire(self) -> list[str]:
+        """Drop finished POST streams nobody resumed, and end idle sessions; returns the ended ids."""
+        now = self.clock()
+        ended = []
+        for sid, s in list(self.by_id.items()):
+            for key, stream in list(s.post_streams.items()):
+                if stream.done and stream.finished_at is not None and now - stream.finished_at > STREAM_KEEP:
+                    del s.post_streams[key]
+            if not s.busy and now - s.last_seen > self.idle_timeout:
+                self.end(sid)
+                ended.append(sid)
+                log.info("session %s… expired after %.0fs idle", sid[:6], self.idle_timeout)
+        return ended
+
+    def broadcast(self, msg: Message) -> None:
+        """Queue a message for every session's GET stream (kept for replay while none is open)."""
+        for s in self.by_id.values():
+            s.push(msg)
