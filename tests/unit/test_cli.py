@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 import portero
-from portero.cli.main import build_env, identity_lines, main, render_starter_config
+from portero.cli.common import build_env
+from portero.cli.main import identity_lines, main, render_starter_config
 from portero.config import parse_config
 
 TOKEN = "tok-" + "x" * 28
