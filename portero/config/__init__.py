@@ -1,5 +1,12 @@
 """The configuration: typed sections (:mod:`.model`), reading TOML with ``${VAR}`` (:mod:`.load`),
 and the checks shared by ``check`` and ``serve`` (:mod:`.validate`)."""
 
+from ..core.net import is_loopback_host
+from ..durations import parse_duration
+from . import load, model
 from .load import *  # noqa: F403
-from .load import __all__  # noqa: F401
+from .model import *  # noqa: F403
+
+__all__ = ["is_loopback_host", "parse_duration"]
+__all__ += model.__all__
+__all__ += load.__all__

@@ -1,4 +1,4 @@
-"""The configuration file: one TOML document turned into frozen attrs objects.
+"""Reading the configuration file: one TOML document turned into the frozen attrs objects of :mod:`.model`.
 
 Everything here is pure: no trio, no clock, and no reads of ``os.environ`` -- callers pass the environment
 in as a mapping (``serve`` and ``check`` pass the process environment merged with an ``--env-file``).
@@ -15,7 +15,7 @@ them at once, each as ``<file>: <key path>: <what is wrong>``:
 3. Each section is structured separately with a strict cattrs converter (``forbid_extra_keys=True``; no
    silent ``"8443"`` -> ``8443`` style coercions except for strings that are exactly a number or a
    boolean, which is what an interpolated ``"${PORT}"`` produces).
-4. Cross-field checks (auth vs host, TLS pairs, unique names...) run on whatever structured successfully.
+4. The checks of :mod:`.validate` run on whatever structured successfully.
 
 Relative paths (``data_dir``, ``log_file``, ``tls_cert``, ``tls_key`` and ``[[mcp]].cwd``) are resolved
 against the directory of the config file, so the gateway behaves the same whatever its working directory
@@ -25,7 +25,6 @@ against the directory of the config file, so the gateway behaves the same whatev
 from __future__ import annotations
 
 import difflib
-import json
 import os
 import re
 import tomllib
@@ -41,154 +40,46 @@ from cattrs.errors import (
 )
 from cattrs.gen import make_dict_structure_fn, override
 
-from ..core.anonymize import Rule as Replacement
-from ..core.net import is_loopback_host
 from ..durations import parse_duration
+from .model import (
+    Config,
+    ConfigError,
+    McpServer,
+    PoliciesSection,
+    Replacement,
+    ServerSection,
+    TelegramSection,
+    UnsetVariableError,
+)
+from .validate import (
+    _VAR_NAME_RE,
+    _check_mcp,
+    _check_mcp_name,
+    _check_policies,
+    _check_replacement,
+    _check_server,
+    _check_telegram,
+    _check_unique_fakes,
+    _check_unique_name,
+    _describe,
+    _join,
+    _warnings,
+)
 
 __all__ = [
-    "ACTIONS",
-    "Config",
-    "ConfigError",
-    "McpServer",
-    "PoliciesSection",
-    "Replacement",
-    "ServerSection",
-    "TelegramSection",
-    "UnsetVariableError",
     "default_config_path",
     "interpolate",
-    "is_loopback_host",
     "load_config",
     "parse_config",
-    "parse_duration",
     "parse_env_file",
     "read_env_file",
 ]
 
-ACTIONS = ("allow", "deny", "require-approval")
-LOG_LEVELS = ("debug", "info", "warning", "error")
-AUTH_MODES = ("bearer", "none")
-MIN_TOKEN_LENGTH = 16
-
-_NAME_RE = re.compile(r"^[A-Za-z0-9-]+$")
-_SEPARATOR_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
-_VAR_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_BARE_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-# --------------------------------------------------------------------------------------------- errors
-
-
-class ConfigError(Exception):
-    """The configuration is unusable. ``problems`` holds one human-readable line per mistake."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = list(problems)
-        super().__init__("\n".join(self.problems))
-
-    def __str__(self) -> str:
-        return "\n".join(self.problems)
-
-
-class UnsetVariableError(KeyError):
-    """``${NAME}`` without a default refers to a variable that is not set. ``name`` is the variable."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        super().__init__(name)
-
-    def __str__(self) -> str:
-        return f"${{{self.name}}} is not set"
+_TOP_LEVEL_KEYS = ("server", "telegram", "policies", "replacements", "mcp")
 
 
 class _Invalid(Exception):
     """Raised by our structure hooks; the message is shown to the user as it is."""
-
-
-# ------------------------------------------------------------------------------------------ the model
-
-
-def _duration(**kwargs: Any) -> Any:
-    """An attrs field holding seconds, written in the file as ``"2h30m"`` or an integer."""
-    return attrs.field(metadata={"duration": True}, **kwargs)
-
-
-@attrs.frozen
-class ServerSection:
-    host: str = "127.0.0.1"
-    port: int = 8443
-    bearer_token: str = attrs.field(default="", repr=False)
-    auth: str = "bearer"
-    tls_cert: str = ""
-    tls_key: str = ""
-    allowed_origins: tuple[str, ...] = ()
-    tool_separator: str = "__"
-    data_dir: str = "data"
-    log_level: str = "info"
-    log_file: str = ""
-    max_body_bytes: int = 4 * 1024 * 1024
-    max_message_bytes: int = 32 * 1024 * 1024
-    sse_keepalive: float = _duration(default=15.0)
-    session_idle_timeout: float = _duration(default=3600.0)
-
-    @property
-    def tls(self) -> bool:
-        return bool(self.tls_cert and self.tls_key)
-
-
-@attrs.frozen
-class TelegramSection:
-    bot_token: str = attrs.field(repr=False)
-    admin_chat_id: int
-    api_base: str = "https://api.telegram.org"
-    approval_timeout: float = _duration(default=120.0)
-    max_grant: float = _duration(default=86400.0)
-
-
-@attrs.frozen
-class PoliciesSection:
-    default: str = "allow"
-    rules: dict[str, str] = attrs.field(factory=dict)
-
-
-@attrs.frozen
-class McpServer:
-    name: str
-    command: str
-    args: tuple[str, ...] = ()
-    env: dict[str, str] = attrs.field(factory=dict, repr=False)  # often holds tokens
-    cwd: str = ""
-    prefix: bool = True
-    required_env: tuple[str, ...] = ()
-    call_timeout: float = _duration(default=60.0)
-    enabled: bool = True
-    # One child process per client session (exact attribution of the child's own messages),
-    # besides the shared one that serves listings. Costs a process per session.
-    per_session: bool = False
-    # Names of the gateway's environment variables this server also gets (besides PATH, HOME,
-    # LANG, TZ, TMPDIR and the like); its own `env` comes on top.
-    inherit_env: tuple[str, ...] = ()
-    # Not a TOML key: set by parse_config when a required_env variable is unset or empty.
-    skip_reason: str | None = None
-
-    @property
-    def runnable(self) -> bool:
-        """True when the gateway should start this server."""
-        return self.enabled and self.skip_reason is None
-
-
-@attrs.frozen
-class Config:
-    server: ServerSection
-    telegram: TelegramSection | None
-    policies: PoliciesSection
-    replacements: tuple[Replacement, ...]
-    mcp: tuple[McpServer, ...]
-    path: str
-    warnings: tuple[str, ...] = ()
-
-
-_TOP_LEVEL_KEYS = ("server", "telegram", "policies", "replacements", "mcp")
 
 
 # ------------------------------------------------------------------------------------- small parsers
@@ -307,21 +198,6 @@ def default_config_path(env: Mapping[str, str]) -> str:
 # ----------------------------------------------------------------------------------- the converter
 
 
-def _describe(value: object) -> str:
-    """How a TOML value is shown in a message: strings quoted, tables and arrays by kind."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list | tuple):
-        return "an array"
-    if isinstance(value, int | float):
-        return repr(value)
-    return type(value).__name__
-
-
 def _structure_str(value: object, _type: object) -> str:
     if isinstance(value, str):
         return value
@@ -409,13 +285,6 @@ def _make_converter() -> cattrs.Converter:
 _CONVERTER = _make_converter()
 
 
-def _join(path: str, key: str | int) -> str:
-    if isinstance(key, int):
-        return f"{path}[{key}]"
-    shown = key if _BARE_KEY_RE.match(key) else json.dumps(key, ensure_ascii=False)
-    return f"{path}.{shown}" if path else shown
-
-
 def _flatten_structure_error(exc: BaseException, path: str, out: list[str]) -> None:
     """Turn a (nested) cattrs validation error into ``key.path: message`` lines."""
     if isinstance(exc, ForbiddenExtraKeysError):
@@ -496,7 +365,7 @@ def _skip_reason(entry: Any, env: Mapping[str, str]) -> str | None:
     return f"{', '.join(missing)} are not set"
 
 
-# ---------------------------------------------------------------------------------- semantic checks
+# ------------------------------------------------------------------------------------------ parsing
 
 
 def _resolve(base_dir: str, value: str, env: Mapping[str, str]) -> str:
@@ -507,102 +376,6 @@ def _resolve(base_dir: str, value: str, env: Mapping[str, str]) -> str:
         if home:
             value = home + value[1:]
     return os.path.normpath(os.path.join(base_dir, value))
-
-
-def _check_server(s: ServerSection, problems: list[str]) -> None:
-    if not s.host.strip():
-        problems.append("server.host: must not be empty")
-    if not 0 <= s.port <= 65535:
-        problems.append(f"server.port: must be between 0 and 65535, got {s.port}")
-    if s.auth not in AUTH_MODES:
-        problems.append(f'server.auth: expected "bearer" or "none", got {_describe(s.auth)}')
-    elif s.auth == "bearer":
-        if not s.bearer_token:
-            problems.append(
-                'server.bearer_token: required when auth = "bearer" '
-                "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
-            )
-        elif len(s.bearer_token) < MIN_TOKEN_LENGTH:
-            problems.append(
-                f"server.bearer_token: too short ({len(s.bearer_token)} characters); "
-                f"use at least {MIN_TOKEN_LENGTH}"
-            )
-    elif not is_loopback_host(s.host):
-        problems.append(
-            f'server.auth: "none" is only allowed when host is a loopback address '
-            f"(127.0.0.1, ::1, localhost), not {_describe(s.host)}"
-        )
-    if bool(s.tls_cert) != bool(s.tls_key):
-        missing = "tls_key" if s.tls_cert else "tls_cert"
-        problems.append(f"server.{missing}: tls_cert and tls_key must be set together (or neither)")
-    for index, origin in enumerate(s.allowed_origins):
-        if origin != origin.strip() or not re.fullmatch(r"https?://[^/\s]+", origin.rstrip("/")):
-            problems.append(
-                f'server.allowed_origins[{index}]: expected an origin like "https://example.com" '
-                f"(scheme, host and optional port, no path), got {_describe(origin)}"
-            )
-    if not _SEPARATOR_RE.match(s.tool_separator):
-        problems.append(
-            "server.tool_separator: must be non-empty and use only letters, digits, '_', '.' and '-', "
-            f"got {_describe(s.tool_separator)}"
-        )
-    if not s.data_dir:
-        problems.append("server.data_dir: must not be empty")
-    if s.log_level.lower() not in LOG_LEVELS:
-        problems.append(
-            f"server.log_level: expected one of {', '.join(LOG_LEVELS)}, got {_describe(s.log_level)}"
-        )
-    for key in ("max_body_bytes", "max_message_bytes"):
-        if getattr(s, key) <= 0:
-            problems.append(f"server.{key}: must be a positive number of bytes")
-
-
-def _check_telegram(t: TelegramSection, problems: list[str]) -> None:
-    if not t.bot_token.strip():
-        problems.append("telegram.bot_token: must not be empty")
-    if not re.match(r"^https?://", t.api_base):
-        problems.append(f"telegram.api_base: expected an http(s) URL, got {_describe(t.api_base)}")
-
-
-def _check_action(value: str, path: str, problems: list[str]) -> None:
-    if value not in ACTIONS:
-        hint = difflib.get_close_matches(value, ACTIONS, n=1)
-        suffix = f' (did you mean "{hint[0]}"?)' if hint else ""
-        problems.append(f"{path}: expected one of {', '.join(ACTIONS)}, got {_describe(value)}{suffix}")
-
-
-def _check_policies(p: PoliciesSection, problems: list[str]) -> None:
-    _check_action(p.default, "policies.default", problems)
-    for pattern, action in p.rules.items():
-        if not pattern.strip():
-            problems.append("policies.rules: a rule pattern must not be empty")
-            continue
-        _check_action(action, _join("policies.rules", pattern), problems)
-
-
-def _check_replacement(r: Replacement, path: str, problems: list[str]) -> None:
-    if not r.fake:
-        problems.append(f"{path}.fake: must not be empty")
-    if not r.real:
-        problems.append(f"{path}.real: must not be empty")
-
-
-def _check_mcp(m: McpServer, path: str, problems: list[str]) -> None:
-    if not _NAME_RE.match(m.name):
-        problems.append(f"{path}.name: use only letters, digits and '-', got {_describe(m.name)}")
-    if not m.command.strip():
-        problems.append(f"{path}.command: must not be empty")
-    for key in m.env:
-        if not key or "=" in key or "\0" in key:
-            problems.append(f"{_join(path + '.env', key)}: invalid environment variable name")
-    for index, name in enumerate(m.required_env):
-        if not _VAR_NAME_RE.match(name):
-            problems.append(
-                f"{path}.required_env[{index}]: invalid environment variable name {_describe(name)}"
-            )
-
-
-# ------------------------------------------------------------------------------------------ parsing
 
 
 def parse_config(text: str, *, path: str, env: Mapping[str, str]) -> Config:
@@ -679,17 +452,11 @@ def parse_config(text: str, *, path: str, env: Mapping[str, str]) -> Config:
         if item is None:
             # Still report a bad name, so one broken entry doesn't hide its other mistakes.
             name = entry.get("name") if isinstance(entry, dict) else None
-            if isinstance(name, str) and not _NAME_RE.match(name):
-                problems.append(f"mcp[{index}].name: use only letters, digits and '-', got {_describe(name)}")
+            if isinstance(name, str):
+                _check_mcp_name(name, f"mcp[{index}]", problems)
             continue
         _check_mcp(item, f"mcp[{index}]", problems)
-        if item.name in seen:
-            problems.append(
-                f"mcp[{index}].name: duplicate server name {_describe(item.name)} "
-                f"(also mcp[{seen[item.name]}])"
-            )
-        else:
-            seen[item.name] = index
+        _check_unique_name(item, index, seen, problems)
         servers.append(item)
         if reason is not None:
             servers[-1] = attrs.evolve(item, skip_reason=reason)
@@ -701,14 +468,7 @@ def parse_config(text: str, *, path: str, env: Mapping[str, str]) -> Config:
         _check_telegram(telegram, problems)
     if policies is not None:
         _check_policies(policies, problems)
-    fakes: dict[str, int] = {}
-    for index, r in enumerate(replacements):
-        if r.fake and r.fake in fakes:
-            problems.append(
-                f"replacements[{index}].fake: {_describe(r.fake)} is already used by "
-                f"replacements[{fakes[r.fake]}]"
-            )
-        fakes.setdefault(r.fake, index)
+    _check_unique_fakes(replacements, problems)
 
     if problems or failed or server is None or policies is None:
         raise fail()
@@ -736,57 +496,6 @@ def parse_config(text: str, *, path: str, env: Mapping[str, str]) -> Config:
         path=abs_path,
         warnings=tuple(warnings),
     )
-
-
-def _warnings(
-    server: ServerSection,
-    telegram: TelegramSection | None,
-    policies: PoliciesSection,
-    servers: list[McpServer],
-) -> list[str]:
-    """Things that are valid but probably not what the user wants, as far as the file alone tells."""
-    out: list[str] = []
-    for m in servers:
-        if not m.enabled:
-            out.append(f"mcp server {m.name!r} is disabled (enabled = false)")
-        elif m.skip_reason:
-            out.append(f"mcp server {m.name!r} is skipped: {m.skip_reason}")
-        if server.tool_separator in m.name:
-            out.append(
-                f"mcp server {m.name!r} contains the tool separator {server.tool_separator!r}; "
-                "exposed names may be ambiguous"
-            )
-    running = [m for m in servers if m.runnable]
-    if not running:
-        out.append("no mcp server will start")
-    unprefixed = [m.name for m in running if not m.prefix]
-    if len(unprefixed) > 1:
-        out.append(
-            f"servers {', '.join(repr(n) for n in unprefixed)} all have prefix = false: "
-            "if two expose the same name, the first in the file wins"
-        )
-    actions = {policies.default, *policies.rules.values()}
-    if telegram is None and "require-approval" in actions:
-        out.append("no [telegram] section: calls that require approval will be denied")
-    names = {m.name for m in servers}
-    for pattern in policies.rules:
-        head, slash, _tail = pattern.partition("/")
-        if slash and "*" not in head and head not in names:
-            out.append(f"policies.rules: {pattern!r} names no configured server")
-        elif not slash and "*" not in pattern and server.tool_separator in pattern:
-            out.append(
-                f"policies.rules: {pattern!r} looks like an exposed name; rules match canonical names "
-                'such as "server/tool"'
-            )
-    if server.auth == "bearer" and "change-me" in server.bearer_token.lower():
-        out.append("server.bearer_token is a placeholder; set a secret token (e.g. PORTERO_BEARER_TOKEN)")
-    if server.auth == "none":
-        out.append('auth = "none": anyone who can reach the port can use every tool')
-    if not server.tls and not is_loopback_host(server.host):
-        out.append(
-            f"listening on {server.host} without TLS: the bearer token crosses the network in clear text"
-        )
-    return out
 
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str]) -> Config:

@@ -1,0 +1,138 @@
+"""The configuration's typed sections: frozen attrs objects, one per TOML table, and the errors.
+
+This module only describes the shape of a configuration: reading a file into these objects is
+:mod:`.load`, and checking them is :mod:`.validate`. It imports neither.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from ..core.anonymize import Rule as Replacement
+
+__all__ = [
+    "ACTIONS",
+    "Config",
+    "ConfigError",
+    "McpServer",
+    "PoliciesSection",
+    "Replacement",
+    "ServerSection",
+    "TelegramSection",
+    "UnsetVariableError",
+]
+
+ACTIONS = ("allow", "deny", "require-approval")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+AUTH_MODES = ("bearer", "none")
+MIN_TOKEN_LENGTH = 16
+
+
+# --------------------------------------------------------------------------------------------- errors
+
+
+class ConfigError(Exception):
+    """The configuration is unusable. ``problems`` holds one human-readable line per mistake."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+    def __str__(self) -> str:
+        return "\n".join(self.problems)
+
+
+class UnsetVariableError(KeyError):
+    """``${NAME}`` without a default refers to a variable that is not set. ``name`` is the variable."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(name)
+
+    def __str__(self) -> str:
+        return f"${{{self.name}}} is not set"
+
+
+# ------------------------------------------------------------------------------------------ the model
+
+
+def _duration(**kwargs: Any) -> Any:
+    """An attrs field holding seconds, written in the file as ``"2h30m"`` or an integer."""
+    return attrs.field(metadata={"duration": True}, **kwargs)
+
+
+@attrs.frozen
+class ServerSection:
+    host: str = "127.0.0.1"
+    port: int = 8443
+    bearer_token: str = attrs.field(default="", repr=False)
+    auth: str = "bearer"
+    tls_cert: str = ""
+    tls_key: str = ""
+    allowed_origins: tuple[str, ...] = ()
+    tool_separator: str = "__"
+    data_dir: str = "data"
+    log_level: str = "info"
+    log_file: str = ""
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_message_bytes: int = 32 * 1024 * 1024
+    sse_keepalive: float = _duration(default=15.0)
+    session_idle_timeout: float = _duration(default=3600.0)
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert and self.tls_key)
+
+
+@attrs.frozen
+class TelegramSection:
+    bot_token: str = attrs.field(repr=False)
+    admin_chat_id: int
+    api_base: str = "https://api.telegram.org"
+    approval_timeout: float = _duration(default=120.0)
+    max_grant: float = _duration(default=86400.0)
+
+
+@attrs.frozen
+class PoliciesSection:
+    default: str = "allow"
+    rules: dict[str, str] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class McpServer:
+    name: str
+    command: str
+    args: tuple[str, ...] = ()
+    env: dict[str, str] = attrs.field(factory=dict, repr=False)  # often holds tokens
+    cwd: str = ""
+    prefix: bool = True
+    required_env: tuple[str, ...] = ()
+    call_timeout: float = _duration(default=60.0)
+    enabled: bool = True
+    # One child process per client session (exact attribution of the child's own messages),
+    # besides the shared one that serves listings. Costs a process per session.
+    per_session: bool = False
+    # Names of the gateway's environment variables this server also gets (besides PATH, HOME,
+    # LANG, TZ, TMPDIR and the like); its own `env` comes on top.
+    inherit_env: tuple[str, ...] = ()
+    # Not a TOML key: set by parse_config when a required_env variable is unset or empty.
+    skip_reason: str | None = None
+
+    @property
+    def runnable(self) -> bool:
+        """True when the gateway should start this server."""
+        return self.enabled and self.skip_reason is None
+
+
+@attrs.frozen
+class Config:
+    server: ServerSection
+    telegram: TelegramSection | None
+    policies: PoliciesSection
+    replacements: tuple[Replacement, ...]
+    mcp: tuple[McpServer, ...]
+    path: str
+    warnings: tuple[str, ...] = ()

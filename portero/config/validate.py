@@ -1,0 +1,235 @@
+"""The checks shared by ``check`` and ``serve``: what a structured configuration must satisfy.
+
+Each check is a pure function that takes a section as :mod:`.model` types it (after
+:func:`.load.parse_config` has structured it) and appends one ``<key path>: <what is wrong>`` line per
+mistake to ``problems`` instead of raising, so that the user sees *all* of them at once; ``parse_config``
+prefixes each line with the file name. The cross-field checks (auth vs host, TLS pairs, unique
+names...) run on whatever structured successfully. :func:`_warnings` lists what is valid but probably
+not what the user wants. How a message shows a key path (:func:`_join`) and a value (:func:`_describe`)
+lives here too, and :mod:`.load` words its structuring errors with them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+
+from ..core.net import is_loopback_host
+from .model import (
+    ACTIONS,
+    AUTH_MODES,
+    LOG_LEVELS,
+    MIN_TOKEN_LENGTH,
+    McpServer,
+    PoliciesSection,
+    Replacement,
+    ServerSection,
+    TelegramSection,
+)
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9-]+$")
+_SEPARATOR_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+_VAR_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_BARE_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+# ------------------------------------------------------------------------------------------- messages
+
+
+def _describe(value: object) -> str:
+    """How a TOML value is shown in a message: strings quoted, tables and arrays by kind."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list | tuple):
+        return "an array"
+    if isinstance(value, int | float):
+        return repr(value)
+    return type(value).__name__
+
+
+def _join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    shown = key if _BARE_KEY_RE.match(key) else json.dumps(key, ensure_ascii=False)
+    return f"{path}.{shown}" if path else shown
+
+
+# ---------------------------------------------------------------------------------- semantic checks
+
+
+def _check_server(s: ServerSection, problems: list[str]) -> None:
+    if not s.host.strip():
+        problems.append("server.host: must not be empty")
+    if not 0 <= s.port <= 65535:
+        problems.append(f"server.port: must be between 0 and 65535, got {s.port}")
+    if s.auth not in AUTH_MODES:
+        problems.append(f'server.auth: expected "bearer" or "none", got {_describe(s.auth)}')
+    elif s.auth == "bearer":
+        if not s.bearer_token:
+            problems.append(
+                'server.bearer_token: required when auth = "bearer" '
+                "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        elif len(s.bearer_token) < MIN_TOKEN_LENGTH:
+            problems.append(
+                f"server.bearer_token: too short ({len(s.bearer_token)} characters); "
+                f"use at least {MIN_TOKEN_LENGTH}"
+            )
+    elif not is_loopback_host(s.host):
+        problems.append(
+            f'server.auth: "none" is only allowed when host is a loopback address '
+            f"(127.0.0.1, ::1, localhost), not {_describe(s.host)}"
+        )
+    if bool(s.tls_cert) != bool(s.tls_key):
+        missing = "tls_key" if s.tls_cert else "tls_cert"
+        problems.append(f"server.{missing}: tls_cert and tls_key must be set together (or neither)")
+    for index, origin in enumerate(s.allowed_origins):
+        if origin != origin.strip() or not re.fullmatch(r"https?://[^/\s]+", origin.rstrip("/")):
+            problems.append(
+                f'server.allowed_origins[{index}]: expected an origin like "https://example.com" '
+                f"(scheme, host and optional port, no path), got {_describe(origin)}"
+            )
+    if not _SEPARATOR_RE.match(s.tool_separator):
+        problems.append(
+            "server.tool_separator: must be non-empty and use only letters, digits, '_', '.' and '-', "
+            f"got {_describe(s.tool_separator)}"
+        )
+    if not s.data_dir:
+        problems.append("server.data_dir: must not be empty")
+    if s.log_level.lower() not in LOG_LEVELS:
+        problems.append(
+            f"server.log_level: expected one of {', '.join(LOG_LEVELS)}, got {_describe(s.log_level)}"
+        )
+    for key in ("max_body_bytes", "max_message_bytes"):
+        if getattr(s, key) <= 0:
+            problems.append(f"server.{key}: must be a positive number of bytes")
+
+
+def _check_telegram(t: TelegramSection, problems: list[str]) -> None:
+    if not t.bot_token.strip():
+        problems.append("telegram.bot_token: must not be empty")
+    if not re.match(r"^https?://", t.api_base):
+        problems.append(f"telegram.api_base: expected an http(s) URL, got {_describe(t.api_base)}")
+
+
+def _check_action(value: str, path: str, problems: list[str]) -> None:
+    if value not in ACTIONS:
+        hint = difflib.get_close_matches(value, ACTIONS, n=1)
+        suffix = f' (did you mean "{hint[0]}"?)' if hint else ""
+        problems.append(f"{path}: expected one of {', '.join(ACTIONS)}, got {_describe(value)}{suffix}")
+
+
+def _check_policies(p: PoliciesSection, problems: list[str]) -> None:
+    _check_action(p.default, "policies.default", problems)
+    for pattern, action in p.rules.items():
+        if not pattern.strip():
+            problems.append("policies.rules: a rule pattern must not be empty")
+            continue
+        _check_action(action, _join("policies.rules", pattern), problems)
+
+
+def _check_replacement(r: Replacement, path: str, problems: list[str]) -> None:
+    if not r.fake:
+        problems.append(f"{path}.fake: must not be empty")
+    if not r.real:
+        problems.append(f"{path}.real: must not be empty")
+
+
+def _check_unique_fakes(replacements: list[Replacement], problems: list[str]) -> None:
+    """Two ``[[replacements]]`` entries must not share a ``fake`` value."""
+    fakes: dict[str, int] = {}
+    for index, r in enumerate(replacements):
+        if r.fake and r.fake in fakes:
+            problems.append(
+                f"replacements[{index}].fake: {_describe(r.fake)} is already used by "
+                f"replacements[{fakes[r.fake]}]"
+            )
+        fakes.setdefault(r.fake, index)
+
+
+def _check_mcp_name(name: str, path: str, problems: list[str]) -> None:
+    if not _NAME_RE.match(name):
+        problems.append(f"{path}.name: use only letters, digits and '-', got {_describe(name)}")
+
+
+def _check_unique_name(m: McpServer, index: int, seen: dict[str, int], problems: list[str]) -> None:
+    """``[[mcp]]`` names must be unique; ``seen`` maps each name to the index of its first entry."""
+    if m.name in seen:
+        problems.append(
+            f"mcp[{index}].name: duplicate server name {_describe(m.name)} (also mcp[{seen[m.name]}])"
+        )
+    else:
+        seen[m.name] = index
+
+
+def _check_mcp(m: McpServer, path: str, problems: list[str]) -> None:
+    _check_mcp_name(m.name, path, problems)
+    if not m.command.strip():
+        problems.append(f"{path}.command: must not be empty")
+    for key in m.env:
+        if not key or "=" in key or "\0" in key:
+            problems.append(f"{_join(path + '.env', key)}: invalid environment variable name")
+    for index, name in enumerate(m.required_env):
+        if not _VAR_NAME_RE.match(name):
+            problems.append(
+                f"{path}.required_env[{index}]: invalid environment variable name {_describe(name)}"
+            )
+
+
+# ----------------------------------------------------------------------------------------- warnings
+
+
+def _warnings(
+    server: ServerSection,
+    telegram: TelegramSection | None,
+    policies: PoliciesSection,
+    servers: list[McpServer],
+) -> list[str]:
+    """Things that are valid but probably not what the user wants, as far as the file alone tells."""
+    out: list[str] = []
+    for m in servers:
+        if not m.enabled:
+            out.append(f"mcp server {m.name!r} is disabled (enabled = false)")
+        elif m.skip_reason:
+            out.append(f"mcp server {m.name!r} is skipped: {m.skip_reason}")
+        if server.tool_separator in m.name:
+            out.append(
+                f"mcp server {m.name!r} contains the tool separator {server.tool_separator!r}; "
+                "exposed names may be ambiguous"
+            )
+    running = [m for m in servers if m.runnable]
+    if not running:
+        out.append("no mcp server will start")
+    unprefixed = [m.name for m in running if not m.prefix]
+    if len(unprefixed) > 1:
+        out.append(
+            f"servers {', '.join(repr(n) for n in unprefixed)} all have prefix = false: "
+            "if two expose the same name, the first in the file wins"
+        )
+    actions = {policies.default, *policies.rules.values()}
+    if telegram is None and "require-approval" in actions:
+        out.append("no [telegram] section: calls that require approval will be denied")
+    names = {m.name for m in servers}
+    for pattern in policies.rules:
+        head, slash, _tail = pattern.partition("/")
+        if slash and "*" not in head and head not in names:
+            out.append(f"policies.rules: {pattern!r} names no configured server")
+        elif not slash and "*" not in pattern and server.tool_separator in pattern:
+            out.append(
+                f"policies.rules: {pattern!r} looks like an exposed name; rules match canonical names "
+                'such as "server/tool"'
+            )
+    if server.auth == "bearer" and "change-me" in server.bearer_token.lower():
+        out.append("server.bearer_token is a placeholder; set a secret token (e.g. PORTERO_BEARER_TOKEN)")
+    if server.auth == "none":
+        out.append('auth = "none": anyone who can reach the port can use every tool')
+    if not server.tls and not is_loopback_host(server.host):
+        out.append(
+            f"listening on {server.host} without TLS: the bearer token crosses the network in clear text"
+        )
+    return out
