@@ -1,7 +1,9 @@
 """The Telegram bot: asks the admin about sensitive tool calls and answers admin commands.
 
-It talks to the raw Bot API over httpx (``{api_base}/bot{token}/{method}``), long-polls ``getUpdates``, and
-implements the approval broker's *Approver* protocol (``available``, ``announce``, ``settle``).
+It talks to the Bot API through :class:`~portero.telegram.api.BotAPI` (which also holds the error tree and
+keeps the token out of messages and logs), long-polls ``getUpdates``, hands admin commands to
+:class:`~portero.telegram.commands.AdminCommands`, and implements the approval broker's *Approver* protocol
+(``available``, ``announce``, ``settle``).
 
 Structure (one :meth:`TelegramBot.run` component, started in the gateway's nursery, cancelled to stop)::
 
@@ -13,108 +15,51 @@ Structure (one :meth:`TelegramBot.run` component, started in the gateway's nurse
 Only ``admin_chat_id`` is obeyed (and, when it is a private chat, only that user); everything else is ignored
 and recorded with ``store.record_event("telegram_ignored", ...)``.
 
-Errors (all :class:`TelegramError`; their messages never contain the bot token)::
-
-    TelegramError
-    ├── TelegramUnavailable     the bot is not running (not started yet, or stopped)
-    ├── TelegramFatal           the bot stops (logged), the gateway keeps serving: api_base is not a URL
-    │   └── TelegramUnauthorized    401/404: the token is wrong
-    ├── TelegramConflict        409: a webhook is set or another instance polls; back off, report in /status
-    ├── TelegramRetryAfter      429: wait ``retry_after`` seconds
-    ├── TelegramTransient       5xx, network errors, garbage answers: exponential back-off with jitter
-    └── TelegramBadRequest      other 4xx: our request is wrong; not retried
-
-The token is in every URL, and httpx puts URLs in exception messages and in its INFO log lines; so every
-exception is re-raised without its cause and with the token removed, and while the bot runs a filter on the
-``httpx``/``httpcore`` loggers redacts it from their records.
+Errors: see :mod:`portero.telegram.api`. 401/404 (:class:`TelegramUnauthorized`) and an unusable
+``api_base`` (:class:`TelegramFatal`) stop the bot, the gateway keeps serving; 409 and 429 are waited out;
+transient errors are retried with back-off.
 """
 
 from __future__ import annotations
 
 import functools
-import inspect
 import logging
 import math
-import random
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 import httpx
 import trio
 
-from ..durations import format_duration, parse_duration
-from ..logs import RedactFilter, Redactor
+from ..durations import format_duration
 from . import render
+from .api import (
+    DEFAULT_API_BASE,
+    BotAPI,
+    TelegramBadRequest,
+    TelegramConflict,
+    TelegramError,
+    TelegramFatal,
+    TelegramRetryAfter,
+    TelegramTransient,
+    TelegramUnavailable,
+    _Backoff,
+)
+from .commands import AdminCommands, StatusProvider
 
-__all__ = [
-    "TelegramBadRequest",
-    "TelegramBot",
-    "TelegramConflict",
-    "TelegramError",
-    "TelegramFatal",
-    "TelegramRetryAfter",
-    "TelegramTransient",
-    "TelegramUnauthorized",
-    "TelegramUnavailable",
-]
+if TYPE_CHECKING:
+    from ..approvals import Approval, ApprovalBroker
+    from ..config import TelegramSection
+    from ..store import Store
+
+__all__ = ["TelegramBot"]
 
 log = logging.getLogger("portero.telegram")
 
-_REDACTED = "<bot-token>"
-
-
-class TelegramError(Exception):
-    """Base of the Telegram errors; ``str()`` never contains the bot token."""
-
-
-class TelegramUnavailable(TelegramError):
-    pass
-
-
-class TelegramFatal(TelegramError):
-    pass
-
-
-class TelegramUnauthorized(TelegramFatal):
-    pass
-
-
-class TelegramConflict(TelegramError):
-    pass
-
-
-class TelegramRetryAfter(TelegramError):
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class TelegramTransient(TelegramError):
-    pass
-
-
-class TelegramBadRequest(TelegramError):
-    pass
-
-
-class _Backoff:
-    """Exponential back-off with jitter: base, 2·base, 4·base … capped, each scaled by U(0.5, 1)."""
-
-    def __init__(self, base: float, cap: float) -> None:
-        self.base = base
-        self.cap = cap
-        self.failures = 0
-
-    def next(self) -> float:
-        delay = min(self.cap, self.base * 2.0 ** min(self.failures, 30))
-        self.failures += 1
-        return random.uniform(delay / 2, delay)
-
-    def reset(self) -> None:
-        self.failures = 0
+_T = TypeVar("_T")
 
 
 @attrs.define(eq=False)
@@ -146,11 +91,11 @@ class _Tracked:
 class TelegramBot:
     """The admin's Telegram bot. See the module docstring for the structure and error handling.
 
-    ``config`` needs ``bot_token``, ``admin_chat_id``, ``api_base``, and optionally ``max_grant`` (seconds,
-    default 24 h). ``status_provider()`` returns ``{"children": [{"name", "state", "tools", "restarts"}],
-    "uptime_s": float, "pending": int}``. ``store`` has ``async recent_audit(n) -> list[dict]`` and
-    ``async record_event(kind, detail)``. ``http`` is an ``httpx.AsyncClient`` to use (the bot closes only a
-    client it made itself).
+    ``config`` gives ``bot_token``, ``admin_chat_id``, ``api_base`` and ``max_grant`` (seconds; 0 means the
+    default, 24 h). ``status_provider()`` returns ``{"children": [{"name", "state", "tools", "restarts"}],
+    "uptime_s": float, "pending": int}``. The bot decides approvals with ``broker``, records ignored messages
+    with ``store.record_event``. ``http`` is an ``httpx.AsyncClient`` to use (the bot closes only a client it
+    made itself).
 
     Tunables (attributes, so tests can shrink them): ``poll_timeout`` (long-poll seconds), ``send_interval``
     (seconds between outbound messages), ``backoff_base`` / ``backoff_cap`` (seconds), ``send_attempts``
@@ -169,22 +114,23 @@ class TelegramBot:
 
     def __init__(
         self,
-        config: Any,
-        broker: Any,
-        status_provider: Callable[[], Any],
-        store: Any,
+        config: TelegramSection,
+        broker: ApprovalBroker,
+        status_provider: StatusProvider,
+        store: Store,
         http: httpx.AsyncClient | None = None,
     ) -> None:
-        self._token = str(config.bot_token)
-        self._redact = Redactor([self._token], min_length=1, placeholder=_REDACTED)
+        self._api = BotAPI(str(config.bot_token), str(config.api_base or DEFAULT_API_BASE).rstrip("/"), http)
         self._chat_id = int(config.admin_chat_id)
-        self._api_base = str(getattr(config, "api_base", None) or "https://api.telegram.org").rstrip("/")
-        max_grant = getattr(config, "max_grant", None)
-        self._max_grant = float(max_grant) if max_grant else 86400.0
         self._broker = broker
-        self._status_provider = status_provider
         self._store = store
-        self._http = http
+        self._commands = AdminCommands(
+            broker,
+            store,
+            status_provider,
+            telegram_state=lambda: self.state,
+            max_grant=float(config.max_grant) if config.max_grant else 86400.0,
+        )
         self._username: str | None = None
         self._started = False
         self._stopped = False
@@ -211,7 +157,7 @@ class TelegramBot:
         """``starting`` | ``polling`` | ``backoff`` | ``conflict`` | ``stopped``, plus detail if any."""
         return f"{self._state} ({self._state_detail})" if self._state_detail else self._state
 
-    async def announce(self, approval: Any) -> None:
+    async def announce(self, approval: Approval) -> None:
         """Send the approval message with its buttons; returns once Telegram accepted it.
 
         Raises :class:`TelegramError` if it could not be sent. If the caller is cancelled before the message
@@ -219,17 +165,7 @@ class TelegramBot:
         """
         if not self.available:
             raise TelegramUnavailable("the Telegram bot is not running")
-        text = render.approval_text(approval, now=time.time())
-        req = _Outbound(
-            "sendMessage",
-            {
-                "chat_id": self._chat_id,
-                "text": text,
-                "parse_mode": "HTML",
-                "reply_markup": render.approval_keyboard(approval.id),
-            },
-            on_sent=lambda result: self._message_sent(approval.id, result),
-        )
+        req = self._approval_request(approval, now=time.time())
         try:
             await self._enqueue(req)
             await req.done.wait()
@@ -238,7 +174,7 @@ class TelegramBot:
         if req.error is not None:
             raise req.error
 
-    async def settle(self, approval: Any) -> None:
+    async def settle(self, approval: Approval) -> None:
         """Edit every message showing ``approval`` to its outcome, without buttons. Idempotent.
 
         Does not wait for Telegram: the edits go through the outbound queue. Never raises for Telegram
@@ -254,40 +190,28 @@ class TelegramBot:
 
         Reports started at once: Telegram being slow or unreachable never delays the gateway.
         """
-        redact = RedactFilter(self._redact)
-        loggers = [log, logging.getLogger("httpx"), logging.getLogger("httpcore")]
-        for lg in loggers:
-            lg.addFilter(redact)
-        own_client = self._http is None
-        if self._http is None:
-            self._http = httpx.AsyncClient()
-        send, receive = trio.open_memory_channel[_Outbound](self.queue_size)
-        self._send_channel = send
-        try:
-            async with trio.open_nursery() as nursery:
-                self._cancel_scope = nursery.cancel_scope
-                nursery.start_soon(self._sender, receive)
-                task_status.started()
-                try:
-                    await self._poll_forever()
-                except TelegramFatal as e:
-                    self._stop(str(e))
-        finally:
-            self._stopped = True
-            if self._state != "stopped":
-                self._state, self._state_detail = "stopped", ""
-            send.close()
-            if not self._unauthorized:
-                # Shutdown: the broker settled the pending approvals just before; let those edits out.
-                with trio.CancelScope(shield=True), trio.move_on_after(self.drain_timeout):
-                    await self._drain(receive)
-            _fail_queued(receive)
-            if own_client:
-                with trio.CancelScope(shield=True):
-                    await self._http.aclose()
-                self._http = None
-            for lg in loggers:
-                lg.removeFilter(redact)
+        async with self._api.session():
+            send, receive = trio.open_memory_channel[_Outbound](self.queue_size)
+            self._send_channel = send
+            try:
+                async with trio.open_nursery() as nursery:
+                    self._cancel_scope = nursery.cancel_scope
+                    nursery.start_soon(self._sender, receive)
+                    task_status.started()
+                    try:
+                        await self._poll_forever()
+                    except TelegramFatal as e:
+                        self._stop(str(e))
+            finally:
+                self._stopped = True
+                if self._state != "stopped":
+                    self._state, self._state_detail = "stopped", ""
+                send.close()
+                if not self._unauthorized:
+                    # Shutdown: the broker settled the pending approvals just before; let those edits out.
+                    with trio.CancelScope(shield=True), trio.move_on_after(self.drain_timeout):
+                        await self._drain(receive)
+                _fail_queued(receive)
 
     def _stop(self, reason: str) -> None:
         self._unauthorized = True
@@ -301,49 +225,6 @@ class TelegramBot:
         self._state, self._state_detail = "stopped", reason
         if self._cancel_scope is not None:
             self._cancel_scope.cancel()
-
-    # ------------------------------------------------------------------------------- Bot API
-
-    async def _call(
-        self, method: str, params: dict[str, Any] | None = None, *, http_timeout: float = 30.0
-    ) -> Any:
-        """One Bot API call; returns ``result`` or raises a :class:`TelegramError` (token-free)."""
-        assert self._http is not None
-        url = f"{self._api_base}/bot{self._token}/{method}"
-        try:
-            resp = await self._http.post(url, json=params or {}, timeout=http_timeout)
-        except (httpx.InvalidURL, httpx.UnsupportedProtocol):
-            raise TelegramFatal(
-                f"the [telegram] api_base {self._api_base!r} does not make a usable http(s) URL"
-            ) from None
-        except httpx.HTTPError as e:
-            raise TelegramTransient(self._clean(f"{method}: {type(e).__name__}: {e}")) from None
-        try:
-            body = resp.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            raise TelegramTransient(f"{method}: HTTP {resp.status_code} with a non-JSON answer")
-        if body.get("ok") is True and resp.status_code == 200:
-            return body.get("result")
-        code = int(body.get("error_code") or resp.status_code)
-        desc = self._clean(str(body.get("description") or f"HTTP {resp.status_code}"))
-        message = f"{method}: {code} {desc}"
-        if code in (401, 404):
-            raise TelegramUnauthorized(f"the Bot API rejected the bot token ({message})")
-        if code == 409:
-            raise TelegramConflict(message)
-        if code == 429:
-            params_ = body.get("parameters") or {}
-            retry_after = params_.get("retry_after") if isinstance(params_, dict) else None
-            return_after = float(retry_after) if isinstance(retry_after, int | float) else 1.0
-            raise TelegramRetryAfter(message, max(0.0, return_after))
-        if code >= 500 or code < 400:
-            raise TelegramTransient(message)
-        raise TelegramBadRequest(message)
-
-    def _clean(self, text: str) -> str:
-        return self._redact(text)
 
     # ------------------------------------------------------------------------------ poll loop
 
@@ -361,10 +242,10 @@ class TelegramBot:
                 except TelegramFatal:
                     raise
                 except Exception as e:  # one bad update must not take the bot down
-                    what = self._clean(f"{type(e).__name__}: {e}")
+                    what = self._api.redact(f"{type(e).__name__}: {e}")
                     log.warning("Telegram: handling an update failed: %s", what)
 
-    async def _with_retries(self, fn: Callable[[], Any], backoff: _Backoff) -> Any:
+    async def _with_retries(self, fn: Callable[[], Awaitable[_T]], backoff: _Backoff) -> _T:
         """Call ``fn`` until it succeeds, waiting as Telegram asks; 401/404 propagate (the bot stops)."""
         while True:
             try:
@@ -402,19 +283,19 @@ class TelegramBot:
         # Pending updates are kept (drop_pending_updates false): a press made while we were down
         # still arrives, and is answered "unknown or expired" if its approval is gone.
         try:
-            await self._call("deleteWebhook", {"drop_pending_updates": False})
+            await self._api.call("deleteWebhook", {"drop_pending_updates": False})
         except TelegramFatal:
             raise
         except TelegramError as e:
             log.warning("Telegram: deleteWebhook failed: %s", e)
-        me = await self._call("getMe")
+        me = await self._api.call("getMe")
         username = me.get("username") if isinstance(me, dict) else None
         self._username = username if isinstance(username, str) and username else None
         self._started = True
         log.info("Telegram: connected as @%s", self._username or "?")
         commands = [{"command": name, "description": desc[:256]} for name, desc in render.COMMANDS]
         try:
-            await self._call(
+            await self._api.call(
                 "setMyCommands",
                 {"commands": commands, "scope": {"type": "chat", "chat_id": self._chat_id}},
             )
@@ -424,7 +305,7 @@ class TelegramBot:
             log.warning("Telegram: setMyCommands failed: %s", e)
 
     async def _get_updates(self) -> list[dict[str, Any]]:
-        result = await self._call(
+        result = await self._api.call(
             "getUpdates",
             {
                 "offset": self._offset,
@@ -482,8 +363,6 @@ class TelegramBot:
             result = self._broker.decide(approval_id, True, grant_seconds=render.GRANT_BUTTON_SECONDS)
         else:
             result = self._broker.decide(approval_id, action == "approve")
-        if inspect.isawaitable(result):
-            result = await result
         to_edit: list[int] = []
         final_text = ""
         if result == "ok" and approval is not None:
@@ -526,7 +405,7 @@ class TelegramBot:
 
     async def _answer(self, query_id: str, text: str) -> None:
         try:
-            await self._call("answerCallbackQuery", {"callback_query_id": query_id, "text": text})
+            await self._api.call("answerCallbackQuery", {"callback_query_id": query_id, "text": text})
         except TelegramFatal:
             raise
         except TelegramError as e:
@@ -548,101 +427,31 @@ class TelegramBot:
             await self._reply("Send /help for the commands.")
             return
         name, args = parsed
-        handler = getattr(self, f"_cmd_{name}", None)
-        if handler is None:
+        reply = await self._commands.run(name, args)
+        if reply is None:
             await self._reply(f"Unknown command /{render.escape(name)}. Send /help for the commands.")
             return
-        await handler(args)
-
-    # ------------------------------------------------------------------------------ commands
-
-    async def _cmd_help(self, args: list[str]) -> None:
-        await self._reply(render.help_text())
-
-    async def _cmd_start(self, args: list[str]) -> None:
-        await self._reply(render.help_text())
-
-    async def _cmd_status(self, args: list[str]) -> None:
-        status = self._status_provider()
-        if inspect.isawaitable(status):
-            status = await status
-        grants = self._broker.grants.active()
-        if inspect.isawaitable(grants):
-            grants = await grants
-        text = render.status_text(
-            status if isinstance(status, dict) else {},
-            pending=list(self._broker.pending()),
-            grants=list(grants),
-            telegram_state=self.state,
-            now=time.time(),
-        )
-        await self._reply(text)
-
-    async def _cmd_grant(self, args: list[str]) -> None:
-        usage = "Usage: /grant &lt;pattern&gt; &lt;duration&gt;, e.g. /grant github/* 30m"
-        if len(args) < 2:
-            await self._reply(usage)
-            return
-        try:
-            pattern = render.validate_pattern(args[0])
-            seconds = parse_duration("".join(args[1:]))
-        except ValueError as e:
-            await self._reply(f"{_sentence(e)}\n{usage}")
-            return
-        if seconds > self._max_grant:
-            await self._reply(
-                f"{format_duration(seconds)} is longer than the maximum grant "
-                f"({format_duration(self._max_grant)})."
-            )
-            return
-        try:
-            grant = await self._broker.grants.add(pattern, float(seconds), "telegram")
-        except ValueError as e:
-            await self._reply(f"Not granted: {render.escape(str(e))}")
-            return
-        expires_at = float(getattr(grant, "expires_at", time.time() + seconds))
-        await self._reply(render.grant_text(pattern, seconds, expires_at=expires_at))
-
-    async def _cmd_revoke(self, args: list[str]) -> None:
-        pattern: str | None = None
-        if args:
-            try:
-                pattern = render.validate_pattern(args[0])
-            except ValueError as e:
-                await self._reply(_sentence(e))
-                return
-        count = await self._broker.grants.revoke(pattern)
-        await self._reply(render.revoke_text(int(count), pattern))
-
-    async def _cmd_pending(self, args: list[str]) -> None:
-        pending = list(self._broker.pending())
-        if not pending:
-            await self._reply("No pending approvals.")
-            return
+        if reply.text is not None:
+            await self._reply(reply.text)
         now = time.time()
-        for approval in pending:
-            aid: str = approval.id
-            await self._submit(
-                "sendMessage",
-                {
-                    "chat_id": self._chat_id,
-                    "text": render.approval_text(approval, now=now),
-                    "parse_mode": "HTML",
-                    "reply_markup": render.approval_keyboard(approval.id),
-                },
-                on_sent=functools.partial(self._message_sent, aid),
-            )
-
-    async def _cmd_logs(self, args: list[str]) -> None:
-        try:
-            n = render.parse_logs_count(args)
-        except ValueError as e:
-            await self._reply(render.escape(str(e)))
-            return
-        records = await self._store.recent_audit(n)
-        await self._reply(render.logs_text(list(records)))
+        for approval in reply.approvals:
+            req = self._approval_request(approval, now=now)
+            await self._submit(req.method, req.params, on_sent=req.on_sent)
 
     # ---------------------------------------------------------------------- approval messages
+
+    def _approval_request(self, approval: Approval, *, now: float) -> _Outbound:
+        """The message showing ``approval`` with its buttons; once sent, it is tracked for the outcome."""
+        return _Outbound(
+            "sendMessage",
+            {
+                "chat_id": self._chat_id,
+                "text": render.approval_text(approval, now=now),
+                "parse_mode": "HTML",
+                "reply_markup": render.approval_keyboard(approval.id),
+            },
+            on_sent=functools.partial(self._message_sent, approval.id),
+        )
 
     def _track(self, approval_id: str) -> _Tracked:
         tracked = self._tracked.get(approval_id)
@@ -735,7 +544,7 @@ class TelegramBot:
                     req.finish(error=e)
             except Exception as e:  # a bug here must not take the gateway down with it
                 log.exception("Telegram: sending %s failed", req.method)
-                req.finish(error=TelegramError(self._clean(f"{req.method}: {type(e).__name__}")))
+                req.finish(error=TelegramError(self._api.redact(f"{req.method}: {type(e).__name__}")))
             else:
                 req.finish(result=result)
                 if req.on_sent is not None:
@@ -756,7 +565,9 @@ class TelegramBot:
                 req.finish(error=TelegramUnavailable("abandoned"))
                 continue
             try:
-                req.finish(result=await self._call(req.method, req.params, http_timeout=self.drain_timeout))
+                req.finish(
+                    result=await self._api.call(req.method, req.params, http_timeout=self.drain_timeout)
+                )
             except TelegramError as e:
                 req.finish(error=e)
             await trio.sleep(self.send_interval)
@@ -766,7 +577,7 @@ class TelegramBot:
         rate_limits = 0
         while True:
             try:
-                result = await self._call(req.method, req.params)
+                result = await self._api.call(req.method, req.params)
             except TelegramRetryAfter as e:
                 rate_limits += 1
                 if rate_limits > 5:
@@ -780,11 +591,6 @@ class TelegramBot:
             else:
                 backoff.reset()
                 return result
-
-
-def _sentence(e: Exception) -> str:
-    text = render.escape(str(e))
-    return text[:1].upper() + text[1:]
 
 
 def _fail_queued(receive: trio.MemoryReceiveChannel[_Outbound]) -> None:

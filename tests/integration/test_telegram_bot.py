@@ -149,11 +149,17 @@ class Env:
     store: StoreDouble
 
 
-def make_bot(fake: FakeBotAPI, broker: BrokerDouble, store: StoreDouble, token: str = TOKEN) -> TelegramBot:
+def make_bot(
+    fake: FakeBotAPI,
+    broker: BrokerDouble,
+    store: StoreDouble,
+    token: str = TOKEN,
+    api_base: str | None = None,
+) -> TelegramBot:
     config = SimpleNamespace(
         bot_token=token,
         admin_chat_id=ADMIN,
-        api_base=fake.api_base,
+        api_base=api_base or fake.api_base,
         approval_timeout=120.0,
         max_grant=86400.0,
     )
@@ -614,8 +620,7 @@ async def test_unusable_api_base_stops_the_bot_not_the_gateway(
     api_base: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     fake = FakeBotAPI()
-    bot = make_bot(fake, BrokerDouble(), StoreDouble())
-    bot._api_base = api_base
+    bot = make_bot(fake, BrokerDouble(), StoreDouble(), api_base=api_base)
     with trio.fail_after(5):
         await bot.run()
     assert not bot.available

@@ -1,0 +1,142 @@
+"""The admin's commands (/status /grant /revoke /pending /logs /help): what each does, and what it answers.
+
+A command gets its arguments and returns a :class:`Reply`; the bot sends it (and decides who may command).
+The handlers only read the broker, the store and the status provider, except /grant and /revoke, which
+change the broker's grants.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from ..durations import format_duration, parse_duration
+from . import render
+
+if TYPE_CHECKING:
+    from ..approvals import Approval, ApprovalBroker
+    from ..store import Store
+
+__all__ = ["AdminCommands", "Reply", "StatusProvider"]
+
+# Returns (or returns an awaitable of)
+# ``{"children": [{"name", "state", "tools", "restarts"}], "uptime_s": float, "pending": int}``.
+StatusProvider = Callable[[], dict[str, Any] | Awaitable[dict[str, Any]]]
+
+
+@attrs.frozen
+class Reply:
+    """What a command answers: a text message, or approvals to show (each its own message, with buttons)."""
+
+    text: str | None = None
+    approvals: Sequence[Approval] = ()
+
+
+class AdminCommands:
+    """The handlers of the admin's commands. ``telegram_state()`` is the bot's state, for /status;
+    ``max_grant`` is the longest /grant in seconds."""
+
+    def __init__(
+        self,
+        broker: ApprovalBroker,
+        store: Store,
+        status_provider: StatusProvider,
+        *,
+        telegram_state: Callable[[], str],
+        max_grant: float,
+    ) -> None:
+        self._broker = broker
+        self._store = store
+        self._status_provider = status_provider
+        self._telegram_state = telegram_state
+        self.max_grant = max_grant
+        self._handlers: dict[str, Callable[[list[str]], Awaitable[Reply]]] = {
+            "help": self.help,
+            "start": self.help,
+            "status": self.status,
+            "grant": self.grant,
+            "revoke": self.revoke,
+            "pending": self.pending,
+            "logs": self.logs,
+        }
+
+    async def run(self, name: str, args: list[str]) -> Reply | None:
+        """Run the command ``name``; None if there is no such command."""
+        handler = self._handlers.get(name)
+        return None if handler is None else await handler(args)
+
+    async def help(self, args: list[str]) -> Reply:
+        return Reply(render.help_text())
+
+    async def status(self, args: list[str]) -> Reply:
+        status = self._status_provider()
+        if inspect.isawaitable(status):
+            status = await status
+        text = render.status_text(
+            status if isinstance(status, dict) else {},
+            pending=list(self._broker.pending()),
+            grants=list(self._broker.grants.active()),
+            telegram_state=self._telegram_state(),
+            now=time.time(),
+        )
+        return Reply(text)
+
+    async def grant(self, args: list[str]) -> Reply:
+        parsed = parse_grant(args, self.max_grant)
+        if isinstance(parsed, str):
+            return Reply(parsed)
+        pattern, seconds = parsed
+        try:
+            grant = await self._broker.grants.add(pattern, float(seconds), "telegram")
+        except ValueError as e:
+            return Reply(f"Not granted: {render.escape(str(e))}")
+        expires_at = float(getattr(grant, "expires_at", time.time() + seconds))
+        return Reply(render.grant_text(pattern, seconds, expires_at=expires_at))
+
+    async def revoke(self, args: list[str]) -> Reply:
+        pattern: str | None = None
+        if args:
+            try:
+                pattern = render.validate_pattern(args[0])
+            except ValueError as e:
+                return Reply(_sentence(e))
+        count = await self._broker.grants.revoke(pattern)
+        return Reply(render.revoke_text(int(count), pattern))
+
+    async def pending(self, args: list[str]) -> Reply:
+        pending = list(self._broker.pending())
+        if not pending:
+            return Reply("No pending approvals.")
+        return Reply(approvals=pending)
+
+    async def logs(self, args: list[str]) -> Reply:
+        try:
+            n = render.parse_logs_count(args)
+        except ValueError as e:
+            return Reply(render.escape(str(e)))
+        records = await self._store.recent_audit(n)
+        return Reply(render.logs_text(list(records)))
+
+
+def parse_grant(args: list[str], max_grant: float) -> tuple[str, float] | str:
+    """``/grant <pattern> <duration>``: the pattern and the seconds, or the error to answer."""
+    usage = "Usage: /grant &lt;pattern&gt; &lt;duration&gt;, e.g. /grant github/* 30m"
+    if len(args) < 2:
+        return usage
+    try:
+        pattern = render.validate_pattern(args[0])
+        seconds = parse_duration("".join(args[1:]))
+    except ValueError as e:
+        return f"{_sentence(e)}\n{usage}"
+    if seconds > max_grant:
+        return f"{format_duration(seconds)} is longer than the maximum grant ({format_duration(max_grant)})."
+    return pattern, seconds
+
+
+def _sentence(e: Exception) -> str:
+    text = render.escape(str(e))
+    return text[:1].upper() + text[1:]
