@@ -17,8 +17,8 @@ the channel is full the reader stops reading and the server's writes block):
 
 A server that stops reading its input cannot hang callers: each write is bounded by
 ``write_timeout``; a write that cannot complete marks the peer broken (callers get
-:class:`UpstreamGone`, the supervisor restarts the server), and a request's write counts against
-its own timeout.
+:class:`UpstreamGone`, the supervisor restarts the server); a write is never cut in the middle
+(a cancelled caller waits for it), so the server only ever reads whole messages.
 """
 
 from __future__ import annotations
@@ -112,16 +112,24 @@ class Peer:
         data = jsonrpc.encode(msg)
         if self.closed:
             raise self._gone()
+        cut = False
         try:
             with trio.move_on_after(self._write_timeout) as waited:
                 async with self._send_lock:
                     if self.closed:
                         raise self._gone()
-                    await self._out.send_all(data)
+                    # A send_all cut short may leave part of the message in the pipe (Trio: the
+                    # stream's state is then unknown), and the next message would be glued to it.
+                    # So a write, once begun, is bounded by write_timeout only — not by our
+                    # caller's cancellation (its request timeout, a client gone), which takes
+                    # effect right after it — and one that cannot complete breaks the peer.
+                    with trio.CancelScope(deadline=waited.deadline, shield=True) as writing:
+                        await self._out.send_all(data)
+                    cut = writing.cancelled_caught
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             self.fail(f"server {self.name} closed its input")
             raise self._gone() from None
-        if waited.cancelled_caught:
+        if cut or waited.cancelled_caught:
             # A half-written message may sit in the pipe: the stream is unusable from here on.
             self.fail(f"server {self.name} stopped reading its input")
             raise self._gone()
@@ -133,8 +141,9 @@ class Peer:
         """Send a request and wait for its response message (``result`` or ``error`` inside).
 
         Raises :class:`UpstreamGone` if the peer goes away first, ``RpcError(REQUEST_TIMEOUT)``
-        once ``timeout`` (which covers the write too) has passed; then, and when the caller is
-        cancelled, the server is told with ``notifications/cancelled``.
+        once ``timeout`` (which covers waiting to write too; a write once begun is bounded by
+        ``write_timeout`` instead) has passed; then, and when the caller is cancelled, the server
+        is told with ``notifications/cancelled``.
         """
         if self.closed:
             raise self._gone()
@@ -244,6 +253,11 @@ class Peer:
                 self._queued -= 1
 
     async def _start_request(self, nursery: trio.Nursery, msg: dict[str, Any]) -> None:
+        if not jsonrpc.hashable_id(msg["id"]):
+            # An object or array id cannot key the limiter below (a TypeError there would kill the
+            # reader); JSON-RPC answers an invalid id with a null one.
+            await self._reply(jsonrpc.error_response(None, jsonrpc.INVALID_REQUEST, "invalid request id"))
+            return
         try:
             self._requests.acquire_on_behalf_of_nowait(msg["id"])
         except trio.WouldBlock:

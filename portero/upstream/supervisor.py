@@ -167,9 +167,11 @@ class Upstream:
                 self.last_error = peer.close_reason
         finally:
             self.peer = None
-        code = self.transport.returncode
-        if code is not None and code != 0 and "exit" not in self.last_error:
-            self.last_error = (self.last_error + f" (exit status {code})").strip()
+            # In `finally` (the transport has stopped the process by now): after the block, the
+            # `return` of a failed initialize skipped it, when the exit status helps the most.
+            code = self.transport.returncode
+            if code is not None and code != 0 and "exit" not in self.last_error:
+                self.last_error = (self.last_error + f" (exit status {code})").strip()
 
     async def _initialize(self, peer: Peer) -> None:
         resp = await peer.request(
