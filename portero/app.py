@@ -30,6 +30,7 @@ from .approvals import ApprovalBroker
 from .config import Config, ConfigError, load_config
 from .core.anonymize import Anonymizer
 from .core.policy import PolicyEngine
+from .front import hypercorn_fixes
 from .front.asgi import build_app
 from .gateway.router import Router
 from .gateway.sessions import Sessions
@@ -40,6 +41,7 @@ log = logging.getLogger("portero")
 
 GRACEFUL_TIMEOUT = 5.0
 KEEP_ALIVE_TIMEOUT = 75.0
+HTTP_RESTART_DELAY = 0.5
 
 
 def run_gateway(config: Config, env: Mapping[str, str] | None = None) -> int:
@@ -124,17 +126,37 @@ async def _start_http(
     if config.server.tls_cert and config.server.tls_key:
         hc.certfile = config.server.tls_cert
         hc.keyfile = config.server.tls_key
+    hypercorn_fixes.install()
     app = build_app(router, sessions, config.server)
     served = trio.Event()
 
     async def run_http(task_status: trio.TaskStatus[list[str]]) -> None:
+        # No error of the HTTP server may take the upstreams and sessions down with it: after the
+        # first successful start, a failure is logged and the server starts again.
+        started = False
+
+        class Started:
+            def started(self, binds: list[str]) -> None:
+                nonlocal started
+                if not started:
+                    started = True
+                    task_status.started(binds)
+
         try:
-            await hyper_serve(
-                app,  # type: ignore[arg-type]  # a plain ASGI callable with dict events
-                hc,
-                shutdown_trigger=shutdown.wait,
-                task_status=task_status,
-            )
+            while True:
+                try:
+                    await hyper_serve(
+                        app,  # type: ignore[arg-type]  # a plain ASGI callable with dict events
+                        hc,
+                        shutdown_trigger=shutdown.wait,
+                        task_status=Started(),  # type: ignore[arg-type]
+                    )
+                    return
+                except Exception as exc:
+                    if not started or shutdown.is_set():
+                        raise
+                    log.error("the HTTP server failed (%s: %s); starting it again", type(exc).__name__, exc)
+                    await trio.sleep(HTTP_RESTART_DELAY)
         finally:
             served.set()
 
