@@ -77,7 +77,8 @@ class McpEndpoint:
 
     async def _read_body(self, receive: Receive, headers: dict[str, str]) -> bytes | None:
         declared = headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+        size_declared = _nat(declared) if declared is not None else None
+        if size_declared is not None and size_declared > self.max_body:
             return None
         chunks: list[bytes] = []
         size = 0
@@ -137,7 +138,7 @@ class McpEndpoint:
                 send,
                 200,
                 jsonrpc.error_response(
-                    payload.get("id"),
+                    payload.get("id") if jsonrpc.valid_id(payload.get("id")) else None,
                     jsonrpc.UNSUPPORTED_PROTOCOL_VERSION,
                     "Unsupported protocol version: this server speaks the initialize handshake",
                     {

@@ -677,7 +677,7 @@ class Router:
                 reason = params.get("reason")
                 reason = self.anonymizer.to_fake_text(reason) if isinstance(reason, str) else "cancelled"
                 await ctx.send(jsonrpc.notification(method, {"requestId": our_id, "reason": reason}))
-                ans.resolve(None)
+                ans.withdraw()
             return None
         out = self.anonymizer.to_fake(msg)
         attributed = self.attribution.attributed(peer.name)
@@ -747,7 +747,7 @@ class Router:
 
     async def _ask_client(
         self, upstream: str, ctx: RequestContext, msg: dict[str, Any], out: dict[str, Any]
-    ) -> dict[str, Any]:
+    ) -> dict[str, Any] | None:
         session = ctx.session
         assert session is not None
         our_id, ans = self.attribution.ask(upstream, msg["id"], ctx)
@@ -760,6 +760,8 @@ class Router:
                 )
             with trio.move_on_after(CLIENT_REQUEST_TIMEOUT):
                 await ans.event.wait()
+            if ans.withdrawn:
+                return None  # the receiver of a cancellation does not answer the cancelled request
             reply = ans.message
             if reply is None:
                 return jsonrpc.error_response(msg["id"], jsonrpc.INTERNAL_ERROR, "the client did not answer")

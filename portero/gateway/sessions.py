@@ -80,6 +80,11 @@ class AnswerSlot:
 
     event: trio.Event = attrs.Factory(trio.Event)
     message: Message | None = None
+    withdrawn: bool = False  # the server cancelled its request: it gets no answer at all
+
+    def withdraw(self) -> None:
+        self.withdrawn = True
+        self.resolve(None)
 
     def resolve(self, message: Message | None) -> None:
         if not self.event.is_set():

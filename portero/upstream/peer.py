@@ -42,6 +42,7 @@ INCOMING_QUEUE = 256  # messages read but not yet handled; the reader waits beyo
 MAX_INCOMING_REQUESTS = 32  # the server's own requests being answered at once
 CANCEL_NOTICE_TIMEOUT = 1.0
 NOTIFY_TIMEOUT = 5.0
+DRAIN_TIMEOUT = 1.0  # at the end of the stream, for what was read but not handled yet
 READ_CHUNK = 65536
 
 
@@ -186,8 +187,14 @@ class Peer:
         reason = f"server {self.name} exited"
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._worker, nursery)
+                drained = trio.Event()
+                nursery.start_soon(self._worker, nursery, drained)
                 reason = await self._read_loop()
+                # What was read before the end is still handled (a response after a notification
+                # waits in the queue), bounded: then the server's own requests are cut off.
+                self._queue_send.close()
+                with trio.move_on_after(DRAIN_TIMEOUT):
+                    await drained.wait()
                 nursery.cancel_scope.cancel()
         finally:
             self.fail(reason)
@@ -237,7 +244,7 @@ class Peer:
         self._queued += 1
         await self._queue_send.send((msg, slot))
 
-    async def _worker(self, nursery: trio.Nursery) -> None:
+    async def _worker(self, nursery: trio.Nursery, drained: trio.Event) -> None:
         async for msg, slot in self._queue_recv:
             try:
                 if slot is not None:
@@ -251,6 +258,7 @@ class Peer:
                         await self._handle(msg)
             finally:
                 self._queued -= 1
+        drained.set()
 
     async def _start_request(self, nursery: trio.Nursery, msg: dict[str, Any]) -> None:
         if not jsonrpc.hashable_id(msg["id"]):

@@ -531,6 +531,27 @@ async def test_a_notification_read_before_a_response_is_handled_before_the_calle
         assert events == ["handled notifications/progress", "returned done"]
 
 
+async def test_an_answer_read_just_before_eof_still_reaches_its_caller() -> None:
+    """A server that sends a notification, then the answer, then exits: the answer was read, so
+    the caller gets it (the queue is drained at the end of the stream), not "server exited"."""
+
+    async def handler(peer: Peer, msg: dict[str, Any]) -> dict[str, Any] | None:
+        await trio.sleep(0.05)  # the EOF is read while this notification is still being handled
+        return None
+
+    async with connected(handler) as link:
+
+        async def serve() -> None:
+            msg = await link.server.receive()
+            await link.server.send(jsonrpc.notification("notifications/message", {"level": "info"}))
+            await link.server.send(jsonrpc.result_response(msg["id"], "last words"))
+            await link.server.close()
+
+        link.nursery.start_soon(serve)
+        resp = await link.peer.request("tools/call", timeout=10)
+        assert resp["result"] == "last words"
+
+
 async def test_notifications_are_handled_in_order_by_one_worker() -> None:
     seen: list[int] = []
     all_seen = trio.Event()
