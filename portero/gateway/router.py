@@ -538,26 +538,45 @@ class Router:
         result = resp.get("result")
         return self.anonymizer.to_fake(result if isinstance(result, dict) else {})
 
+    # Prompts, resources and completions obey the server's policy like its tools: each is named
+    # `<server>/<prompt name>` or `<server>/<uri>`; what a rule denies is neither listed nor served.
+    def _deny(self, canonical: str) -> None:
+        decision = self.policy.decide(canonical)
+        if decision.action == "deny":
+            where = f"rule {decision.rule!r}" if decision.rule else "the default policy"
+            raise RpcError(jsonrpc.INVALID_PARAMS, f"Access to {canonical} denied by {where}.")
+
     async def m_prompts_list(self, params: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
         await self.settled()
-        return {"prompts": self.anonymizer.to_fake([e.item for e in self.catalog.prompts.values()])}
+        prompts = [e.item for e in self.catalog.prompts.values() if self.policy.visible(e.canonical)]
+        return {"prompts": self.anonymizer.to_fake(prompts)}
 
     async def m_prompts_get(self, params: dict[str, Any], ctx: RequestContext) -> Any:
         name = params.get("name")
         entry = self.catalog.prompts.get(name) if isinstance(name, str) else None
         if entry is None:
             raise RpcError(jsonrpc.INVALID_PARAMS, f"Unknown prompt: {name}")
+        self._deny(entry.canonical)
         return await self._forward(
             entry.server, "prompts/get", {**params, "name": entry.original}, ctx, params
         )
 
     async def m_resources_list(self, params: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
         await self.settled()
-        return {"resources": self.anonymizer.to_fake(self.catalog.resource_items)}
+        owner = self.catalog.resources
+        items = [
+            r for r in self.catalog.resource_items if self.policy.visible(f"{owner[r['uri']]}/{r['uri']}")
+        ]
+        return {"resources": self.anonymizer.to_fake(items)}
 
     async def m_resources_templates_list(self, params: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
         await self.settled()
-        return {"resourceTemplates": self.anonymizer.to_fake(self.catalog.template_items())}
+        templates = [
+            tpl
+            for _, server, tpl in self.catalog.templates
+            if self.policy.visible(f"{server}/{tpl['uriTemplate']}")
+        ]
+        return {"resourceTemplates": self.anonymizer.to_fake(templates)}
 
     def _resource_server(self, params: dict[str, Any]) -> tuple[str, str]:
         uri = params.get("uri")
@@ -567,6 +586,7 @@ class Router:
         server = self.catalog.route_resource(real_uri) or self.catalog.route_resource(uri)
         if server is None:
             raise RpcError(jsonrpc.RESOURCE_NOT_FOUND, f"Resource not found: {uri}", {"uri": uri})
+        self._deny(f"{server}/{real_uri}")
         return server, uri
 
     async def m_resources_read(self, params: dict[str, Any], ctx: RequestContext) -> Any:
@@ -592,6 +612,7 @@ class Router:
             entry = self.catalog.prompts.get(str(ref.get("name")))
             if entry is None:
                 raise RpcError(jsonrpc.INVALID_PARAMS, f"Unknown prompt: {ref.get('name')}")
+            self._deny(entry.canonical)
             return await self._forward(
                 entry.server,
                 "completion/complete",
