@@ -16,10 +16,11 @@ stop (stdin closed, SIGTERM, SIGKILL, each bounded), the store closes.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import trio
@@ -78,9 +79,10 @@ async def serve(
         sessions = Sessions(idle_timeout=config.server.session_idle_timeout)
         router = Router(config, env, sessions=sessions, store=store, broker=broker, clean_log=clean)
         shutdown = trio.Event()
+        hurry = trio.Event()  # a second stop signal
 
         async with trio.open_nursery() as upstreams:
-            upstreams.start_soon(_watch_signals, shutdown, router, config.path, env)
+            upstreams.start_soon(_watch_signals, shutdown, hurry, router, config.path, env)
             await upstreams.start(router.run_upstreams)
             async with trio.open_nursery() as calls:
                 await calls.start(sessions.run)
@@ -97,10 +99,9 @@ async def serve(
                     log.info("shutting down")
                     # Deny what still waits for the admin, so those requests can answer; hypercorn drains.
                     sessions.closing.set()
-                    await broker.shutdown()
+                    await _until(broker.shutdown, hurry)
                     log.debug("approvals closed; draining HTTP")
-                    with trio.move_on_after(GRACEFUL_TIMEOUT + 1):
-                        await served.wait()
+                    await _until(served.wait, hurry, GRACEFUL_TIMEOUT + 1)
                     log.debug("HTTP stopped")
                     front.cancel_scope.cancel()
                 calls.cancel_scope.cancel()
@@ -164,6 +165,19 @@ async def _start_http(
     return binds, served
 
 
+async def _until(step: Callable[[], Awaitable[object]], hurry: trio.Event, timeout: float = math.inf) -> None:
+    """Run ``step`` until it is done, ``hurry`` is set, or ``timeout`` passes, whichever is first."""
+    with trio.move_on_after(timeout):
+        async with trio.open_nursery() as nursery:
+
+            async def first(fn: Callable[[], Awaitable[object]]) -> None:
+                await fn()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(first, step)
+            nursery.start_soon(first, hurry.wait)
+
+
 def _leaves(exc: BaseException) -> list[BaseException]:
     if isinstance(exc, BaseExceptionGroup):
         return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
@@ -175,15 +189,19 @@ def _bind(host: str, port: int) -> str:
 
 
 async def _watch_signals(
-    shutdown: trio.Event, router: Router, config_path: str, env: Mapping[str, str]
+    shutdown: trio.Event, hurry: trio.Event, router: Router, config_path: str, env: Mapping[str, str]
 ) -> None:
+    """SIGHUP reloads; the first SIGTERM/SIGINT starts the shutdown, a second one hurries it (the
+    HTTP drain is cut short) instead of killing the process before its children are stopped."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
             if signum == signal.SIGHUP:
                 await reload_config(router, config_path, env)
-                continue
-            shutdown.set()
-            return
+            elif not shutdown.is_set():
+                shutdown.set()
+            else:
+                log.warning("second stop signal: cutting the drain short")
+                hurry.set()
 
 
 async def reload_config(router: Router, config_path: str, env: Mapping[str, str]) -> bool:

@@ -17,13 +17,14 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .config import Config
 
-__all__ = ["PLACEHOLDER", "RedactFilter", "Redactor", "secret_values", "setup_logging"]
+__all__ = ["PLACEHOLDER", "RedactFilter", "Redactor", "Throttled", "secret_values", "setup_logging"]
 
 PLACEHOLDER = "***"
 MIN_SECRET_LENGTH = 4
@@ -73,6 +74,32 @@ class RedactFilter(logging.Filter):
         if record.exc_text:
             record.exc_text = self.redactor(record.exc_text)
         return True
+
+
+class Throttled:
+    """Logs one kind of event at most once per ``period`` seconds, saying how many were held back:
+    refused requests must be visible without letting a flood of them fill the disk."""
+
+    def __init__(
+        self, logger: logging.Logger, period: float = 10.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.logger = logger
+        self.period = period
+        self.clock = clock
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def __call__(self, level: int, key: str, msg: str, *args: object) -> None:
+        now = self.clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self.period:
+            self._held[key] = self._held.get(key, 0) + 1
+            return
+        held = self._held.pop(key, 0)
+        self._last[key] = now
+        if held:
+            msg += f" (and {held} more like it in the last {now - last:.0f}s)" if last is not None else ""
+        self.logger.log(level, msg, *args)
 
 
 def secret_values(config: Config, env: Mapping[str, str]) -> list[str]:

@@ -24,9 +24,11 @@ from ..config import ServerSection
 from ..core import jsonrpc
 from ..gateway.router import Router
 from ..gateway.sessions import SUPPORTED_PROTOCOLS, ClientSession, PostStream, RequestContext, Sessions
+from ..logs import Throttled
 from .security import Guard
 
 log = logging.getLogger("portero.http")
+refused = Throttled(log)  # refused requests are logged, at most one line per kind every 10 s
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -60,10 +62,18 @@ class McpEndpoint:
             headers[k.decode("latin-1").lower()] = v.decode("latin-1")
         method = scope["method"]
         if not self.guard.host_ok(headers.get("host")):
+            refused(
+                logging.WARNING,
+                "host",
+                "refused a request with Host %r (not a loopback name)",
+                headers.get("host"),
+            )
             return await send_error(send, 403, "Forbidden: Host not allowed")
         if not self.guard.origin_ok(headers.get("origin")):
+            refused(logging.WARNING, "origin", "refused a request from Origin %r", headers.get("origin"))
             return await send_error(send, 403, "Forbidden: Origin not allowed")
         if not self.guard.token_ok(headers.get("authorization")):
+            refused(logging.WARNING, "token", "refused a request: bearer token missing or invalid")
             return await unauthorized(send)
         if method == "POST":
             return await self.post(scope, receive, send, headers)
@@ -286,9 +296,7 @@ class McpEndpoint:
                 stream = session.new_post_stream(keep=resumable)
                 if kind == "msg" and value is not None:
                     stream.push(value)
-                self.sessions.start_call(
-                    lambda: _pump(recv_ch, stream, self.sessions.clock)
-                )  # owns recv_ch now
+                self.sessions.start_call(lambda: _pump(recv_ch, stream, self.sessions))  # owns recv_ch now
                 await send({"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *extra]})
                 if resumable:
                     await _chunk(send, f"id: {stream.id}/0\ndata: \n\n".encode())  # primes resumption
@@ -367,7 +375,7 @@ class McpEndpoint:
                             await _chunk(send, b": keepalive\n\n")
                         continue
                     for event_id, m in pending:
-                        await _sse(send, m, event_id)
+                        await _sse(send, jsonrpc.dumps(m), event_id)
                         sent = event_id
                     self.sessions.touch(session)
                 nursery.cancel_scope.cancel()
@@ -439,16 +447,18 @@ async def _watch_disconnect(receive: Receive, on_disconnect: Callable[[], None])
 
 
 async def _pump(
-    recv_ch: trio.MemoryReceiveChannel[tuple[str, Any]], stream: PostStream, clock: Callable[[], float]
+    recv_ch: trio.MemoryReceiveChannel[tuple[str, Any]], stream: PostStream, sessions: Sessions
 ) -> None:
-    """Move one call's messages into its resumable stream, the answer last."""
+    """Move one call's messages into its resumable stream, the answer last; then keep what
+    abandoned streams hold within bounds."""
     async with recv_ch:
         async for kind, value in recv_ch:
             if value is not None:
                 stream.push(value)
             if kind == "done":
                 break
-    stream.finish(clock())
+    stream.finish(sessions.clock())
+    sessions.trim_kept()
 
 
 _SSE_HEADERS = [
@@ -458,9 +468,10 @@ _SSE_HEADERS = [
 ]
 
 
-async def _sse(send: Send, msg: dict[str, Any], event_id: int | str | None = None) -> None:
+async def _sse(send: Send, data: bytes, event_id: int | str | None = None) -> None:
+    """One SSE event carrying ``data``, a JSON-RPC message already encoded."""
     head = f"id: {event_id}\n" if event_id is not None else ""
-    await _chunk(send, head.encode() + b"event: message\ndata: " + jsonrpc.dumps(msg) + b"\n\n")
+    await _chunk(send, head.encode() + b"event: message\ndata: " + data + b"\n\n")
 
 
 def _get(obj: Any, key: str) -> Any:

@@ -1,12 +1,15 @@
 """MCP method dispatch, and the tools/call pipeline.
 
 The data path of a tool call reads top to bottom in :meth:`Router.call_tool`:
-resolve the name → decide (policy, grant) → write the audit record → wait for approval if needed
+resolve the name → decide (policy, grant) → wait for approval if needed → write the audit record
 → anonymize the request (fake → real) → call the upstream → anonymize the answer (real → fake) →
 record the outcome.
 
 Every ``tools/call`` leaves exactly one audit record: unknown tools, tools of a server that is
-down, refusals, cancellations and failures included. Audit rows hold the fake side only.
+down, refusals, cancellations and failures included. A call that runs is recorded before it runs
+(outcome ``pending``), and that row gets its outcome after; if that first write fails, the call is
+refused and nothing runs (fail closed). A refusal is one record with its outcome. Audit rows hold
+the fake side only.
 
 A server's own messages (progress, logs, sampling, elicitation, roots, list_changed) come in
 through :meth:`Router.on_upstream_message`; :mod:`.attribution` says which session they are for.
@@ -55,6 +58,9 @@ CLIENT_CAPABILITY = {
 Handler = Callable[["Router", dict[str, Any], RequestContext], Awaitable[Any]]
 
 
+AUDIT_UNAVAILABLE = "audit log unavailable: the call was not run"
+
+
 def tool_error(text: str) -> dict[str, Any]:
     return {"content": [{"type": "text", "text": text}], "isError": True}
 
@@ -66,10 +72,12 @@ class AuditDraft:
     session: str | None
     tool: str
     args: Any
+    ts: float = attrs.field(factory=time.time)  # when the call arrived
     decision: str = "allow"
     source: str = "default"
     outcome: str = "ok"
-    recorded: bool = False
+    row_id: int | None = None  # the row written before the call ran (outcome pending), if any
+    recorded: bool = False  # nothing more to write: the final record is written, or given up on
 
 
 class Router:
@@ -218,6 +226,10 @@ class Router:
         if handler is None:
             return jsonrpc.error_response(rid, jsonrpc.METHOD_NOT_FOUND, f"Method not found: {method}")
         ctx.request_id = rid
+        if log.isEnabledFor(logging.DEBUG):
+            what = f" {params.get('name')!r}" if method in ("tools/call", "prompts/get") else ""
+            sid = ctx.session.id[:6] if ctx.session else "-"
+            log.debug("%s%s (session %s…)", method, self.anonymizer.to_fake_text(what), sid)
         scope = trio.CancelScope()
         if ctx.session is not None:
             ctx.session.inflight[rid] = scope
@@ -383,7 +395,11 @@ class Router:
         else:
             record.decision = "allow"
 
-        # 4. call the upstream (the request anonymized fake → real)
+        # 4. record the call before anything runs; no record, no call (fail closed)
+        if not await self._record_start(record):
+            return tool_error(AUDIT_UNAVAILABLE)
+
+        # 5. call the upstream (the request anonymized fake → real)
         up = self.upstreams[entry.server]
         result: dict[str, Any]
         error: str | None = None
@@ -407,13 +423,13 @@ class Router:
                 raw if isinstance(raw, dict) else tool_error(f"Server {entry.server} sent an invalid result")
             )
 
-        # 5. anonymize the answer (real → fake)
+        # 6. anonymize the answer (real → fake)
         answer: dict[str, Any] = self.anonymizer.to_fake(result)
         if answer.get("isError"):
             record.outcome = "error"
             error = _first_text(answer)
 
-        # 6. record (committed before the answer is sent)
+        # 7. record the outcome in the same row (committed before the answer is sent)
         await self._record(record, started, error)
         return answer
 
@@ -429,26 +445,56 @@ class Router:
         await self._record(record, started, reason)
         return tool_error(reason)
 
+    def _audit_fields(self, record: AuditDraft, outcome: str) -> dict[str, Any]:
+        return {
+            "ts": record.ts,
+            "session": record.session,
+            "tool": record.tool,
+            "arguments": record.args,
+            "decision": record.decision,
+            "source": record.source,
+            "outcome": outcome,
+        }
+
+    async def _record_start(self, record: AuditDraft) -> bool:
+        """Write the record of a call about to run (outcome pending); False if it could not be written."""
+        if self.store is None:
+            return True
+        try:
+            record.row_id = await self.store.record_audit(self._audit_fields(record, "pending"))
+        except Exception as exc:
+            # Nothing ran and nothing can be recorded: the refusal is in the log only.
+            record.outcome, record.recorded = "refused", True
+            log.error("%s (%s): %s", AUDIT_UNAVAILABLE, record.tool, exc)
+            return False
+        return True
+
     async def _record(self, record: AuditDraft, started: float, error: str | None = None) -> None:
+        """The final record: the outcome of the row written before the call, or (a call that never ran)
+        the one record of the refusal."""
         record.recorded = True
         if self.store is None:
             return
+        duration_ms = round((time.monotonic() - started) * 1000, 3)
         try:
-            await self.store.record_audit(
-                {
-                    "ts": time.time(),
-                    "session": record.session,
-                    "tool": record.tool,
-                    "arguments": record.args,
-                    "decision": record.decision,
-                    "source": record.source,
-                    "outcome": record.outcome,
-                    "duration_ms": round((time.monotonic() - started) * 1000, 3),
-                    "error": error,
-                }
-            )
-        except Exception:
-            log.exception("could not write the audit record for %s", record.tool)
+            if record.row_id is not None:
+                await self.store.finish_audit(
+                    record.row_id, outcome=record.outcome, duration_ms=duration_ms, error=error
+                )
+            else:
+                await self.store.record_audit(
+                    {**self._audit_fields(record, record.outcome), "duration_ms": duration_ms, "error": error}
+                )
+        except Exception as exc:
+            if record.row_id is not None:
+                log.error(
+                    "could not write the outcome of %s (%s); its audit record stays pending: %s",
+                    record.tool,
+                    record.outcome,
+                    exc,
+                )
+            else:
+                log.error("could not write the audit record of %s (%s): %s", record.tool, record.outcome, exc)
 
     async def _approve(
         self,

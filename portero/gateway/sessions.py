@@ -29,6 +29,8 @@ from typing import Any
 import attrs
 import trio
 
+from ..core import jsonrpc
+
 log = logging.getLogger("portero.sessions")
 
 LATEST_PROTOCOL = "2025-11-25"
@@ -36,6 +38,11 @@ SUPPORTED_PROTOCOLS = ("2025-11-25", "2025-06-18", "2025-03-26")
 REPLAY_EVENTS = 256  # per session, for `Last-Event-ID` on the GET stream
 MAX_SESSIONS = 1000  # bounded state: one client can't grow the gateway without limit
 STREAM_KEEP = 300.0  # seconds a finished, undelivered POST stream waits for its client to resume it
+# What abandoned POST streams may hold: a client that drops 30 answers of 8 MiB each must not
+# hold 240 MiB. Past a bound the oldest kept streams are dropped (their client can't resume them).
+KEPT_STREAMS_PER_SESSION = 16
+KEPT_BYTES_PER_SESSION = 32 * 1024 * 1024
+KEPT_BYTES_TOTAL = 128 * 1024 * 1024
 JANITOR_MAX_PERIOD = 60.0
 
 Message = dict[str, Any]
@@ -49,20 +56,26 @@ def _wake(event: trio.Event) -> trio.Event:
 
 @attrs.define(eq=False)
 class PostStream:
-    """The events of one POST answer sent as SSE; ids are ``<stream>/<n>``, the answer is last."""
+    """The events of one POST answer sent as SSE; ids are ``<stream>/<n>``, the answer is last.
+
+    Events are kept encoded (each is written once, resumed or not) and their bytes counted, so
+    the streams a client abandons are bounded in count and bytes (:meth:`Sessions.trim_kept`)."""
 
     id: int
-    events: collections.deque[tuple[int, Message]] = attrs.Factory(
-        lambda: collections.deque(maxlen=REPLAY_EVENTS)
-    )
+    events: collections.deque[tuple[int, bytes]] = attrs.Factory(collections.deque)
     seq: int = 0
+    size: int = 0
     done: bool = False
     finished_at: float | None = None
     new_event: trio.Event = attrs.Factory(trio.Event)
 
     def push(self, msg: Message) -> None:
+        data = jsonrpc.dumps(msg)
         self.seq += 1
-        self.events.append((self.seq, msg))
+        if len(self.events) >= REPLAY_EVENTS:
+            self.size -= len(self.events.popleft()[1])
+        self.events.append((self.seq, data))
+        self.size += len(data)
         self.new_event = _wake(self.new_event)
 
     def finish(self, now: float) -> None:
@@ -70,7 +83,7 @@ class PostStream:
         self.finished_at = now
         self.new_event = _wake(self.new_event)
 
-    def events_after(self, n: int) -> list[tuple[int, Message]]:
+    def events_after(self, n: int) -> list[tuple[int, bytes]]:
         return [(i, m) for i, m in self.events if i > n]
 
 
@@ -162,6 +175,9 @@ class ClientSession:
 
     def drop_post_stream(self, stream: PostStream) -> None:
         self.post_streams.pop(stream.id, None)
+
+    def kept_bytes(self) -> int:
+        return sum(p.size for p in self.post_streams.values())
 
     def close(self) -> None:
         """End the session: cancel its calls, wake its waiters and its GET stream."""
@@ -281,6 +297,36 @@ class Sessions:
                 ended.append(sid)
                 log.info("session %s… expired after %.0fs idle", sid[:6], self.idle_timeout)
         return ended
+
+    def trim_kept(self) -> int:
+        """Drop the oldest kept POST streams (finished ones first) past the bounds; returns how many."""
+        dropped = 0
+
+        def age(item: tuple[ClientSession, PostStream]) -> tuple[bool, float, int]:
+            stream = item[1]
+            return (not stream.done, stream.finished_at or 0.0, stream.id)
+
+        kept = [(s, p) for s in self.by_id.values() for p in s.post_streams.values()]
+        total = sum(p.size for _, p in kept)
+        per_session: dict[str, tuple[int, int]] = {}
+        for s, p in kept:
+            count, size = per_session.get(s.id, (0, 0))
+            per_session[s.id] = (count + 1, size + p.size)
+        for s, p in sorted(kept, key=age):
+            count, size = per_session[s.id]
+            if (
+                total <= KEPT_BYTES_TOTAL
+                and count <= KEPT_STREAMS_PER_SESSION
+                and size <= KEPT_BYTES_PER_SESSION
+            ):
+                continue
+            s.drop_post_stream(p)
+            total -= p.size
+            per_session[s.id] = (count - 1, size - p.size)
+            dropped += 1
+        if dropped:
+            log.warning("dropped %d unclaimed streamed answer(s) to stay within memory bounds", dropped)
+        return dropped
 
     def broadcast(self, msg: Message) -> None:
         """Queue a message for every session's GET stream (kept for replay while none is open)."""

@@ -6,7 +6,11 @@ import pytest
 import trio
 import trio.testing
 
+from portero.core import jsonrpc
 from portero.gateway.sessions import (
+    KEPT_BYTES_PER_SESSION,
+    KEPT_BYTES_TOTAL,
+    KEPT_STREAMS_PER_SESSION,
     REPLAY_EVENTS,
     STREAM_KEEP,
     AnswerSlot,
@@ -242,9 +246,47 @@ async def test_post_stream_ids_and_resume() -> None:
     stream.finish(12.5)
     assert woken.is_set()
     assert stream.done and stream.finished_at == 12.5
-    assert stream.events_after(0) == [(1, note(1)), (2, note(2))]
-    assert stream.events_after(1) == [(2, note(2))]
+    # Kept encoded: each event is written once, whether it is resumed or not.
+    assert stream.events_after(0) == [(1, jsonrpc.dumps(note(1))), (2, jsonrpc.dumps(note(2)))]
+    assert stream.events_after(1) == [(2, jsonrpc.dumps(note(2)))]
     assert stream.events_after(2) == []
+    assert stream.size == len(jsonrpc.dumps(note(1))) + len(jsonrpc.dumps(note(2)))
+
+
+def _abandon(s: ClientSession, answer_bytes: int, now: float) -> PostStream:
+    """A resumable POST stream whose client went away before the answer of that size was sent."""
+    stream = s.new_post_stream(keep=True)
+    stream.push({"jsonrpc": "2.0", "id": 1, "result": {"text": "x" * answer_bytes}})
+    stream.finish(now)
+    return stream
+
+
+async def test_abandoned_streams_are_bounded_in_bytes_per_session() -> None:
+    sessions = virtual()
+    s = new(sessions)
+    mib = 1024 * 1024
+    streams = [_abandon(s, 8 * mib, float(i)) for i in range(30)]  # 240 MiB abandoned
+    sessions.trim_kept()
+    assert s.kept_bytes() <= KEPT_BYTES_PER_SESSION
+    assert len(s.post_streams) == KEPT_BYTES_PER_SESSION // (8 * mib + 100)
+    # The newest survive: a client most likely resumes its latest answer.
+    assert set(s.post_streams.values()) == set(streams[-len(s.post_streams) :])
+
+
+async def test_abandoned_streams_are_bounded_in_count_and_in_all() -> None:
+    sessions = virtual()
+    s = new(sessions)
+    for i in range(KEPT_STREAMS_PER_SESSION + 5):
+        _abandon(s, 10, float(i))
+    sessions.trim_kept()
+    assert len(s.post_streams) == KEPT_STREAMS_PER_SESSION
+    big = 20 * 1024 * 1024
+    many = [new(sessions) for _ in range(KEPT_BYTES_TOTAL // big + 3)]
+    for i, other in enumerate(many):
+        _abandon(other, big, 100.0 + i)
+    sessions.trim_kept()
+    assert sum(x.kept_bytes() for x in sessions.all()) <= KEPT_BYTES_TOTAL
+    assert many[-1].post_streams and not many[0].post_streams  # the oldest went first
 
 
 async def test_a_new_get_stream_replaces_the_older_one() -> None:
