@@ -71,13 +71,16 @@ async def serve(
     *,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    clean: Callable[[str], str] = redactor if redactor is not None else (lambda text: text)
+    # The router anonymizes what it shows; the redactor removes the secrets before that.
+    clean: Callable[[str], str] = redactor.secrets_only if redactor is not None else (lambda text: text)
     store = await Store.open(os.path.join(config.server.data_dir, "gateway.db"))
     try:
         approval_timeout = config.telegram.approval_timeout if config.telegram is not None else 120.0
         broker = await ApprovalBroker.open(store, timeout=approval_timeout, approver=None)
         sessions = Sessions(idle_timeout=config.server.session_idle_timeout)
         router = Router(config, env, sessions=sessions, store=store, broker=broker, clean_log=clean)
+        if redactor is not None:
+            redactor.also = lambda text: router.anonymizer.to_fake_text(text)  # follows reloads
         shutdown = trio.Event()
         hurry = trio.Event()  # a second stop signal
 

@@ -43,10 +43,18 @@ class Redactor:
             sorted({s for s in secrets if s and len(s) >= min_length}, key=len, reverse=True)
         )
 
+        # Applied after the secrets: the gateway sets it to the anonymizer's real → fake, so no
+        # log line shows a real value either.
+        self.also: Callable[[str], str] | None = None
+
     def __bool__(self) -> bool:
-        return bool(self.secrets)
+        return bool(self.secrets) or self.also is not None
 
     def __call__(self, text: str) -> str:
+        text = self.secrets_only(text)
+        return text if self.also is None else self.also(text)
+
+    def secrets_only(self, text: str) -> str:
         for secret in self.secrets:
             if secret in text:
                 text = text.replace(secret, self.placeholder)

@@ -88,20 +88,31 @@ def test_get_stream_gets_list_changed_and_resource_updates(gw: GatewayProcess) -
 
 def test_last_event_id_replays_what_was_missed(gw: GatewayProcess) -> None:
     c = McpHttpClient(gw.url)
-    s1 = StreamReader(gw.url, c.session_id)
+    # No stream is open while these happen: the session keeps their events for replay.
     c.call("t__add_tool", {"name": "one"})
-    first_id, _ = s1.wait_for(lambda m: m.get("method") == "notifications/tools/list_changed")
-    s1.close()
-    # A new stream replaces the old; events sent while nobody listened are kept for replay.
     c.call("t__add_tool", {"name": "two"})
-    c.call("t__add_tool", {"name": "three"})
-    s2 = StreamReader(gw.url, c.session_id, last_event_id=first_id)
+
+    def changes(stream: StreamReader) -> list[int]:
+        return [
+            int(eid)
+            for eid, m in stream.events
+            if m is not None and m.get("method") == "notifications/tools/list_changed"
+        ]
+
+    s1 = StreamReader(gw.url, c.session_id, last_event_id="0")
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and len([e for e in s2.events if e[1]]) < 2:
+    while time.monotonic() < deadline and len(changes(s1)) < 2:
         time.sleep(0.02)
-    ids = [int(e[0]) for e in s2.events if e[1] is not None]
-    assert ids and ids[0] > int(first_id)
-    assert ids == sorted(ids)
+    missed = changes(s1)
+    assert len(missed) >= 2 and missed == sorted(missed)
+    s1.close()
+    # A reconnect after the last seen id gets only what came after it.
+    c.call("t__add_tool", {"name": "three"})
+    s2 = StreamReader(gw.url, c.session_id, last_event_id=str(missed[-1]))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not changes(s2):
+        time.sleep(0.02)
+    assert changes(s2) and min(changes(s2)) > missed[-1]
     s2.close()
 
 
@@ -199,9 +210,19 @@ def test_child_cancels_its_own_request_to_the_client(gw: GatewayProcess) -> None
     assert cancel["params"]["requestId"] == ask["id"] and str(ask["id"]).startswith("g")
 
 
-def test_session_count_is_bounded(gw: GatewayProcess) -> None:
+@pytest.fixture
+def gw_long_idle(tmp_path: Path):
+    """Sessions that do not expire while a test creates a thousand of them on a loaded machine."""
+    g = GatewayProcess(tmp_path, server_toml(tmp_path, extra='session_idle_timeout = "1h"') + child_toml("t"))
+    g.wait_ready()
+    yield g
+    g.stop()
+
+
+def test_session_count_is_bounded(gw_long_idle: GatewayProcess) -> None:
     from portero.gateway.sessions import MAX_SESSIONS
 
+    gw = gw_long_idle
     first = McpHttpClient(gw.url)
     init = {
         "jsonrpc": "2.0",
