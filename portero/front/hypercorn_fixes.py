@@ -26,6 +26,16 @@ Upstream defects (hypercorn 0.18.0, ``hypercorn/trio/tcp_server.py``, class ``TC
    the first byte of each later request, the request head must be complete within
    ``header_timeout``; at most ``max_connections`` connections are served at once, further ones
    are closed at once.
+
+And two for speed, measured in ``bench/`` (each is on the path of every tool call):
+
+4. **An idle-timeout task restarted after every response.** Every request stops the connection's
+   idle watcher and every response starts a new one (``TrioSingleTask.restart``: a lock and a
+   ``nursery.start`` each time). Here one watcher lives as long as the connection, and a request or
+   a response only moves its cancel scope's deadline.
+5. **Three writes per response.** The head, the body and the (empty) end of a response are three
+   ``send_all`` calls. Here a response head is held until the next write of the connection (its
+   first body chunk, or the end of the message) and leaves with it; empty writes are skipped.
 """
 
 from __future__ import annotations
@@ -37,7 +47,7 @@ from math import inf
 import h11
 import hypercorn.trio.run as hypercorn_run
 import trio
-from hypercorn.events import Closed, RawData
+from hypercorn.events import Closed, Event, RawData, Updated
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
 
@@ -77,6 +87,59 @@ class PorteroTCPServer(TCPServer):
         finally:
             if limiter is not None:
                 limiter.release_on_behalf_of(self)
+
+    _held: bytes = b""  # a response head waiting for its body (fix 5)
+    _idle: bool = True  # no request in progress (fix 4)
+    _idle_scope: trio.CancelScope | None = None
+
+    async def protocol_send(self, event: Event) -> None:
+        if isinstance(event, RawData):
+            data = event.data
+            if not self._held and data.startswith(b"HTTP/1.1 ") and not data.startswith(b"HTTP/1.1 1"):
+                self._held = bytes(data)  # fix 5: leaves with the first body chunk
+                return
+            if self._held:
+                data, self._held = self._held + data, b""
+            if not data:
+                return
+            async with self.send_lock:
+                try:
+                    with trio.CancelScope(shield=True):
+                        await self.stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    await self.protocol.handle(Closed())
+        elif isinstance(event, Updated):
+            self._set_idle(event.idle)  # fix 4: no task restart per request
+        else:
+            if self._held:
+                await self.protocol_send(RawData(data=b""))  # flush a held head before closing
+            await super().protocol_send(event)
+
+    def _set_idle(self, idle: bool) -> None:
+        self._idle = idle
+        if self._idle_scope is not None:
+            self._idle_scope.deadline = self._idle_deadline()
+
+    def _idle_deadline(self) -> float:
+        if not self._idle:
+            return inf
+        if self.context.terminated.is_set():
+            return trio.current_time()  # shutting down: an idle connection closes now
+        return trio.current_time() + self.config.keep_alive_timeout
+
+    async def _idle_timeout(self) -> None:
+        # One watcher for the connection's life: it closes the connection when it has been idle
+        # for keep_alive_timeout, or when the server shuts down while it is idle (a request in
+        # progress is let finish, as upstream's stopped watcher does).
+        with trio.CancelScope(deadline=self._idle_deadline()) as scope:
+            self._idle_scope = scope
+            await self.context.terminated.wait()
+            if not self._idle:
+                scope.deadline = self._idle_deadline()
+                await trio.sleep_forever()  # until the request is done: _set_idle moves the deadline
+        self._idle_scope = None
+        with trio.CancelScope(shield=True):
+            await self._initiate_server_close()
 
     async def _close(self) -> None:
         # Fix 1: send_eof only under the send lock, so it never races a send_all.

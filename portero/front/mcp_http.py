@@ -395,6 +395,7 @@ class McpEndpoint:
 
             nursery.start_soon(_watch_disconnect, receive, on_disconnect)
             await send({"type": "http.response.start", "status": 200, "headers": list(_SSE_HEADERS)})
+            await _chunk(send, b": resumed\n\n")  # the head leaves now, not with the next event
             await self._tail(send, stream, after)
             answering = True
             session.drop_post_stream(stream)
