@@ -16,7 +16,13 @@ Errors (a tree, as callers see it)::
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
+
+try:  # a compiled encoder, 20x faster on every message; the standard library's is the fallback
+    import orjson
+except ImportError:  # pragma: no cover - a portable build without the wheel
+    orjson = None  # type: ignore[assignment]
 
 # Standard JSON-RPC error codes, and the MCP ones we use.
 PARSE_ERROR = -32700
@@ -93,10 +99,18 @@ class LineBuffer:
 
 
 def dumps(value: Any) -> bytes:
-    """Compact UTF-8 JSON. ``NaN`` and ``Infinity`` are not JSON: refused (``ValueError``).
+    """Compact UTF-8 JSON. ``NaN`` and ``Infinity`` are not JSON: they never get here (:func:`loads`
+    refuses them, and the gateway makes none of its own).
 
     A lone surrogate (``"\\ud800"`` parses, but is no UTF-8) is written escaped, so the output is
     always valid UTF-8 JSON."""
+    if orjson is not None:
+        try:
+            # orjson would write NaN as null; NaN never gets this far (loads refuses it, and the
+            # gateway makes no floats of its own in messages).
+            return orjson.dumps(value)
+        except TypeError:
+            pass  # a lone surrogate or an integer beyond 64 bits: the standard library copes
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     try:
         return text.encode()
@@ -113,9 +127,17 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text[:20]} is out of range")
+    return value
+
+
 def loads(data: bytes | str) -> Any:
-    """Standard JSON only: ``NaN``, ``Infinity`` and ``-Infinity`` raise ``ValueError``."""
-    return json.loads(data, parse_constant=_refuse_constant)
+    """Standard JSON only: ``NaN``, ``Infinity``, ``-Infinity`` and numbers too large for a
+    float (``1e400``) raise ``ValueError``, so none is ever forwarded or written back."""
+    return json.loads(data, parse_constant=_refuse_constant, parse_float=_finite_float)
 
 
 def decode(line: bytes | str) -> dict[str, Any]:

@@ -100,3 +100,26 @@ def test_error_from_exception_never_leaks_internals() -> None:
 def test_valid_id() -> None:
     assert jsonrpc.valid_id(1) and jsonrpc.valid_id("a")
     assert not jsonrpc.valid_id(True) and not jsonrpc.valid_id(None) and not jsonrpc.valid_id(1.5)
+
+
+@pytest.mark.parametrize(
+    "text", ['{"x": NaN}', '{"x": Infinity}', '{"x": -Infinity}', '{"x": 1e400}', "[-1e999]"]
+)
+def test_non_standard_numbers_are_parse_errors(text: str) -> None:
+    with pytest.raises(jsonrpc.ParseError):
+        jsonrpc.decode('{"jsonrpc": "2.0", "method": "m", "params": ' + text + "}")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"text": "José Müller", "n": 1, "f": 1.5, "nested": [None, True, {"k": "v"}]},
+        {"lone": "\ud800x"},  # parses from "\\ud800"; written escaped, still valid UTF-8
+        {"big": 2**70},  # beyond 64 bits: exact, through the standard library
+    ],
+)
+def test_dumps_always_writes_valid_utf8_json_that_reads_back(value: object) -> None:
+    data = jsonrpc.dumps(value)
+    data.decode("utf-8")  # valid UTF-8
+    assert json.loads(data) == value
+    assert b" " not in data.replace(b"Jos\xc3\xa9 M", b"")  # compact
