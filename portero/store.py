@@ -1,17 +1,32 @@
 """The SQLite store: approvals, grants, the audit log and odd events, in ``data_dir/gateway.db``.
 
-One connection, WAL mode, ``synchronous=NORMAL``, automatic checkpoints off. Calls run in a worker thread
-through ``trio.to_thread.run_sync`` behind a ``CapacityLimiter(1)``, so the connection is never used by two
-threads at once -- except the audit INSERT + COMMIT of every tool call, which holds the same limiter but runs
-on the event loop: in WAL mode without fsync it takes ~12 µs, an eighth of a thread hop. The WAL checkpoint
-(the part that fsyncs) runs in a worker thread every :data:`CHECKPOINT_EVERY` audit records. Every write is
-committed before the method returns: a decision or an audit record that was acknowledged survives a SIGKILL
-or a crash of the gateway; only a power cut can lose the last commits.
+One connection (and a second one only for WAL checkpoints), WAL mode, ``synchronous=NORMAL``, automatic
+checkpoints off. Calls run in a worker thread through ``trio.to_thread.run_sync`` behind a
+``CapacityLimiter(1)``, so the connection is never used by two threads at once -- except the audit writes
+of every tool call, which hold the same limiter but run on the event loop: in WAL mode without fsync an
+INSERT or UPDATE + COMMIT takes some tens of µs, less than a thread hop. Every write is committed before
+the method returns: a decision or an audit record that was acknowledged survives a SIGKILL or a crash of
+the gateway; only a power cut can lose the last commits.
 
-Audit records are committed in groups: callers that arrive while a commit is in progress (or while a worker
-thread holds the connection) queue their rows, and the next commit writes all of them in one transaction.
-Each caller still returns only once its own row is committed. Writes are shielded from cancellation --
-they are short, and the record of a call must not be lost because its client went away.
+The audit record of a tool call is written twice: :meth:`Store.record_audit` inserts it (outcome
+``pending``) before the call runs, :meth:`Store.finish_audit` updates the same row with the outcome. A row
+still ``pending`` when the store is opened belongs to a call the previous run never finished recording
+(killed mid-call, or the outcome write failed): it is marked ``interrupted`` at open.
+
+Audit writes never block the event loop for more than a few milliseconds. The inline commit uses a busy
+timeout of :data:`INLINE_BUSY_MS`; when another process holds the database's write lock, the commit is
+retried in a worker thread, waiting at most until the write's budget (:data:`AUDIT_BUDGET`, counted from
+the call to the store) is spent, and then fails with :class:`StoreError`. Audit writes are committed in
+groups: writes that arrive while a commit is in progress (inline or in the thread) queue, and the next
+commit writes all of them in one transaction. Each caller still returns only once its own write is
+committed. Writes are shielded from cancellation -- they are bounded, and the record of a call must not be
+lost because its client went away.
+
+The WAL checkpoint (the part that fsyncs) runs every :data:`CHECKPOINT_EVERY` audit writes in a worker
+thread on a second connection of its own, outside the audit lock: audit commits go on meanwhile.
+
+``data_dir`` (when the store creates it) is made owner-only (0700), ``gateway.db`` and its ``-wal`` and
+``-shm`` files are made owner-only (0600) whatever the umask.
 
 The schema is versioned with ``PRAGMA user_version``; :data:`MIGRATIONS` is applied in order, each step in
 its own transaction, so opening is idempotent and an interrupted upgrade leaves a consistent version.
@@ -24,6 +39,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import math
 import os
 import sqlite3
 import time
@@ -40,7 +56,14 @@ log = logging.getLogger("portero.store")
 
 APPROVAL_STATES = ("pending", "approved", "rejected", "expired")
 AUDIT_DECISIONS = ("allow", "deny", "approved", "rejected", "expired")
-AUDIT_OUTCOMES = ("ok", "error", "refused")
+FINAL_OUTCOMES = ("ok", "error", "refused")
+# pending: written before the call runs, its outcome not yet; interrupted: never got one (set at open).
+AUDIT_OUTCOMES = (*FINAL_OUTCOMES, "pending", "interrupted")
+INTERRUPTED_ERROR = "no outcome was recorded: the gateway stopped during the call, or could not write it"
+
+AUDIT_BUDGET = 5.0  # seconds an audit write may wait for a locked database before it fails
+INLINE_BUSY_MS = 2  # the busy timeout of the connection: how long an inline commit may wait on the loop
+WORKER_BUSY_MS = 10_000  # the busy timeout of the other writes, which run in a worker thread
 
 # Each entry moves the schema from version i to i + 1. Append only: never edit a released step.
 MIGRATIONS: tuple[str, ...] = (
@@ -88,6 +111,12 @@ MIGRATIONS: tuple[str, ...] = (
         detail TEXT NOT NULL
     );
     """,
+    # Every audit row with id < settled_below has its outcome: at open, only the rows from there on
+    # are searched for ones left pending (an index on outcome would cost every call two more page writes).
+    """
+    CREATE TABLE audit_watermark (settled_below INTEGER NOT NULL);
+    INSERT INTO audit_watermark (settled_below) VALUES (0);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -97,13 +126,72 @@ class StoreError(Exception):
     """The database could not be opened, is from a newer Portero, or a write failed."""
 
 
-def _connect(path: str) -> sqlite3.Connection:
-    if path != ":memory:":
-        parent = os.path.dirname(os.path.abspath(path))
-        os.makedirs(parent, exist_ok=True)
+def _make_private_dirs(path: str) -> None:
+    """Create ``path`` and its missing parents, each owner-only (0700) whatever the umask.
+
+    Folders that exist already are left as they are: they may be shared on purpose."""
+    missing: list[str] = []
+    p = path
+    while not os.path.isdir(p):
+        missing.append(p)
+        parent = os.path.dirname(p)
+        if parent == p:
+            break
+        p = parent
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    for d in missing:
+        os.chmod(d, 0o700)
+
+
+def _owner_only(path: str) -> None:
+    """chmod 0600 if the file exists; a file we may not chmod (not ours) is logged, not fatal."""
+    try:
+        os.chmod(path, 0o600)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("cannot make %s owner-only: %s", path, exc)
+
+
+@attrs.frozen
+class _Opened:
+    conn: sqlite3.Connection
+    checkpointer: sqlite3.Connection | None  # for WAL checkpoints (None for ":memory:")
+    interrupted: int  # audit rows left pending by the previous run, now marked interrupted
+    next_id: int  # the id the next audit row gets (at least)
+
+
+def _mark_interrupted(conn: sqlite3.Connection) -> tuple[int, int]:
+    """Mark the rows a previous run left ``pending`` as ``interrupted``; returns (how many, next id)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        (below,) = conn.execute("SELECT settled_below FROM audit_watermark").fetchone()
+        interrupted = conn.execute(
+            "UPDATE audit SET outcome = 'interrupted', error = ? WHERE id >= ? AND outcome = 'pending'",
+            (INTERRUPTED_ERROR, below),
+        ).rowcount
+        (next_id,) = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM audit").fetchone()
+        conn.execute("UPDATE audit_watermark SET settled_below = ?", (next_id,))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return interrupted, next_id
+
+
+def _connect(path: str) -> _Opened:
+    on_disk = path != ":memory:"
+    if on_disk:
+        _make_private_dirs(os.path.dirname(os.path.abspath(path)))
+        # Create the file 0600 before SQLite opens it: SQLite gives -wal and -shm the mode of the
+        # database file when it creates them. chmod, because os.open's mode is subject to the umask.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        _owner_only(path)
     # isolation_level=None: no implicit transactions; every write below says BEGIN/COMMIT itself.
     # check_same_thread=False: worker threads vary, the CapacityLimiter(1) serializes them.
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=WORKER_BUSY_MS / 1000)
+    checkpointer: sqlite3.Connection | None = None
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode: a commit is in the WAL file before it returns, so it survives the
@@ -115,17 +203,24 @@ def _connect(path: str) -> sqlite3.Connection:
         conn.execute("PRAGMA wal_autocheckpoint=0")
         conn.execute("PRAGMA foreign_keys=ON")
         _migrate(conn)
+        interrupted, next_id = _mark_interrupted(conn)
+        if on_disk:
+            for suffix in ("-wal", "-shm"):  # created by SQLite with the file's mode; older ones too
+                _owner_only(path + suffix)
+            checkpointer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            checkpointer.execute("PRAGMA wal_autocheckpoint=0")
+        # From here on the connection's own busy timeout is the inline one: a commit on the event loop
+        # waits at most this long for another process's lock. Worker-thread calls raise it (Store._run).
+        conn.execute(f"PRAGMA busy_timeout = {INLINE_BUSY_MS}")
     except BaseException:
+        if checkpointer is not None:
+            checkpointer.close()
         conn.close()
         raise
-    return conn
+    return _Opened(conn, checkpointer, interrupted, next_id)
 
 
-CHECKPOINT_EVERY = 1000  # audit records between two WAL checkpoints (~1 MB of WAL)
-
-
-def _checkpoint(conn: sqlite3.Connection) -> None:
-    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+CHECKPOINT_EVERY = 1000  # audit writes between two WAL checkpoints
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -158,13 +253,6 @@ def _iso(ts: float) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-@attrs.define(eq=False)
-class _AuditSlot:
-    row: tuple[Any, ...]
-    written: bool = False
-    error: BaseException | None = None
-
-
 _AUDIT_COLUMNS = (
     "ts",
     "session",
@@ -176,13 +264,20 @@ _AUDIT_COLUMNS = (
     "duration_ms",
     "error",
 )
+_AUDIT_INSERT = (
+    f"INSERT INTO audit ({', '.join(_AUDIT_COLUMNS)}) VALUES ({', '.join('?' * len(_AUDIT_COLUMNS))})"
+)
+_AUDIT_UPDATE = "UPDATE audit SET outcome = ?, duration_ms = ?, error = ? WHERE id = ?"
+_WATERMARK_UPDATE = "UPDATE audit_watermark SET settled_below = ?"
 
 
 def _audit_row(rec: dict[str, Any]) -> tuple[Any, ...]:
     if rec["decision"] not in AUDIT_DECISIONS:
         raise ValueError(f"unknown audit decision {rec['decision']!r}")
-    if rec["outcome"] not in AUDIT_OUTCOMES:
-        raise ValueError(f"unknown audit outcome {rec['outcome']!r}")
+    outcome = rec["outcome"]
+    if outcome not in FINAL_OUTCOMES and outcome != "pending":
+        raise ValueError(f"unknown audit outcome {outcome!r}")
+    pending = outcome == "pending"
     return (
         float(rec["ts"]),
         rec.get("session"),
@@ -190,34 +285,114 @@ def _audit_row(rec: dict[str, Any]) -> tuple[Any, ...]:
         _dumps(rec.get("arguments") or {}),
         rec["decision"],
         rec["source"],
-        rec["outcome"],
-        float(rec.get("duration_ms") or 0.0),
-        rec.get("error"),
+        outcome,
+        0.0 if pending else float(rec.get("duration_ms") or 0.0),
+        None if pending else rec.get("error"),
     )
+
+
+@attrs.define(eq=False)
+class _AuditWrite:
+    """One queued audit statement (an INSERT or an UPDATE) and, once committed, its result."""
+
+    sql: str
+    params: tuple[Any, ...]
+    deadline: float  # trio.current_time() after which it fails rather than wait longer for the lock
+    pending: bool = False  # the INSERT of a call's record before it runs
+    done: bool = False
+    result: int = 0  # the new row's id (INSERT) or the number of rows changed (UPDATE)
+    error: BaseException | None = None
+
+
+class _LockTimeout(StoreError):
+    """The database stayed locked (by another process, or a long write in a worker thread) for the budget."""
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED: someone else holds the lock; anything else will not pass by waiting."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED (and their extended codes)
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _apply_audit(conn: sqlite3.Connection, writes: Sequence[tuple[str, tuple[Any, ...]]]) -> list[int]:
+    """Run the statements in one transaction and commit; all or nothing."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        results = []
+        for sql, params in writes:
+            cur = conn.execute(sql, params)
+            results.append((cur.lastrowid or 0) if sql is _AUDIT_INSERT else cur.rowcount)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # SQLite rolled back itself (an I/O error, say)
+        raise
+    return results
 
 
 class Store:
     """The gateway's database. Create with :meth:`open`; close with :meth:`aclose`."""
 
-    def __init__(self, conn: sqlite3.Connection, path: str) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        path: str,
+        *,
+        checkpointer: sqlite3.Connection | None = None,
+        audit_budget: float = AUDIT_BUDGET,
+        next_id: int = 1,
+    ) -> None:
         self.path = path
+        self.audit_budget = audit_budget
         self._conn: sqlite3.Connection | None = conn
         self._limiter = trio.CapacityLimiter(1)
-        self._audit_queue: list[_AuditSlot] = []
+        self._checkpointer = checkpointer
+        self._checkpoint_limiter = trio.CapacityLimiter(1)
+        self._audit_queue: list[_AuditWrite] = []
         self._audit_lock = trio.Lock()
         self._since_checkpoint = 0
+        self._checkpointing = False
+        # For the watermark (see MIGRATIONS): the pending rows written by this run and not finished yet,
+        # the id the next row gets, and the audit writes since the watermark was last moved.
+        self._unfinished: set[int] = set()
+        self._next_id = next_id
+        self._since_watermark = 0
 
     @classmethod
-    async def open(cls, path: str) -> Store:
-        """Open (creating the file and its parent folder if needed) and bring the schema up to date."""
+    async def open(cls, path: str, *, audit_budget: float = AUDIT_BUDGET) -> Store:
+        """Open (creating the file and its parent folder if needed), bring the schema up to date, and mark
+        the audit rows a previous run left ``pending`` as ``interrupted``.
+
+        ``audit_budget``: how long (seconds) an audit write may wait for a locked database."""
         try:
-            conn = await trio.to_thread.run_sync(_connect, path)
+            opened = await trio.to_thread.run_sync(_connect, path)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the database {path}: {exc}") from exc
-        return cls(conn, path)
+        if opened.interrupted:
+            log.warning(
+                "%d audit record(s) left without an outcome by the previous run are marked interrupted",
+                opened.interrupted,
+            )
+        return cls(
+            opened.conn,
+            path,
+            checkpointer=opened.checkpointer,
+            audit_budget=audit_budget,
+            next_id=opened.next_id,
+        )
 
     async def aclose(self) -> None:
-        """Close the connection after any write in progress. Idempotent."""
+        """Close the connections after any write in progress. Idempotent."""
+
+        def close_checkpointer() -> None:
+            conn, self._checkpointer = self._checkpointer, None
+            if conn is not None:
+                conn.close()
 
         def close() -> None:
             conn, self._conn = self._conn, None
@@ -225,16 +400,22 @@ class Store:
                 conn.close()
 
         with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(close_checkpointer, limiter=self._checkpoint_limiter)
+            # The main connection last: the last one to close checkpoints and removes the WAL.
             await trio.to_thread.run_sync(close, limiter=self._limiter)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(conn, *args)`` in a worker thread, one at a time."""
+        """Run ``fn(conn, *args)`` in a worker thread, one at a time, with the worker busy timeout."""
 
         def call() -> T:
             conn = self._conn
             if conn is None:
                 raise StoreError("the store is closed")
-            return fn(conn, *args)
+            conn.execute(f"PRAGMA busy_timeout = {WORKER_BUSY_MS}")
+            try:
+                return fn(conn, *args)
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {INLINE_BUSY_MS}")
 
         return await trio.to_thread.run_sync(call, limiter=self._limiter)
 
@@ -381,73 +562,148 @@ class Store:
 
     # --- audit --------------------------------------------------------------------------------------------
 
-    async def record_audit(self, rec: dict[str, Any]) -> None:
-        """Append an audit record and return once it is committed (group commit; see the module docs).
+    async def record_audit(self, rec: dict[str, Any]) -> int:
+        """Insert an audit record; returns its row id once it is committed (group commit: see the module).
 
         Keys: ts (epoch seconds), session, tool (canonical), arguments (fake side, as the client sent them),
-        decision, source, outcome, duration_ms, and optionally error. Raises :class:`StoreError` if the
-        commit failed, :class:`ValueError` for an unknown decision or outcome.
+        decision, source, outcome, duration_ms, and optionally error. Outcome ``pending`` writes the record
+        of a call about to run (duration_ms and error are then ignored); :meth:`finish_audit` completes it.
+        Raises :class:`StoreError` if the write failed or the database stayed locked for the audit budget
+        (nothing was written then), :class:`ValueError` for an unknown decision or outcome.
         """
-        slot = _AuditSlot(_audit_row(rec))
-        self._audit_queue.append(slot)
+        row = _audit_row(rec)
+        return await self._audit_write(_AUDIT_INSERT, row, pending=rec["outcome"] == "pending")
+
+    async def finish_audit(self, row_id: int, *, outcome: str, duration_ms: float, error: str | None) -> None:
+        """Write the outcome of the call whose ``pending`` record :meth:`record_audit` returned ``row_id``.
+
+        Raises :class:`StoreError` as :meth:`record_audit` does (the row keeps its state then)."""
+        if outcome not in FINAL_OUTCOMES:
+            raise ValueError(f"unknown audit outcome {outcome!r}")
+        changed = await self._audit_write(_AUDIT_UPDATE, (outcome, float(duration_ms), error, row_id))
+        if changed != 1:
+            raise StoreError(f"no audit record with id {row_id}")
+
+    async def _audit_write(self, sql: str, params: tuple[Any, ...], *, pending: bool = False) -> int:
+        write = _AuditWrite(sql, params, trio.current_time() + self.audit_budget, pending)
+        self._audit_queue.append(write)
         with trio.CancelScope(shield=True):
-            # trio.Lock is FIFO: the first waiter to get it commits everything queued so far, and those
-            # queued behind it find their rows written and leave without touching the database.
+            # trio.Lock is FIFO and writes queue in arrival order: the first waiter to get the lock
+            # commits everything queued so far, and those queued behind it find their writes done and
+            # leave without touching the database.
             async with self._audit_lock:
-                if not slot.written and slot.error is None:
-                    try:
-                        await self._commit_audit_queue()
-                    except BaseException as exc:
-                        batch, self._audit_queue = self._audit_queue, []
-                        for s in batch:
-                            s.error = exc
-                        raise
-        if slot.error is not None:
-            raise StoreError(f"could not record the audit entry: {slot.error}") from slot.error
+                while not write.done and write.error is None:
+                    if not await self._commit_audit_queue():
+                        await trio.sleep(0.01)  # busy, but nobody's budget is spent yet: try again
+            # Outside the lock: commits of other calls go on while this one checkpoints.
+            await self._maybe_checkpoint()
+        if write.error is not None:
+            raise StoreError(f"could not write the audit record: {write.error}") from write.error
+        return write.result
 
-    async def _commit_audit_queue(self) -> None:
-        """Commit every queued audit row in one transaction, on the event loop thread.
+    async def _commit_audit_queue(self) -> bool:
+        """Commit every queued audit write in one transaction; False if none was settled (try again).
 
-        This one write is done inline rather than through a worker thread: with WAL and
-        ``synchronous=NORMAL`` an INSERT + COMMIT is a ~12 µs append to the WAL file (no fsync),
-        while a thread hop costs ~100 µs — on every tool call. What could block (the WAL
-        checkpoint, which does fsync) is turned off on this connection and run in a worker
-        thread every CHECKPOINT_EVERY records instead.
+        Inline on the event loop first: with WAL and ``synchronous=NORMAL`` a commit is a tens-of-µs
+        append to the WAL file (no fsync), while a thread hop costs ~100 µs -- on every tool call. The
+        connection's busy timeout is INLINE_BUSY_MS, so the loop waits that long at most for another
+        process's lock; then the commit is retried in a worker thread until the earliest deadline of
+        the queued writes. Writes whose deadline passed then fail; the others stay queued.
         """
-        async with self._limiter:  # no worker thread is using the connection now
+        batch, self._audit_queue = self._audit_queue, []
+        deadline = min(w.deadline for w in batch)
+        writes = [(w.sql, w.params) for w in batch]
+        move_watermark = self._since_watermark >= CHECKPOINT_EVERY
+        if move_watermark:
+            # Rows of this batch get ids >= _next_id; every row below the value has its outcome.
+            writes.append((_WATERMARK_UPDATE, (min(self._unfinished, default=self._next_id),)))
+        try:
+            results = await self._commit_audit_batch(writes, deadline)
+        except Exception as exc:
+            failed = batch
+            if isinstance(exc, _LockTimeout):
+                now = trio.current_time()
+                failed = [w for w in batch if w.deadline <= now + 0.05]
+                self._audit_queue = [w for w in batch if w not in failed] + self._audit_queue
+            for w in failed:
+                w.error = exc
+            return bool(failed)
+        for w, result in zip(batch, results[: len(batch)], strict=True):
+            w.result, w.done = result, True
+            if w.sql is _AUDIT_INSERT:
+                self._next_id = max(self._next_id, result + 1)
+                if w.pending:
+                    self._unfinished.add(result)
+            elif result:  # the UPDATE of a call's outcome found its row
+                self._unfinished.discard(w.params[-1])
+        self._since_checkpoint += len(batch)
+        self._since_watermark = 0 if move_watermark else self._since_watermark + len(batch)
+        return True
+
+    async def _commit_audit_batch(
+        self, writes: list[tuple[str, tuple[Any, ...]]], deadline: float
+    ) -> list[int]:
+        # Hold the connection: no worker thread uses it until we are done (waiting counts against the budget).
+        acquired = False
+        try:
+            self._limiter.acquire_nowait()
+            acquired = True
+        except trio.WouldBlock:
+            with trio.move_on_at(deadline):
+                await self._limiter.acquire()
+                acquired = True
+        if not acquired:
+            raise _LockTimeout("the database was busy in a worker thread for the whole audit budget")
+        try:
             conn = self._conn
             if conn is None:
                 raise StoreError("the store is closed")
-            batch, self._audit_queue = self._audit_queue, []
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    self._insert_audit(conn, [s.row for s in batch])
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
+                return _apply_audit(conn, writes)
             except sqlite3.Error as exc:
-                self._audit_queue = batch + self._audit_queue
-                raise StoreError(f"database write failed: {exc}") from exc
-            for s in batch:
-                s.written = True
-            self._since_checkpoint += len(batch)
-        if self._since_checkpoint >= CHECKPOINT_EVERY:
-            self._since_checkpoint = 0
-            try:
-                await self._run(_checkpoint)
-            except (sqlite3.Error, StoreError) as exc:  # the rows are committed; retry next time
-                log.warning("WAL checkpoint failed: %s", exc)
+                if not _is_busy(exc):
+                    raise StoreError(f"database write failed: {exc}") from exc
+            # Another process holds the write lock: wait for it in a worker thread, within the budget.
+            budget_ms = math.ceil((deadline - trio.current_time()) * 1000)
+            if budget_ms <= 0:
+                raise _LockTimeout("the database stayed locked for the whole audit budget")
 
-    @staticmethod
-    def _insert_audit(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-        conn.executemany(
-            f"INSERT INTO audit ({', '.join(_AUDIT_COLUMNS)}) "
-            f"VALUES ({', '.join('?' * len(_AUDIT_COLUMNS))})",
-            rows,
-        )
+            def in_thread() -> list[int]:
+                conn.execute(f"PRAGMA busy_timeout = {budget_ms}")
+                try:
+                    return _apply_audit(conn, writes)
+                finally:
+                    conn.execute(f"PRAGMA busy_timeout = {INLINE_BUSY_MS}")
+
+            try:
+                return await trio.to_thread.run_sync(in_thread)
+            except sqlite3.Error as exc:
+                if _is_busy(exc):
+                    raise _LockTimeout(
+                        f"the database stayed locked for the whole audit budget ({exc})"
+                    ) from exc
+                raise StoreError(f"database write failed: {exc}") from exc
+        finally:
+            self._limiter.release()
+
+    async def _maybe_checkpoint(self) -> None:
+        """Every CHECKPOINT_EVERY audit writes, a PASSIVE checkpoint on the checkpoint connection."""
+        if self._since_checkpoint < CHECKPOINT_EVERY or self._checkpointing:
+            return
+        self._since_checkpoint = 0
+        self._checkpointing = True
+
+        def checkpoint() -> None:
+            conn = self._checkpointer
+            if conn is not None:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+        try:
+            await trio.to_thread.run_sync(checkpoint, limiter=self._checkpoint_limiter)
+        except sqlite3.Error as exc:  # the rows are committed; retry next time
+            log.warning("WAL checkpoint failed: %s", exc)
+        finally:
+            self._checkpointing = False
 
     async def recent_audit(self, n: int) -> list[dict[str, Any]]:
         """The last ``n`` audit records, newest first (as /logs shows them); ``ts`` stays epoch seconds,
@@ -491,6 +747,8 @@ class Store:
 def _audit_dict(row: Sequence[Any], *, iso: bool) -> dict[str, Any]:
     record = dict(zip(_AUDIT_COLUMNS, row, strict=True))
     record["arguments"] = _loads(record["arguments"])
+    if record["outcome"] in ("pending", "interrupted"):
+        record["duration_ms"] = None  # not known (yet, or ever)
     if iso:
         record["ts"] = _iso(record["ts"])
     return record

@@ -465,7 +465,7 @@ class Router:
         except Exception as exc:
             # Nothing ran and nothing can be recorded: the refusal is in the log only.
             record.outcome, record.recorded = "refused", True
-            log.error("%s (%s): %s", AUDIT_UNAVAILABLE, record.tool, exc)
+            log.error("%s (%s): %s", AUDIT_UNAVAILABLE, record.tool, exc, exc_info=_unexpected(exc))
             return False
         return True
 
@@ -492,9 +492,16 @@ class Router:
                     record.tool,
                     record.outcome,
                     exc,
+                    exc_info=_unexpected(exc),
                 )
             else:
-                log.error("could not write the audit record of %s (%s): %s", record.tool, record.outcome, exc)
+                log.error(
+                    "could not write the audit record of %s (%s): %s",
+                    record.tool,
+                    record.outcome,
+                    exc,
+                    exc_info=_unexpected(exc),
+                )
 
     async def _approve(
         self,
@@ -855,6 +862,13 @@ def _progress_token(params: dict[str, Any]) -> Any:
         return None
     token = meta.get("progressToken")
     return token if isinstance(token, str | int) and not isinstance(token, bool) else None
+
+
+def _unexpected(exc: Exception) -> bool:
+    """A bug rather than a database that failed or stayed locked: worth a traceback in the log."""
+    from ..store import StoreError
+
+    return not isinstance(exc, StoreError)
 
 
 def _first_text(result: dict[str, Any]) -> str | None:

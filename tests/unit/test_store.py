@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import trio
 
-from portero.store import SCHEMA_VERSION, Store, StoreError, read_audit
+from portero.store import INTERRUPTED_ERROR, SCHEMA_VERSION, Store, StoreError, read_audit
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -128,40 +128,43 @@ async def test_grants(tmp_path: Path) -> None:
     await store.aclose()
 
 
+def count_transactions(store: Store) -> list[str]:
+    """The BEGINs the store's connection runs from now on (SQLite's trace hook: observed, not replaced)."""
+    begins: list[str] = []
+    conn = store._conn
+    assert conn is not None
+    conn.set_trace_callback(lambda sql: begins.append(sql) if sql.startswith("BEGIN") else None)
+    return begins
+
+
 async def test_group_commit_under_concurrency(tmp_path: Path) -> None:
     path = tmp_path / "gateway.db"
     store = await Store.open(str(path))
-    transactions = 0
-    original = store._insert_audit
-
-    def counting(conn: sqlite3.Connection, rows: Any) -> None:
-        nonlocal transactions
-        transactions += 1
-        original(conn, rows)
-
-    store._insert_audit = counting  # type: ignore[method-assign]
+    transactions = count_transactions(store)
     committed: list[int] = []
 
     async def one(i: int) -> None:
-        await store.record_audit(audit_rec(i))
+        row_id = await store.record_audit(audit_rec(i, outcome="pending"))
         # Once record_audit returns, the row is visible to an independent connection.
         conn = sqlite3.connect(path)
         try:
-            query = "SELECT count(*) FROM audit WHERE ts = ?"
-            (count,) = conn.execute(query, (1_700_000_000.0 + i,)).fetchone()
+            query = "SELECT outcome FROM audit WHERE id = ? AND ts = ?"
+            assert conn.execute(query, (row_id, 1_700_000_000.0 + i)).fetchall() == [("pending",)]
         finally:
             conn.close()
-        assert count == 1
+        await store.finish_audit(row_id, outcome="ok", duration_ms=float(i), error=None)
         committed.append(i)
 
     async with trio.open_nursery() as nursery:
         for i in range(50):
             nursery.start_soon(one, i)
     assert sorted(committed) == list(range(50))
-    assert 1 <= transactions < 50  # rows were grouped
+    assert 2 <= len(transactions) < 100  # 50 inserts and 50 updates, grouped
     records = await store.recent_audit(100)
-    assert len(records) == 50
+    assert len(records) == 50  # one row per call
     assert sorted(r["arguments"]["title"] for r in records) == sorted(f"issue {i}" for i in range(50))
+    assert {r["outcome"] for r in records} == {"ok"}
+    assert sorted(r["duration_ms"] for r in records) == [float(i) for i in range(50)]
     await store.aclose()
 
 
@@ -254,6 +257,9 @@ CHILD = textwrap.dedent(
         await store.record_audit({"ts": 2.0, "session": None, "tool": "gh/x", "arguments": {"a": 1},
                                   "decision": "approved", "source": "admin", "outcome": "ok",
                                   "duration_ms": 1.0})
+        # A call that is running when the process is killed: recorded, its outcome never.
+        await store.record_audit({"ts": 3.0, "session": None, "tool": "gh/y", "arguments": {},
+                                  "decision": "allow", "source": "default", "outcome": "pending"})
         print("decided", flush=True)
         await trio.sleep_forever()
 
@@ -290,7 +296,10 @@ async def test_data_survives_sigkill(tmp_path: Path) -> None:
     approval = await store.get_approval("k1")
     assert approval is not None and approval["state"] == "approved"
     assert [g.pattern for g in await store.active_grants(3.0)] == ["gh/x"]
-    assert len(await store.recent_audit(5)) == 1
+    running, answered = await store.recent_audit(5)
+    assert (answered["tool"], answered["outcome"]) == ("gh/x", "ok")
+    assert (running["tool"], running["outcome"], running["duration_ms"]) == ("gh/y", "interrupted", None)
+    assert running["error"] == INTERRUPTED_ERROR
     await store.aclose()
 
 
@@ -309,3 +318,27 @@ async def test_wal_is_checkpointed_every_so_many_records(tmp_path: Path) -> None
     assert path.stat().st_size > initial
     assert len(await store.recent_audit(CHECKPOINT_EVERY + 5)) == CHECKPOINT_EVERY
     await store.aclose()
+
+
+async def test_a_version_1_database_is_upgraded_with_its_records(tmp_path: Path) -> None:
+    from portero.store import MIGRATIONS
+
+    path = tmp_path / "gateway.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript(f"BEGIN;\n{MIGRATIONS[0]}\nPRAGMA user_version = 1;\nCOMMIT;")
+    conn.execute(
+        "INSERT INTO audit (ts, session, tool, arguments, decision, source, outcome, duration_ms, error) "
+        "VALUES (1.0, NULL, 'gh/x', '{}', 'allow', 'default', 'ok', 2.0, NULL)"
+    )
+    conn.close()
+    store = await Store.open(str(path))
+    [old] = await store.recent_audit(5)
+    assert (old["tool"], old["outcome"], old["duration_ms"]) == ("gh/x", "ok", 2.0)
+    await store.record_audit(audit_rec(1))
+    await store.aclose()
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert conn.execute("SELECT settled_below FROM audit_watermark").fetchone()[0] == 2
+    finally:
+        conn.close()
