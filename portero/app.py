@@ -29,6 +29,7 @@ from hypercorn.trio import serve as hyper_serve
 
 from .approvals import ApprovalBroker
 from .config import Config, ConfigError, load_config
+from .config.preflight import preflight
 from .core.anonymize import Anonymizer
 from .core.policy import PolicyEngine
 from .front import hypercorn_fixes
@@ -47,6 +48,13 @@ HTTP_RESTART_DELAY = 0.5
 
 def run_gateway(config: Config, env: Mapping[str, str] | None = None) -> int:
     env = dict(os.environ if env is None else env)
+    # What `check` also reports: a program not on a child's PATH, a missing cwd or TLS file. One line
+    # each naming the file and key, exit 2 -- not a traceback, nor a child restarted forever.
+    problems = preflight(config, env)
+    if problems:
+        for problem in problems:
+            print(problem, file=sys.stderr, flush=True)
+        return 2
     redactor = setup_logging(config, env)
     failed = False
     try:

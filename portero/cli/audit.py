@@ -8,7 +8,7 @@ import os
 import sqlite3
 from typing import Any, TextIO
 
-from portero.cli.common import load_for_command
+from portero.cli.common import data_dir_for_command
 from portero.durations import parse_duration
 
 
@@ -45,11 +45,11 @@ def cmd_audit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         except ValueError as exc:
             print(f"--since: {exc}", file=err)
             return 2
-    loaded = load_for_command(args, err)
-    if loaded is None:
+    # Only [server].data_dir matters here: no need for the tokens and credentials serving needs.
+    data_dir = data_dir_for_command(args, err)
+    if data_dir is None:
         return 2
-    config, _env = loaded
-    db_path = os.path.join(config.server.data_dir, "gateway.db")
+    db_path = os.path.join(data_dir, "gateway.db")
     if not os.path.exists(db_path):
         print("no records", file=out)
         return 0

@@ -24,6 +24,7 @@ from portero.cli.audit import cmd_audit
 from portero.cli.common import build_env, load_for_command
 from portero.cli.migrate import cmd_migrate
 from portero.config import Config
+from portero.config.preflight import resolve_command
 from portero.durations import format_duration
 from portero.logs import Redactor, secret_values
 
@@ -57,7 +58,9 @@ def _check_redactor(config: Config, env: Mapping[str, str]) -> Redactor:
 
 
 def cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    loaded = load_for_command(args, err)
+    # Every problem at once, the filesystem ones included (run_gateway checks those again, for callers
+    # that hand it a Config directly).
+    loaded = load_for_command(args, err, preflight=True)
     if loaded is None:
         return 2
     config, env = loaded
@@ -72,7 +75,8 @@ def cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    loaded = load_for_command(args, err)
+    # The same checks serve makes, and what serve would trip over on disk, all in one pass.
+    loaded = load_for_command(args, err, preflight=True)
     if loaded is None:
         return 2
     config, env = loaded
@@ -117,6 +121,10 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             extras.append("prefix = false")
         if m.cwd:
             extras.append(f"cwd {m.cwd}")
+        if m.runnable:
+            program = resolve_command(m, env)
+            if program is not None and program != m.command:
+                extras.append(f"found at {program}")
         tail = f" ({', '.join(extras)})" if extras else ""
         print(f"    {m.name.ljust(width)}  [{state}]  {command}{tail}", file=out)
     if config.warnings:
@@ -291,7 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--env-file",
             metavar="PATH",
-            help="KEY=VALUE file (systemd EnvironmentFile syntax) used for ${VAR}; the real environment wins",
+            action="append",
+            help="KEY=VALUE file (systemd EnvironmentFile syntax) used for ${VAR}; may be repeated (a later "
+            "file wins); the real environment wins over them all",
         )
 
     p = sub.add_parser("serve", help="run the gateway in the foreground")
@@ -312,7 +322,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("migrate", help="convert an original Portero install into one portero.toml")
     p.add_argument("dir", metavar="DIR")
-    p.add_argument("-o", "--output", metavar="PATH", help="write here (never overwrites) instead of stdout")
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="PATH",
+        help="write here (mode 0600, never overwrites) instead of stdout; literal secrets found in mcps.json "
+        "go to an env file beside it (PATH with .env for its extension)",
+    )
     p.set_defaults(func=cmd_migrate)
 
     p = sub.add_parser("audit", help="print audit records")

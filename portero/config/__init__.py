@@ -1,5 +1,6 @@
 """The configuration: typed sections (:mod:`.model`), reading TOML with ``${VAR}`` (:mod:`.load`),
-and the checks shared by ``check`` and ``serve`` (:mod:`.validate`)."""
+the checks shared by ``check`` and ``serve`` (:mod:`.validate`), and the filesystem checks both run
+before anything starts (:mod:`.preflight`: programs on the children's PATH, ``cwd``, TLS files)."""
 
 from ..core.net import is_loopback_host
 from ..durations import parse_duration

@@ -2,7 +2,8 @@
 
 Everything here is pure: no trio, no clock, and no reads of ``os.environ`` -- callers pass the environment
 in as a mapping (``serve`` and ``check`` pass the process environment merged with an ``--env-file``).
-The only I/O is in :func:`load_config` and :func:`read_env_file`, which read the file they are given.
+The only I/O is in :func:`load_config`, :func:`load_data_dir` and :func:`read_env_file`, which read the
+file they are given, and in the :mod:`.preflight` checks that ``load_config(..., preflight=True)`` adds.
 
 Parsing happens in four steps, and every step keeps going after a mistake so that the user sees *all* of
 them at once, each as ``<file>: <key path>: <what is wrong>``:
@@ -12,10 +13,12 @@ them at once, each as ``<file>: <key path>: <what is wrong>``:
    ``required_env`` is not satisfied (or that has ``enabled = false``) is *skipped*: unresolved variables
    inside it are left as they are rather than reported, so an example config can mention credentials that
    are not set yet.
-3. Each section is structured separately with a strict cattrs converter (``forbid_extra_keys=True``; no
-   silent ``"8443"`` -> ``8443`` style coercions except for strings that are exactly a number or a
-   boolean, which is what an interpolated ``"${PORT}"`` produces).
-4. The checks of :mod:`.validate` run on whatever structured successfully.
+3. Each section is structured separately with a strict cattrs converter. An unknown key is reported (with
+   a "did you mean") and left out, and the rest of its table is still structured and checked. No silent
+   ``"8443"`` -> ``8443`` coercion: a string stands for an integer or a boolean only when the TOML value
+   contained ``${`` (an interpolated ``"${PORT}"`` can only produce a string).
+4. The checks of :mod:`.validate` run on whatever structured successfully; with ``preflight=True``,
+   :func:`load_config` also runs the filesystem checks of :mod:`.preflight` in the same pass.
 
 Relative paths (``data_dir``, ``log_file``, ``tls_cert``, ``tls_key`` and ``[[mcp]].cwd``) are resolved
 against the directory of the config file, so the gateway behaves the same whatever its working directory
@@ -28,7 +31,7 @@ import difflib
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import attrs
@@ -53,6 +56,7 @@ from .model import (
 )
 from .validate import (
     _VAR_NAME_RE,
+    _check_anonymizer,
     _check_mcp,
     _check_mcp_name,
     _check_policies,
@@ -70,6 +74,7 @@ __all__ = [
     "default_config_path",
     "interpolate",
     "load_config",
+    "load_data_dir",
     "parse_config",
     "parse_env_file",
     "read_env_file",
@@ -80,6 +85,18 @@ _TOP_LEVEL_KEYS = ("server", "telegram", "policies", "replacements", "mcp")
 
 class _Invalid(Exception):
     """Raised by our structure hooks; the message is shown to the user as it is."""
+
+
+class _Interpolated(str):
+    """A string from a TOML value that contained ``${``: the only kind of string that may stand for an
+    integer or a boolean (``port = "${PORT}"`` cannot be written any other way). The structure hooks turn
+    it back into a plain ``str``."""
+
+    __slots__ = ()
+
+
+# The hook that :func:`load_config` plugs in for the filesystem checks (see :mod:`.preflight`).
+_FileCheck = Callable[[ServerSection | None, Iterable[tuple[int, McpServer]], Mapping[str, str]], list[str]]
 
 
 # ------------------------------------------------------------------------------------- small parsers
@@ -125,7 +142,7 @@ def parse_env_file(text: str, *, path: str = "<env>") -> dict[str, str]:
     may be wrapped in single quotes (taken literally) or double quotes (``\\"``, ``\\\\``, ``\\n`` and
     ``\\$`` are unescaped); an unquoted value is stripped and a trailing backslash continues it on the next
     line. ``#`` after a value is part of the value, as in systemd. Raises :class:`ConfigError` naming each bad
-    line.
+    line by its number (and at most its key): the content of an env file is never repeated in a message.
     """
     result: dict[str, str] = {}
     problems: list[str] = []
@@ -142,7 +159,11 @@ def parse_env_file(text: str, *, path: str = "<env>") -> dict[str, str]:
         key, sep, value = line.partition("=")
         key = key.strip()
         if not sep or not _VAR_NAME_RE.match(key):
-            problems.append(f"{path}:{lineno}: expected KEY=VALUE, got {line!r}")
+            # Never the line itself: an env file holds secrets, and errors end up in logs.
+            problems.append(
+                f"{path}:{lineno}: expected KEY=VALUE "
+                "(KEY: letters, digits and '_', not starting with a digit)"
+            )
             continue
         value = value.strip()
         if value[:1] in ("'", '"'):
@@ -200,7 +221,7 @@ def default_config_path(env: Mapping[str, str]) -> str:
 
 def _structure_str(value: object, _type: object) -> str:
     if isinstance(value, str):
-        return value
+        return str(value)  # a plain str, also for an _Interpolated one
     if isinstance(value, dict):
         raise _Invalid(f"expected a string, got {_describe(value)} (quote keys that contain dots)")
     raise _Invalid(f"expected a string, got {_describe(value)}")
@@ -209,9 +230,11 @@ def _structure_str(value: object, _type: object) -> str:
 def _structure_int(value: object, _type: object) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    # An interpolated "${PORT}" is a string; accept exactly-a-number strings.
-    if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
-        return int(value)
+    if isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]+\s*", value):
+        # An interpolated "${PORT}" can only be a string: accept a number there, and only there.
+        if isinstance(value, _Interpolated):
+            return int(value)
+        raise _Invalid(f"expected an integer, got {_describe(value)} (write {value.strip()} without quotes)")
     raise _Invalid(f"expected an integer, got {_describe(value)}")
 
 
@@ -219,7 +242,11 @@ def _structure_bool(value: object, _type: object) -> bool:
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
+        if isinstance(value, _Interpolated):
+            return value.strip().lower() == "true"
+        raise _Invalid(
+            f"expected true or false, got {_describe(value)} (write {value.strip().lower()} without quotes)"
+        )
     raise _Invalid(f"expected true or false, got {_describe(value)}")
 
 
@@ -258,13 +285,13 @@ def _make_converter() -> cattrs.Converter:
         if not isinstance(value, list | tuple):
             raise _Invalid(f"expected an array of strings, got {_describe(value)}")
         _check_strings(list(enumerate(value)), tuple)
-        return tuple(value)
+        return tuple(str(v) for v in value)
 
     def dict_hook(value: object, _type: object) -> dict[str, str]:
         if not isinstance(value, dict):
             raise _Invalid(f"expected a table of strings, got {_describe(value)}")
         _check_strings(list(value.items()), dict)
-        return dict(value)
+        return {str(k): str(v) for k, v in value.items()}
 
     converter.register_structure_hook_func(lambda t: t == tuple[str, ...], tuple_hook)
     converter.register_structure_hook_func(lambda t: t == dict[str, str], dict_hook)
@@ -287,8 +314,8 @@ _CONVERTER = _make_converter()
 
 def _flatten_structure_error(exc: BaseException, path: str, out: list[str]) -> None:
     """Turn a (nested) cattrs validation error into ``key.path: message`` lines."""
-    if isinstance(exc, ForbiddenExtraKeysError):
-        known = [f.name for f in attrs.fields(exc.cl) if f.name != "skip_reason"]
+    if isinstance(exc, ForbiddenExtraKeysError):  # pragma: no cover - _structure removes them first
+        known = _known_keys(exc.cl)
         for key in sorted(exc.extra_fields):
             hint = difflib.get_close_matches(key, known, n=1)
             suffix = f' (did you mean "{hint[0]}"?)' if hint else ""
@@ -312,17 +339,48 @@ def _flatten_structure_error(exc: BaseException, path: str, out: list[str]) -> N
         out.append(f"{path}: {exc}")
 
 
+def _known_keys(cls: type) -> list[str]:
+    return [f.name for f in attrs.fields(cls) if f.name != "skip_reason"]
+
+
 def _structure(value: object, cls: type[_T], path: str, problems: list[str]) -> _T | None:
     if not isinstance(value, dict):
         problems.append(f"{path}: expected a table, got {_describe(value)}")
         return None
+    # Unknown keys are reported here and left out, so the table's other keys are still checked.
+    known = _known_keys(cls)
+    for key in value:
+        if key not in known:
+            hint = difflib.get_close_matches(key, known, n=1)
+            suffix = f' (did you mean "{hint[0]}"?)' if hint else ""
+            problems.append(f"{_join(path, key)}: unknown key{suffix}")
+    value = {k: v for k, v in value.items() if k in known}
     try:
         return _CONVERTER.structure(value, cls)
     except Exception as exc:  # cattrs raises groups of errors; we flatten them all
         found: list[str] = []
         _flatten_structure_error(exc, path, found)
         problems.extend(found or [f"{path}: {exc}"])
+        bad = _failed_keys(exc)
+    # Best effort for the checks that follow (cross-field, filesystem): the table without its bad keys,
+    # which take their defaults. Its mistakes are already reported, so the config is refused anyway.
+    if not bad or not bad <= set(value):
         return None
+    try:
+        return _CONVERTER.structure({k: v for k, v in value.items() if k not in bad}, cls)
+    except Exception:  # a required key was among the bad ones
+        return None
+
+
+def _failed_keys(exc: BaseException) -> set[str]:
+    """The top-level keys a cattrs error group names."""
+    keys: set[str] = set()
+    if isinstance(exc, BaseExceptionGroup):
+        for sub in exc.exceptions:
+            for note in getattr(sub, "__notes__", ()):
+                if isinstance(note, AttributeValidationNote):
+                    keys.add(note.name)
+    return keys
 
 
 # -------------------------------------------------------------------------------------- interpolation
@@ -338,11 +396,12 @@ def _interpolate_tree(
     """
     if isinstance(value, str):
         try:
-            return interpolate(value, env, strict=strict)
+            result = interpolate(value, env, strict=strict)
         except (UnsetVariableError, ValueError) as exc:
             if strict:
                 failed[path] = str(exc)
             return value
+        return _Interpolated(result) if "${" in value else result
     if isinstance(value, dict):
         return {k: _interpolate_tree(v, _join(path, k), env, failed, strict=strict) for k, v in value.items()}
     if isinstance(value, list):
@@ -382,8 +441,18 @@ def parse_config(text: str, *, path: str, env: Mapping[str, str]) -> Config:
     """Parse and validate a config document; raise :class:`ConfigError` listing every problem found.
 
     ``path`` names the file in messages and anchors relative paths; ``env`` supplies ``${VAR}`` values and
-    decides which ``required_env`` servers are skipped.
+    decides which ``required_env`` servers are skipped. Pure: nothing on disk is looked at (see
+    :func:`load_config` with ``preflight=True`` for that).
     """
+    return _parse_config(text, path=path, env=env, check_files=None)
+
+
+def _under(path: str, failed: Mapping[str, str]) -> bool:
+    """Whether an interpolation failed at ``path`` or below it."""
+    return any(key == path or key.startswith((path + ".", path + "[")) for key in failed)
+
+
+def _parse_config(text: str, *, path: str, env: Mapping[str, str], check_files: _FileCheck | None) -> Config:
     problems: list[str] = []
     warnings: list[str] = []
 
@@ -433,19 +502,31 @@ def parse_config(text: str, *, path: str, env: Mapping[str, str]) -> Config:
     policies = _structure(sections.get("policies", {}), PoliciesSection, "policies", problems)
 
     replacements: list[Replacement] = []
+    # The replacements the anonymizer is built from: those with nothing already wrong with them.
+    for_anonymizer: list[tuple[int, Replacement]] = []
+    fakes_seen: set[str] = set()
     raw_replacements = sections.get("replacements", [])
     if isinstance(raw_replacements, list):
         for index, entry in enumerate(raw_replacements):
-            replacement = _structure(entry, Replacement, f"replacements[{index}]", problems)
+            where = f"replacements[{index}]"
+            replacement = _structure(entry, Replacement, where, problems)
             if replacement is not None:
-                _check_replacement(replacement, f"replacements[{index}]", problems)
+                before = len(problems)
+                _check_replacement(replacement, where, problems)
                 replacements.append(replacement)
+                if (
+                    len(problems) == before
+                    and not _under(where, failed)
+                    and replacement.fake not in fakes_seen
+                ):
+                    for_anonymizer.append((index, replacement))
+                fakes_seen.add(replacement.fake)
     else:
         problems.append(
             f"replacements: expected an array of tables ([[replacements]]), got {_describe(raw_replacements)}"
         )
 
-    servers: list[McpServer] = []
+    servers: list[tuple[int, McpServer]] = []
     seen: dict[str, int] = {}
     for index, (entry, reason) in enumerate(mcp_entries):
         item = _structure(entry, McpServer, f"mcp[{index}]", problems)
@@ -457,11 +538,11 @@ def parse_config(text: str, *, path: str, env: Mapping[str, str]) -> Config:
             continue
         _check_mcp(item, f"mcp[{index}]", problems)
         _check_unique_name(item, index, seen, problems)
-        servers.append(item)
         if reason is not None:
-            servers[-1] = attrs.evolve(item, skip_reason=reason)
+            item = attrs.evolve(item, skip_reason=reason)
+        servers.append((index, item))
 
-    # Cross-field checks.
+    # Cross-field checks, and the policy engine and anonymizer exactly as serve builds them.
     if server is not None:
         _check_server(server, problems)
     if telegram is not None:
@@ -469,45 +550,99 @@ def parse_config(text: str, *, path: str, env: Mapping[str, str]) -> Config:
     if policies is not None:
         _check_policies(policies, problems)
     _check_unique_fakes(replacements, problems)
-
-    if problems or failed or server is None or policies is None:
-        raise fail()
+    _check_anonymizer(for_anonymizer, problems)
 
     # Resolve paths against the config file's directory.
     abs_path = os.path.abspath(path)
     base_dir = os.path.dirname(abs_path)
-    server = attrs.evolve(
-        server,
-        data_dir=_resolve(base_dir, server.data_dir, env),
-        log_file=_resolve(base_dir, server.log_file, env),
-        tls_cert=_resolve(base_dir, server.tls_cert, env),
-        tls_key=_resolve(base_dir, server.tls_key, env),
-        log_level=server.log_level.lower(),
-    )
-    servers = [attrs.evolve(m, cwd=_resolve(base_dir, m.cwd, env)) if m.cwd else m for m in servers]
+    if server is not None:
+        server = attrs.evolve(
+            server,
+            data_dir=_resolve(base_dir, server.data_dir, env),
+            log_file=_resolve(base_dir, server.log_file, env),
+            tls_cert=_resolve(base_dir, server.tls_cert, env),
+            tls_key=_resolve(base_dir, server.tls_key, env),
+            log_level=server.log_level.lower(),
+        )
+    servers = [(i, attrs.evolve(m, cwd=_resolve(base_dir, m.cwd, env)) if m.cwd else m) for i, m in servers]
 
-    warnings.extend(_warnings(server, telegram, policies, servers))
+    if check_files is not None:
+        # What serve would trip over on disk, in the same pass; only for servers that will start and
+        # whose values all interpolated.
+        tls_ok = (
+            server is not None
+            and not _under("server.tls_cert", failed)
+            and not _under("server.tls_key", failed)
+        )
+        running = [(i, m) for i, m in servers if m.runnable and not _under(f"mcp[{i}]", failed)]
+        problems.extend(check_files(server if tls_ok else None, running, env))
+
+    if problems or failed or server is None or policies is None:
+        raise fail()
+
+    mcp = [m for _, m in servers]
+    warnings.extend(_warnings(server, telegram, policies, mcp))
     return Config(
         server=server,
         telegram=telegram,
         policies=policies,
         replacements=tuple(replacements),
-        mcp=tuple(servers),
+        mcp=tuple(mcp),
         path=abs_path,
         warnings=tuple(warnings),
     )
 
 
-def load_config(path: str | os.PathLike[str], env: Mapping[str, str]) -> Config:
-    """Read ``path`` and :func:`parse_config` it; an unreadable file is a ConfigError naming it."""
-    name = os.fspath(path)
+def _read_config_text(name: str) -> str:
     try:
         with open(name, encoding="utf-8") as f:
-            text = f.read()
+            return f.read()
     except FileNotFoundError:
         raise ConfigError(
             [f"{name}: no such file (create one with `portero init {name}`, or pass --config)"]
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{name}: cannot read: {exc}"]) from None
-    return parse_config(text, path=name, env=env)
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str], *, preflight: bool = False) -> Config:
+    """Read ``path`` and :func:`parse_config` it; an unreadable file is a ConfigError naming it.
+
+    With ``preflight=True`` the filesystem checks of :mod:`.preflight` (programs on the children's PATH,
+    ``cwd`` directories, TLS files) run too, and their problems come in the same ConfigError as every
+    other problem: this is ``portero check``.
+    """
+    name = os.fspath(path)
+    text = _read_config_text(name)
+    if not preflight:
+        return parse_config(text, path=name, env=env)
+    from .preflight import check_files
+
+    return _parse_config(text, path=name, env=env, check_files=check_files)
+
+
+def load_data_dir(path: str | os.PathLike[str], env: Mapping[str, str]) -> str:
+    """Only ``[server].data_dir`` of the config at ``path``, resolved like :func:`load_config` does.
+
+    For ``portero audit``, which needs nothing else: the rest of the file is not validated, so variables
+    that only matter for serving (tokens, credentials) need not be set. Raises :class:`ConfigError`.
+    """
+    name = os.fspath(path)
+    text = _read_config_text(name)
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{name}: invalid TOML: {exc}"]) from None
+    server = raw.get("server", {})
+    if not isinstance(server, dict):
+        raise ConfigError([f"{name}: server: expected a table, got {_describe(server)}"])
+    value = server.get("data_dir", ServerSection().data_dir)
+    if not isinstance(value, str):
+        raise ConfigError([f"{name}: server.data_dir: expected a string, got {_describe(value)}"])
+    try:
+        value = interpolate(value, env)
+    except (UnsetVariableError, ValueError) as exc:
+        raise ConfigError([f"{name}: server.data_dir: {exc}"]) from None
+    if not value:
+        raise ConfigError([f"{name}: server.data_dir: must not be empty"])
+    return _resolve(os.path.dirname(os.path.abspath(name)), value, env)

@@ -4,9 +4,13 @@ Each check is a pure function that takes a section as :mod:`.model` types it (af
 :func:`.load.parse_config` has structured it) and appends one ``<key path>: <what is wrong>`` line per
 mistake to ``problems`` instead of raising, so that the user sees *all* of them at once; ``parse_config``
 prefixes each line with the file name. The cross-field checks (auth vs host, TLS pairs, unique
-names...) run on whatever structured successfully. :func:`_warnings` lists what is valid but probably
-not what the user wants. How a message shows a key path (:func:`_join`) and a value (:func:`_describe`)
-lives here too, and :mod:`.load` words its structuring errors with them.
+names...) run on whatever structured successfully, and the policies and replacements are compiled
+into the very :class:`~portero.core.policy.PolicyEngine` and :class:`~portero.core.anonymize.Anonymizer`
+that ``serve`` builds, so nothing they refuse passes ``check``. Checks that need the filesystem
+(commands on PATH, ``cwd``, TLS files) are not here: they are :mod:`.preflight`. :func:`_warnings`
+lists what is valid but probably not what the user wants. How a message shows a key path
+(:func:`_join`) and a value (:func:`_describe`) lives here too, and :mod:`.load` words its structuring
+errors with them.
 """
 
 from __future__ import annotations
@@ -15,7 +19,11 @@ import difflib
 import json
 import re
 
+import attrs
+
+from ..core.anonymize import Anonymizer, Rule
 from ..core.net import is_loopback_host
+from ..core.policy import PolicyEngine, validate_pattern
 from .model import (
     ACTIONS,
     AUTH_MODES,
@@ -125,12 +133,24 @@ def _check_action(value: str, path: str, problems: list[str]) -> None:
 
 
 def _check_policies(p: PoliciesSection, problems: list[str]) -> None:
+    """Each rule's pattern and action, then the very :class:`PolicyEngine` that ``serve`` builds."""
+    before = len(problems)
     _check_action(p.default, "policies.default", problems)
     for pattern, action in p.rules.items():
         if not pattern.strip():
             problems.append("policies.rules: a rule pattern must not be empty")
             continue
-        _check_action(action, _join("policies.rules", pattern), problems)
+        where = _join("policies.rules", pattern)
+        error = validate_pattern(pattern)
+        if error is not None:
+            problems.append(f"{where}: {error}")
+        _check_action(action, where, problems)
+    if len(problems) == before:
+        # Whatever the engine refuses beyond the checks above must not first show up at serve time.
+        try:
+            PolicyEngine(p.default, dict(p.rules))
+        except ValueError as exc:
+            problems.append(f"policies: {exc}")
 
 
 def _check_replacement(r: Replacement, path: str, problems: list[str]) -> None:
@@ -150,6 +170,62 @@ def _check_unique_fakes(replacements: list[Replacement], problems: list[str]) ->
                 f"replacements[{fakes[r.fake]}]"
             )
         fakes.setdefault(r.fake, index)
+
+
+def _anonymizer_refuses(rules: list[Rule]) -> bool:
+    try:
+        Anonymizer(rules)
+    except ValueError:
+        return True
+    return False
+
+
+def _check_anonymizer(entries: list[tuple[int, Replacement]], problems: list[str]) -> None:
+    """Build the :class:`Anonymizer` that ``serve`` builds, and name every replacement it refuses.
+
+    ``entries`` are (index, replacement) pairs that passed the simpler checks (non-empty sides, no fake
+    used twice). Rules are added one at a time; a rule the anonymizer refuses next to the ones accepted so
+    far is reported against the first accepted rule it clashes with, on the side (``fake`` or ``real``)
+    where they clash. Messages never show a real value.
+    """
+    before = len(problems)
+    accepted: list[tuple[int, Rule]] = []
+    for index, rule in entries:
+        if not _anonymizer_refuses([*(r for _, r in accepted), rule]):
+            accepted.append((index, rule))
+            continue
+        path = f"replacements[{index}]"
+        partner = next(((j, r) for j, r in accepted if _anonymizer_refuses([r, rule])), None)
+        if partner is None:  # only the set as a whole is ambiguous
+            problems.append(f"{path}: ambiguous together with the replacements before it")
+            continue
+        j, other = partner
+        # Which side clashes: try the fakes with distinct stand-ins for the reals.
+        fakes_only = [
+            attrs.evolve(other, real="\0portero-a"),
+            attrs.evolve(rule, real="\0portero-b"),
+        ]
+        loose = "" if other.case_sensitive and rule.case_sensitive else " (case_sensitive = false)"
+        if _anonymizer_refuses(fakes_only):
+            problems.append(
+                f"{path}.fake: {_describe(rule.fake)} equals replacements[{j}].fake ignoring case{loose}: "
+                "the gateway could not tell which real value a client's text stands for"
+            )
+        elif rule.real == other.real:
+            problems.append(
+                f"{path}.real: the same real value as replacements[{j}].real: a response holding it "
+                "could not be turned back into one fake"
+            )
+        else:
+            problems.append(
+                f"{path}.real: equals replacements[{j}].real ignoring case{loose}: a response holding it "
+                "could not be turned back into one fake"
+            )
+    if len(problems) == before:
+        try:
+            Anonymizer.from_config([r for _, r in entries])
+        except ValueError as exc:
+            problems.append(f"replacements: {exc}")
 
 
 def _check_mcp_name(name: str, path: str, problems: list[str]) -> None:
@@ -178,6 +254,12 @@ def _check_mcp(m: McpServer, path: str, problems: list[str]) -> None:
         if not _VAR_NAME_RE.match(name):
             problems.append(
                 f"{path}.required_env[{index}]: invalid environment variable name {_describe(name)}"
+            )
+    for index, name in enumerate(m.inherit_env):
+        if not _VAR_NAME_RE.match(name):
+            problems.append(
+                f"{path}.inherit_env[{index}]: invalid environment variable name {_describe(name)} "
+                "(letters, digits and '_', not starting with a digit)"
             )
 
 

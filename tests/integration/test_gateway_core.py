@@ -215,11 +215,16 @@ def test_garbage_and_oversized_lines(tmp_path: Path) -> None:
 
 
 def test_failing_child_does_not_take_the_gateway_down(tmp_path: Path) -> None:
+    # A program that exists (so serve's preflight lets it through) but cannot be executed: its
+    # interpreter is missing, so spawning it fails the way a vanished binary does.
+    unstartable = tmp_path / "unstartable"
+    unstartable.write_text("#!/nonexistent/interpreter\n")
+    unstartable.chmod(0o755)
     cfg = (
         server_toml(tmp_path)
         + child_toml("good")
         + child_toml("bad", "--exit-at-start")
-        + '[[mcp]]\nname = "missing"\ncommand = "/nonexistent/binary"\n'
+        + f'[[mcp]]\nname = "missing"\ncommand = "{unstartable}"\n'
     )
     g = GatewayProcess(tmp_path, cfg)
     try:

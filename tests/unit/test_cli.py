@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import sys
 import tomllib
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from portero.cli.main import identity_lines, main, render_starter_config
 from portero.config import parse_config
 
 TOKEN = "tok-" + "x" * 28
+PYTHON = json.dumps(sys.executable)  # a program that surely exists, as a TOML string
 
 GOOD = f"""
 [server]
@@ -46,12 +48,12 @@ real = "Real Corp"
 
 [[mcp]]
 name = "one"
-command = "python"
+command = {PYTHON}
 args = ["-m", "server", "--key", "${{API_KEY:-api-secret-123}}"]
 
 [[mcp]]
 name = "gh"
-command = "npx"
+command = {PYTHON}
 required_env = ["GITHUB_TOKEN"]
 env = {{ GITHUB_PERSONAL_ACCESS_TOKEN = "${{GITHUB_TOKEN}}" }}
 """
@@ -164,7 +166,14 @@ def test_serve_invalid_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixt
 # --------------------------------------------------------------------------------------------- init
 
 
-def test_init_writes_valid_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_init_writes_valid_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The starter config runs npx: give check one to find, whatever this machine has.
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "npx").write_text("#!/bin/sh\n")
+    (tmp_path / "bin" / "npx").chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
     path = tmp_path / "portero.toml"
     assert main(["init", str(path)]) == 0
     text = path.read_text()
@@ -476,3 +485,118 @@ def test_audit_reads_records(good_config: Path, capsys: pytest.CaptureFixture[st
     ]
     assert len(lines) == 4
     assert "gh/create_issue" in lines[3] and "refused" in lines[3]
+
+
+# ---------------------------------------------------------------- check says what serve will do
+
+
+def test_check_reports_every_problem_serve_would_hit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each of these passed `check` before, and then made serve crash or restart a child forever.
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    path = tmp_path / "p.toml"
+    path.write_text(
+        f'[server]\nbearer_token = "{TOKEN}"\nport = "8443"\ntls_cert = "c.pem"\ntls_key = "k.pem"\n'
+        '[policies.rules]\n"one/create issue" = "deny"\n'
+        '[[replacements]]\nfake = "A"\nreal = "Real Secret Name"\n'
+        '[[replacements]]\nfake = "B"\nreal = "Real Secret Name"\n'
+        '[[mcp]]\nname = "one"\ncommand = "portero-not-installed"\ncwd = "gone"\n'
+    )
+    assert main(["check", "--config", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [
+        f'{path}: server.port: expected an integer, got "8443" (write 8443 without quotes)',
+        f'{path}: policies.rules."one/create issue": a pattern must not contain whitespace',
+        f"{path}: replacements[1].real: the same real value as replacements[0].real: "
+        "a response holding it could not be turned back into one fake",
+        f"{path}: server.tls_cert: no such file: {tmp_path / 'c.pem'}",
+        f"{path}: server.tls_key: no such file: {tmp_path / 'k.pem'}",
+        f"{path}: mcp[0].cwd: no such directory: {tmp_path / 'gone'}",
+        f'{path}: mcp[0].command: "portero-not-installed" is not found on the gateway\'s PATH '
+        f"({tmp_path / 'bin'})",
+    ]
+    assert "Real Secret Name" not in captured.err
+
+
+def test_check_says_when_npx_is_missing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert main(["check", "--config", str(Path(__file__).resolve().parents[2] / "portero.toml")]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines and all('.command: "npx" is not found' in line for line in lines)
+    assert all(line.endswith("install Node.js (npx comes with npm)") for line in lines)
+
+
+def test_check_shows_where_each_program_is(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "srv").write_text("#!/bin/sh\n")
+    (tmp_path / "bin" / "srv").chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    path = tmp_path / "p.toml"
+    path.write_text(f'[server]\nbearer_token = "{TOKEN}"\n[[mcp]]\nname = "one"\ncommand = "srv"\n')
+    assert main(["check", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"one  [runs]  srv (found at {tmp_path / 'bin' / 'srv'})" in out
+
+
+def test_serve_refuses_a_missing_program_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: serve started and restarted the child forever. Now: one line naming file and key, exit 2.
+    monkeypatch.setenv("PATH", str(tmp_path))
+    path = tmp_path / "p.toml"
+    path.write_text(
+        f'[server]\nbearer_token = "{TOKEN}"\nport = 0\n'
+        '[[mcp]]\nname = "one"\ncommand = "portero-not-installed"\n'
+    )
+    assert main(["serve", "--config", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [
+        f'{path}: mcp[0].command: "portero-not-installed" is not found on the gateway\'s PATH ({tmp_path})'
+    ]
+    assert "Traceback" not in captured.err + captured.out
+    assert not (tmp_path / "data").exists()  # nothing was started
+
+
+def test_env_file_may_be_given_twice(
+    good_config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second = tmp_path / "a.env", tmp_path / "b.env"
+    first.write_text("GITHUB_TOKEN=\nTOKEN=from-first-file-0123456789\n")
+    second.write_text("GITHUB_TOKEN=ghp_second\n")
+    assert (
+        main(["check", "--config", str(good_config), "--env-file", str(first), "--env-file", str(second)])
+        == 0
+    )
+    assert "[skipped" not in capsys.readouterr().out  # the later file's GITHUB_TOKEN won
+    assert build_env([str(first), str(second)], {})["GITHUB_TOKEN"] == "ghp_second"
+    assert build_env([str(first), str(second)], {"GITHUB_TOKEN": "real"})["GITHUB_TOKEN"] == "real"
+
+
+# ---------------------------------------------------------------- audit needs only data_dir
+
+
+def test_audit_runs_without_the_secrets_serving_needs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Before: audit refused to run unless every ${VAR} of the config was set.
+    path = tmp_path / "p.toml"
+    path.write_text(
+        '[server]\nbearer_token = "${PORTERO_BEARER_TOKEN}"\ndata_dir = "state"\n'
+        '[telegram]\nbot_token = "${TELEGRAM_BOT_TOKEN}"\nadmin_chat_id = 1\n'
+        '[[mcp]]\nname = "gh"\ncommand = "portero-not-installed"\nenv = { T = "${GITHUB_TOKEN}" }\n'
+    )
+    assert main(["audit", "--config", str(path)]) == 0
+    assert capsys.readouterr().out.strip() == "no records"
+
+
+def test_audit_names_an_unusable_data_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text('[server]\ndata_dir = "${PORTERO_DATA_UNSET}"\n')
+    assert main(["audit", "--config", str(path)]) == 2
+    assert capsys.readouterr().err.strip() == f"{path}: server.data_dir: ${{PORTERO_DATA_UNSET}} is not set"

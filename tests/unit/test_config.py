@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -19,10 +20,13 @@ from portero.config import (
     interpolate,
     is_loopback_host,
     load_config,
+    load_data_dir,
     parse_config,
     parse_env_file,
     read_env_file,
 )
+from portero.core.anonymize import Anonymizer
+from portero.core.policy import PolicyEngine
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "x" * 32
@@ -546,10 +550,20 @@ def test_parse_env_file_errors() -> None:
     with pytest.raises(ConfigError) as info:
         parse_env_file('GOOD=1\nnot a line\n1BAD=2\nOPEN="x\n', path="x.env")
     assert info.value.problems == [
-        "x.env:2: expected KEY=VALUE, got 'not a line'",
-        "x.env:3: expected KEY=VALUE, got '1BAD=2'",
+        "x.env:2: expected KEY=VALUE (KEY: letters, digits and '_', not starting with a digit)",
+        "x.env:3: expected KEY=VALUE (KEY: letters, digits and '_', not starting with a digit)",
         'x.env:4: OPEN: missing closing "',
     ]
+
+
+def test_env_file_errors_never_repeat_the_content() -> None:
+    # An env file holds secrets (or is a symlink to something that does): errors say where, not what.
+    text = "TOKEN=ok\nhunter2-secret-line\n  s3cr3t value with spaces\n"
+    with pytest.raises(ConfigError) as info:
+        parse_env_file(text, path="x.env")
+    shown = str(info.value)
+    assert "x.env:2:" in shown and "x.env:3:" in shown
+    assert "hunter2" not in shown and "s3cr3t" not in shown
 
 
 def test_read_env_file(tmp_path: Path) -> None:
@@ -635,3 +649,211 @@ def test_a_broken_mcp_entry_still_reports_its_bad_name() -> None:
     problems = info.value.problems
     assert any("mcp[0].command" in p for p in problems)
     assert any("mcp[0].name" in p and "bad name" in p for p in problems)
+
+
+# ------------------------------------------------- check builds what serve builds (policies, anonymizer)
+
+
+@pytest.mark.parametrize(
+    "pattern", ["github/create issue", "a\tb", "x" * 201, "one/\x07bell", " leading", "one/*\n"]
+)
+def test_policy_patterns_the_engine_refuses_are_refused(pattern: str) -> None:
+    # Before: `check` printed OK and `serve` died building the PolicyEngine.
+    with pytest.raises(ValueError):
+        PolicyEngine("allow", {pattern: "allow"})
+    text = MINIMAL + "[policies.rules]\n" + f"{json.dumps(pattern)} = " + '"allow"\n'
+    problems = problems_of(text)
+    assert len(problems) == 1
+    assert problems[0].startswith("portero.toml: policies.rules.")
+    assert "a pattern must" in problems[0]
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [
+        {"one/*": "allow", "*/x": "deny"},
+        {"one/read_file": "require-approval", "*": "deny"},
+        {"*/*/*": "allow"},
+    ],
+)
+def test_policies_check_accepts_is_what_the_engine_accepts(rules: dict[str, str]) -> None:
+    text = MINIMAL + "[policies.rules]\n" + "".join(f'{json.dumps(p)} = "{a}"\n' for p, a in rules.items())
+    config = parse(text)
+    PolicyEngine(config.policies.default, dict(config.policies.rules))
+
+
+def test_two_replacements_sharing_a_real_value_are_refused() -> None:
+    # Before: `check` printed OK and `serve` died building the Anonymizer.
+    text = MINIMAL + (
+        '[[replacements]]\nfake = "Alice"\nreal = "${REAL}"\n'
+        '[[replacements]]\nfake = "Bob"\nreal = "Carol Secretname"\n'
+        '[[replacements]]\nfake = "Dan"\nreal = "other"\n'
+    )
+    problems = problems_of(text, {"REAL": "Carol Secretname"})
+    assert problems == [
+        "portero.toml: replacements[1].real: the same real value as replacements[0].real: "
+        "a response holding it could not be turned back into one fake"
+    ]
+    assert "Carol" not in problems[0]
+
+
+def test_replacements_equal_ignoring_case_are_refused_on_the_right_side() -> None:
+    text = MINIMAL + (
+        '[[replacements]]\nfake = "alice"\nreal = "r1"\ncase_sensitive = false\n'
+        '[[replacements]]\nfake = "ALICE"\nreal = "r2"\n'
+        '[[replacements]]\nfake = "x"\nreal = "Real Name"\ncase_sensitive = false\n'
+        '[[replacements]]\nfake = "y"\nreal = "REAL NAME"\n'
+    )
+    problems = problems_of(text)
+    assert problems == [
+        'portero.toml: replacements[1].fake: "ALICE" equals replacements[0].fake ignoring case '
+        "(case_sensitive = false): the gateway could not tell which real value a client's text stands for",
+        "portero.toml: replacements[3].real: equals replacements[2].real ignoring case "
+        "(case_sensitive = false): a response holding it could not be turned back into one fake",
+    ]
+    assert not any("Real Name" in p or "REAL NAME" in p for p in problems)
+
+
+def test_replacements_check_accepts_is_what_the_anonymizer_accepts() -> None:
+    text = MINIMAL + (
+        '[[replacements]]\nfake = "Ann"\nreal = "r-ann"\n'
+        '[[replacements]]\nfake = "Anna"\nreal = "r-anna"\ncase_sensitive = false\n'
+        '[[replacements]]\nfake = "A"\nreal = "B"\n[[replacements]]\nfake = "B"\nreal = "A"\n'
+    )
+    config = parse(text)
+    Anonymizer.from_config(config.replacements)
+
+
+# ------------------------------------------------------------------- strings where integers belong
+
+
+def test_quoted_number_is_refused_unless_interpolated() -> None:
+    # Before: port = "8443" was accepted silently.
+    problems = problems_of(MINIMAL.replace("[server]\n", '[server]\nport = "8443"\n'))
+    assert problems == [
+        'portero.toml: server.port: expected an integer, got "8443" (write 8443 without quotes)'
+    ]
+    problems = problems_of(MINIMAL + '[telegram]\nbot_token = "t"\nadmin_chat_id = "-100"\n')
+    assert problems == [
+        'portero.toml: telegram.admin_chat_id: expected an integer, got "-100" (write -100 without quotes)'
+    ]
+    # What ${VAR} produces is a string: that is the one place a number may be one.
+    assert (
+        parse(MINIMAL.replace("[server]\n", '[server]\nport = "${PORT}"\n'), {"PORT": "9000"}).server.port
+        == 9000
+    )
+    assert parse(MINIMAL.replace("[server]\n", '[server]\nport = "${PORT:-9001}"\n')).server.port == 9001
+    assert (
+        parse(MINIMAL.replace("[server]\n", '[server]\nport = "90${D}"\n'), {"D": "02"}).server.port == 9002
+    )
+    problems = problems_of(MINIMAL.replace("[server]\n", '[server]\nport = "${PORT}"\n'), {"PORT": "http"})
+    assert problems == ['portero.toml: server.port: expected an integer, got "http"']
+
+
+def test_quoted_boolean_is_refused_unless_interpolated() -> None:
+    problems = problems_of(MINIMAL + 'prefix = "false"\n')
+    assert problems == [
+        'portero.toml: mcp[0].prefix: expected true or false, got "false" (write false without quotes)'
+    ]
+    assert parse(MINIMAL + 'prefix = "${PREFIX}"\n', {"PREFIX": "false"}).mcp[0].prefix is False
+
+
+def test_interpolated_values_are_plain_strings() -> None:
+    config = parse(MINIMAL + 'args = ["${A}"]\nenv = { K = "${A}" }\n', {"A": "v"})
+    m = config.mcp[0]
+    assert type(m.args[0]) is str and type(m.env["K"]) is str and type(config.server.bearer_token) is str
+
+
+# -------------------------------------------------------------- one mistake never hides another
+
+
+def test_unknown_key_does_not_hide_the_rest_of_its_table() -> None:
+    # Before: an unknown key was the only problem reported for its table.
+    text = """
+[server]
+prot = 1
+bearer_token = "short"
+log_level = "loud"
+[[mcp]]
+name = "bad name"
+command = "x"
+bogus = 1
+inherit_env = ["OK", "not-valid"]
+[[replacements]]
+fake = ""
+real = "r"
+reverse = true
+"""
+    assert sorted(problems_of(text)) == sorted(
+        [
+            'portero.toml: server.prot: unknown key (did you mean "port"?)',
+            "portero.toml: server.bearer_token: too short (5 characters); use at least 16",
+            'portero.toml: server.log_level: expected one of debug, info, warning, error, got "loud"',
+            "portero.toml: mcp[0].bogus: unknown key",
+            "portero.toml: mcp[0].name: use only letters, digits and '-', got \"bad name\"",
+            'portero.toml: mcp[0].inherit_env[1]: invalid environment variable name "not-valid" '
+            "(letters, digits and '_', not starting with a digit)",
+            "portero.toml: replacements[0].reverse: unknown key",
+            "portero.toml: replacements[0].fake: must not be empty",
+        ]
+    )
+
+
+def test_a_bad_value_does_not_hide_the_cross_checks_of_its_table() -> None:
+    text = '[server]\nhost = 5\nauth = "none"\nbearer_token = ""\ntls_cert = "c.pem"\n'
+    problems = problems_of(text)
+    assert "portero.toml: server.host: expected a string, got 5" in problems
+    assert "portero.toml: server.tls_key: tls_cert and tls_key must be set together (or neither)" in problems
+    assert len(problems) == 2
+
+
+def test_inherit_env() -> None:
+    config = parse(MINIMAL + 'inherit_env = ["HTTPS_PROXY", "NODE_OPTIONS"]\n')
+    assert config.mcp[0].inherit_env == ("HTTPS_PROXY", "NODE_OPTIONS")
+    assert problems_of(MINIMAL + 'inherit_env = "HTTPS_PROXY"\n') == [
+        'portero.toml: mcp[0].inherit_env: expected an array of strings, got "HTTPS_PROXY"'
+    ]
+    problems = problems_of(MINIMAL + 'inherit_env = ["A=B", "", "1X", 3]\n')
+    assert "portero.toml: mcp[0].inherit_env[3]: expected a string, got 3" in problems
+    assert problems_of(MINIMAL + 'inherit_env = ["A=B", "", "1X"]\n') == [
+        f"portero.toml: mcp[0].inherit_env[{i}]: invalid environment variable name {json.dumps(n)} "
+        "(letters, digits and '_', not starting with a digit)"
+        for i, n in enumerate(["A=B", "", "1X"])
+    ]
+
+
+# ------------------------------------------------------------------------- audit: only data_dir
+
+
+def test_load_data_dir_needs_no_secrets(tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text(
+        '[server]\nbearer_token = "${PORTERO_BEARER_TOKEN}"\ndata_dir = "${DATA:-var}"\n'
+        '[telegram]\nbot_token = "${TELEGRAM_BOT_TOKEN}"\nadmin_chat_id = 1\n'
+        '[[mcp]]\nname = "gh"\ncommand = "npx"\nenv = { T = "${GITHUB_TOKEN}" }\n'
+    )
+    assert load_data_dir(path, {}) == str(tmp_path / "var")
+    assert load_data_dir(path, {"DATA": "/srv/p"}) == "/srv/p"
+    path.write_text("[server]\n")
+    assert load_data_dir(path, {}) == str(tmp_path / "data")
+    path.write_text("")
+    assert load_data_dir(path, {}) == str(tmp_path / "data")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[server]\ndata_dir = "${NOPE}"\n', "server.data_dir: ${NOPE} is not set"),
+        ("[server]\ndata_dir = 5\n", "server.data_dir: expected a string, got 5"),
+        ('[server]\ndata_dir = ""\n', "server.data_dir: must not be empty"),
+        ("server = 1\n", "server: expected a table, got 1"),
+        ("[server\n", "invalid TOML"),
+    ],
+)
+def test_load_data_dir_errors(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_data_dir(path, {})
+    assert len(info.value.problems) == 1
+    assert info.value.problems[0].startswith(f"{path}: {message}")
