@@ -31,8 +31,18 @@ bidirectional = false
 fake = "acme"
 real = "Initech"
 case_sensitive = false
+
+[[replacements]]
+fake = "Zoë Roe"
+real = "José Müller"
+
+[[replacements]]
+fake = "api-key-fake"
+real = "SecretKey123"
+bidirectional = false
 """
 REAL_NAME = "Jane Realname"
+PIXEL_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 
 
 @pytest.fixture
@@ -185,3 +195,45 @@ def test_resources_uris_and_notifications(gw: GatewayProcess) -> None:
     assert [r for r in child_saw(gw) if r.get("method") == "completion/complete"][-1]["params"]["argument"][
         "value"
     ] == REAL_NAME
+
+
+def test_json_text_with_escaped_real_values(gw: GatewayProcess) -> None:
+    # The child answers with json.dumps(..., ensure_ascii=True) text: "Jos\u00e9 M\u00fcller" once, and
+    # "Jos\\u00e9 M\\u00fcller" in JSON nested in it. Neither spelling may reach the client.
+    c = McpHttpClient(gw.url)
+    res = c.call("t__leak_json", {"text": "Zoë Roe and John Doe"})
+    assert child_saw(gw)[-1]["arguments"]["text"] == f"José Müller and {REAL_NAME}"
+    text = text_of(res)
+    body = json.loads(text)
+    assert body["name"] == "Zoë Roe and John Doe"
+    assert json.loads(body["nested"]) == {"name": "Zoë Roe and John Doe"}
+    assert text.isascii()  # the fake is written escaped, as the child wrote the real
+    assert "Zo\\u00eb Roe" in text and "Zo\\\\u00eb Roe" in text  # once, and twice in the nested JSON
+    assert "jos" not in text.lower() and "ller" not in text and REAL_NAME not in text
+
+
+def test_escaped_fake_values_reach_the_child_real(gw: GatewayProcess) -> None:
+    # The other way: JSON text the client writes with escapes carries the real value to the child, escaped.
+    c = McpHttpClient(gw.url)
+    sent = json.dumps({"who": "Zoë Roe"})
+    assert "Zo\\u00eb" in sent
+    res = c.call("t__echo", {"text": sent})
+    assert json.loads(child_saw(gw)[-1]["arguments"]["text"]) == {"who": "José Müller"}
+    assert json.loads(text_of(res)) == {"who": "Zoë Roe"}
+
+
+def test_data_key_beside_uri_is_anonymized_unless_base64(gw: GatewayProcess) -> None:
+    c = McpHttpClient(gw.url)
+    res = c.call("t__leak_data", {"text": "John Doe"})
+    assert child_saw(gw)[-1]["arguments"]["text"] == REAL_NAME
+    structured = res["structuredContent"]
+    assert structured["owner"] == {"uri": "crm://owner/1", "data": "John Doe"}
+    assert structured["typed"] == {"mimeType": "text/plain", "data": "John Doe", "blob": "John Doe"}
+    # A real base64 payload beside it comes through byte for byte.
+    assert structured["picture"]["data"] == PIXEL_PNG
+    assert REAL_NAME not in json.dumps(res)
+    # A value that is valid base64 itself (12 characters) is still no payload: it is rewritten too.
+    res = c.call("t__leak_data", {"text": "api-key-fake"})
+    assert child_saw(gw)[-1]["arguments"]["text"] == "SecretKey123"
+    assert res["structuredContent"]["owner"]["data"] == "[REDACTED]"
+    assert "SecretKey123" not in json.dumps(res)

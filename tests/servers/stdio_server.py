@@ -116,7 +116,22 @@ TOOLS = [
     ("delete_thing", "Pretend to delete something.", {"what": {"type": "string"}}, []),
     ("sample_then_cancel", "Ask the client to sample, then withdraw the request.", {}, []),
     ("touch", "Announce notifications/resources/updated for `uri`.", {"uri": {"type": "string"}}, ["uri"]),
+    (
+        "leak_json",
+        "Answer with JSON text (ensure_ascii escapes, once and nested twice) holding `text`.",
+        {"text": {"type": "string"}},
+        ["text"],
+    ),
+    (
+        "leak_data",
+        "Answer with structuredContent holding `text` under a `data` key beside a `uri` key.",
+        {"text": {"type": "string"}},
+        ["text"],
+    ),
 ]
+
+# 1x1 PNG, base64: a real binary payload beside leak_data's text.
+PIXEL_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 
 
 def tool_list() -> list[dict]:
@@ -273,6 +288,21 @@ def call_tool(rid, name: str, arguments: dict, meta: dict) -> dict | None:
         return text_result("touched")
     if name == "delete_thing":
         return text_result("deleted " + str(arguments.get("what", "")))
+    if name == "leak_json":
+        text = str(arguments.get("text", ""))
+        inner = json.dumps({"name": text}, ensure_ascii=True)
+        return text_result(json.dumps({"name": text, "nested": inner}, ensure_ascii=True))
+    if name == "leak_data":
+        text = str(arguments.get("text", ""))
+        return {
+            "content": [{"type": "text", "text": "see structuredContent"}],
+            "structuredContent": {
+                "owner": {"uri": "crm://owner/1", "data": text},
+                "typed": {"mimeType": "text/plain", "data": text, "blob": text},
+                "picture": {"uri": "crm://owner/1/picture", "mimeType": "image/png", "data": PIXEL_PNG},
+            },
+            "isError": False,
+        }
     raise KeyError(name)
 
 

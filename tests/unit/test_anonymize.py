@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
+import functools
 import itertools
 import json
 import re
@@ -123,23 +126,161 @@ def test_replacement_equal_to_original_counts_as_unchanged() -> None:
     assert a.to_real(obj) is obj
 
 
+_PNG = base64.b64encode(bytes(range(256)) * 2).decode()  # 684 characters of real base64
+
+
 def test_base64_fields_left_alone() -> None:
     a = Anonymizer([Rule("QUJD", "REAL")])
-    image = {"type": "image", "data": "QUJDQUJD", "mimeType": "image/png"}
-    audio = {"type": "audio", "data": "QUJD"}
-    blob = {"uri": "file:///QUJD", "blob": "QUJD"}
-    typed = {"data": "QUJD", "mimeType": "application/octet-stream"}
+    payload = "QUJD" * 20  # strict base64, 80 characters: the short fake in it is not a value
+    image = {"type": "image", "data": payload, "mimeType": "image/png"}
+    audio = {"type": "audio", "data": payload}
+    blob = {"uri": "file:///QUJD", "blob": payload}
+    typed = {"data": payload, "mimeType": "application/octet-stream"}
     msg = {"content": [image, audio, {"type": "resource", "resource": blob}, typed]}
     out = a.to_real(msg)
     assert out["content"][0] is image
     assert out["content"][1] is audio
-    assert out["content"][2]["resource"] == {"uri": "file:///REAL", "blob": "QUJD"}
+    assert out["content"][2]["resource"] == {"uri": "file:///REAL", "blob": payload}
     assert out["content"][3] is typed
     # Outside such dicts, "data" is ordinary text.
-    assert a.to_real({"type": "text", "data": "QUJD"}) == {"type": "text", "data": "REAL"}
+    assert a.to_real({"type": "text", "data": payload}) == {"type": "text", "data": "REAL" * 20}
     assert a.to_real({"data": "QUJD"}) == {"data": "REAL"}
     # Non-string values under those keys are still walked.
     assert a.to_real({"mimeType": "x", "data": ["QUJD"]}) == {"mimeType": "x", "data": ["REAL"]}
+
+
+def test_data_beside_uri_that_is_not_base64_is_rewritten() -> None:
+    a = Anonymizer([Rule("John Doe", "Jane Realname"), Rule("Bob", "Ann")])
+    owner = {"uri": "crm://owner/1", "data": "Jane Realname"}
+    assert a.to_fake({"structuredContent": {"owner": owner}}) == {
+        "structuredContent": {"owner": {"uri": "crm://owner/1", "data": "John Doe"}}
+    }
+    for value in (
+        "JaneRealname",  # valid base64 (12 characters) -- but far too short to be a payload
+        "Ann" + "A" * 62,  # 65 characters: not a multiple of 4
+        "Ann " + "A" * 64,  # a space is not base64
+        "Ann-" + "A" * 64,  # nor is base64url's "-"
+        "Ann" + "A" * 63 + "=" * 3,  # three padding characters
+        "Ann" + "A" * 62 + "=" + "A" * 2,  # padding in the middle
+    ):
+        for binary in ({"uri": "u"}, {"mimeType": "m"}, {"type": "image"}, {"type": "audio"}):
+            for key in ("data", "blob"):
+                got = a.to_fake({**binary, key: value})[key]
+                assert got == value.replace("Ann", "Bob"), (binary, key, value)
+
+
+def test_base64_payloads_keep_short_literals_but_not_long_ones() -> None:
+    a = Anonymizer(
+        [
+            Rule("short", "AAEC"),  # occurs in _PNG by chance: payload bytes are left alone
+            Rule("token", "U2VjcmV0S2V5MTIz"),  # 16 base64 characters: a value wherever it is
+            Rule("key", "topsecretkey", case_sensitive=False),
+        ]
+    )
+    assert "AAEC" in _PNG
+    image = {"type": "image", "mimeType": "image/png", "data": _PNG}
+    assert a.to_fake(image) is image
+    wrapped = {"uri": "file:///x.pem", "blob": "\r\n".join(_PNG[i : i + 76] for i in range(0, len(_PNG), 76))}
+    assert a.to_fake(wrapped) is wrapped  # MIME line breaks are allowed
+    leaky = {"uri": "file:///k", "blob": _PNG[:100] + "U2VjcmV0S2V5MTIz" + _PNG[100:]}
+    assert a.to_fake(leaky)["blob"] == leaky["blob"].replace("U2VjcmV0S2V5MTIz", "token").replace(
+        "AAEC", "short"
+    )
+    ci = {"uri": "file:///k", "blob": "TOPSECRETKEY" + _PNG}
+    assert a.to_fake(ci)["blob"].startswith("key")
+    # The fakes guard the other direction.
+    b = Anonymizer([Rule("FakeNameLongEnough", "x")])
+    sent = {"type": "image", "data": "FakeNameLongEnough" + "A" * 50 + "=="}
+    assert b.to_real(sent)["data"] == "x" + "A" * 50 + "=="
+
+
+# ------------------------------------------------------------------------------- escaped spellings
+
+
+def test_json_text_written_with_ensure_ascii() -> None:
+    a = Anonymizer([Rule("John Doe", "José Müller"), Rule("Zoë", "Jürgen")])
+    text = json.dumps({"name": "José Müller", "boss": "Jürgen"})
+    assert "\\u00e9" in text
+    out = a.to_fake_text(text)
+    assert json.loads(out) == {"name": "John Doe", "boss": "Zoë"}
+    assert out.isascii()  # the replacement is escaped as the match was
+    assert a.to_fake_text("J\\u00FCrgen, J\\u00fcrgen") == "Zo\\u00eb, Zo\\u00eb"  # hex in either case
+    # To the server: an escaped fake becomes the escaped real.
+    assert json.loads(a.to_real_text(json.dumps({"Zoë": "Zoë"}))) == {"Jürgen": "Jürgen"}
+    # The same inside a decoded JSON value.
+    result = {"content": [{"type": "text", "text": text}]}
+    assert json.loads(a.to_fake(result)["content"][0]["text"])["name"] == "John Doe"
+
+
+def test_partly_escaped_and_short_escapes() -> None:
+    a = Anonymizer(
+        [
+            Rule("A", "Jos\u00e9 M\u00fcller"),
+            Rule("B", 'say "hi" & <b>/c'),
+            Rule("C", "C:\\Users\\jane"),
+            Rule("D", "line1\nline2\ttab"),
+            Rule("E", "smile 🙂"),
+        ]
+    )
+    cases = {
+        "Jos\u00e9 M\\u00fcller": "A",  # only some characters escaped
+        'say \\"hi\\" \\u0026 \\u003cb\\u003e\\/c': "B",  # Go, .NET and PHP style escapes
+        "C:\\\\Users\\\\jane": "C",
+        "C:\\Users\\jane": "C",  # raw
+        "line1\\nline2\\ttab": "D",
+        "smile \\ud83d\\ude42": "E",  # a surrogate pair
+        "smile \\uD83D\\uDE42": "E",
+    }
+    for text, fake in cases.items():
+        assert a.to_fake_text(f"[{text}]") == f"[{fake}]", text
+    # Not an escape of the literal's character: no match.
+    assert a.to_fake_text("smile \\ud83d") == "smile \\ud83d"
+    assert a.to_fake_text("Jos\\u0065") == "Jos\\u0065"  # "e" is never escaped by encoders
+
+
+def test_json_in_json() -> None:
+    a = Anonymizer([Rule('Zoë "Z"', 'José "Pepe" Müller'), Rule("acme", "Initech", case_sensitive=False)])
+    inner = {"who": 'José "Pepe" Müller', "at": "INITECH"}
+    for ensure_ascii in (True, False):
+        twice = json.dumps({"body": json.dumps(inner, ensure_ascii=ensure_ascii)}, ensure_ascii=ensure_ascii)
+        out = a.to_fake_text(twice)
+        assert json.loads(json.loads(out)["body"]) == {"who": 'Zoë "Z"', "at": "acme"}
+        back = a.to_real_text(out)
+        assert json.loads(json.loads(back)["body"]) == {"who": inner["who"], "at": "Initech"}
+
+
+def test_escaped_case_insensitive_and_one_way() -> None:
+    a = Anonymizer(
+        [
+            Rule("someone", "josé", case_sensitive=False),
+            Rule("kelvin", "k-ß", case_sensitive=False),
+            Rule("x", "Straße 5", bidirectional=False),
+        ]
+    )
+    assert a.to_fake_text("JOS\\u00c9 Jos\\u00E9 jos\\u00e9 JOSÉ") == "someone someone someone someone"
+    assert a.to_fake_text("\\u212a-\\u00df K-ß") == "kelvin kelvin"  # the Kelvin sign, escaped
+    assert a.to_fake_text('{"a": "Stra\\u00dfe 5"}') == '{"a": "[REDACTED]"}'
+
+
+def test_literals_without_escapable_characters_compile_as_before() -> None:
+    from portero.core.anonymize import _trie_regex
+
+    # ASCII letters, digits, spaces and "@.-_" have no escapes: the regex (and its speed) is unchanged.
+    trie: dict[str, Any] = {}
+    for word in ("Jane Realname", "jane.realname@corp.example", "ACME-1_x"):
+        node = trie
+        for ch in word:
+            node = node.setdefault(ch, {})
+        node[""] = "r"
+    assert _trie_regex(trie) == _trie_regex(trie, escapes=False)
+
+
+def test_few_literals_prefilter_sees_escaped_spellings() -> None:
+    # Up to 8 exact literals are pre-checked with `in`; an all-escapable literal has no raw run to look for.
+    a = Anonymizer([Rule("Tokyo", "東京"), Rule("q", '"/')])
+    assert a.to_fake_text("\\u6771\\u4eac") == "Tokyo"
+    assert a.to_fake_text('\\"\\/') == "q"
+    assert a.to_fake_text("nothing here") == "nothing here"
 
 
 def test_empty() -> None:
@@ -237,23 +378,87 @@ def test_case_insensitive_first_characters_with_odd_variants() -> None:
 # --------------------------------------------------------------------------------------- naive reference
 
 
+# The documented escaped spellings, written independently of the implementation.
+_REF_ESCAPED_ASCII = set("\"\\/&'+<=>`\x7f") | {chr(i) for i in range(0x20)}
+_REF_SHORT = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "/": "\\/",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+}
+
+
+def _ref_escapable(c: str) -> bool:
+    return (ord(c) >= 0x80 and not 0xD800 <= ord(c) < 0xE000) or c in _REF_ESCAPED_ASCII
+
+
+def _ref_spellings(c: str) -> list[tuple[str, int]]:
+    """(spelling, levels of escaping): the raw character, then its escapes, once and twice."""
+    if not _ref_escapable(c):
+        return [(c, 0)]
+    units = c.encode("utf-16-be")
+    once = ["".join(f"\\u{units[i]:02x}{units[i + 1]:02x}" for i in range(0, len(units), 2))]
+    once += [_REF_SHORT[c]] if c in _REF_SHORT else []
+    return [(c, 0)] + [(s, 1) for s in once] + [(json.dumps(s)[1:-1], 2) for s in once]
+
+
+def _ref_spelled_at(text: str, i: int, spelling: str, levels: int) -> bool:
+    chunk = text[i : i + len(spelling)]
+    if len(chunk) != len(spelling):
+        return False
+    hex_positions = {k + d for k, ch in enumerate(spelling) if levels and ch == "u" for d in range(1, 5)}
+    return all(
+        a == b or (k in hex_positions and a.lower() == b)
+        for k, (a, b) in enumerate(zip(chunk, spelling, strict=True))
+    )
+
+
+_UNIVERSE = "".join(map(chr, itertools.chain(range(0xD800), range(0xE000, 0x1F000))))
+
+
+@functools.cache
+def _ref_variants(c: str) -> tuple[str, ...]:
+    """Every character re.IGNORECASE matches against ``c`` (none above _UNIVERSE: see test_cased_bound...)."""
+    return tuple(sorted({c, *re.findall(re.escape(c), _UNIVERSE, re.IGNORECASE)}))
+
+
+def _ref_match(text: str, i: int, literal: str, case_sensitive: bool) -> tuple[int, int] | None:
+    """Where a spelling of ``literal`` at ``text[i:]`` ends, and the most escape levels it used."""
+    states = {(i, 0)}
+    for c in literal:
+        states = {
+            (p + len(sp), max(lv, sp_lv))
+            for p, lv in states
+            for d in ((c,) if case_sensitive else _ref_variants(c))
+            for sp, sp_lv in _ref_spellings(d)
+            if _ref_spelled_at(text, p, sp, sp_lv)
+        }
+    return max(states) if states else None
+
+
 def _reference_sub(text: str, pairs: list[tuple[str, str, bool]]) -> str:
-    """Scan position by position; at each, try every literal, longest first (exact before ignore-case)."""
-    ordered = sorted(pairs, key=lambda p: (-len(p[0]), not p[2]))
+    """Scan position by position; at each, try every spelling of every literal; the longest wins (no two
+    literals without backslashes share a spelling). An escaped match gets the replacement escaped alike."""
     out: list[str] = []
     i = 0
     while i < len(text):
-        for literal, replacement, case_sensitive in ordered:
-            chunk = text[i : i + len(literal)]
-            if len(chunk) != len(literal):
-                continue
-            if chunk == literal if case_sensitive else re.fullmatch(re.escape(literal), chunk, re.IGNORECASE):
-                out.append(replacement)
-                i += len(literal)
-                break
-        else:
+        best: tuple[int, int, str] | None = None
+        for literal, replacement, case_sensitive in pairs:
+            m = _ref_match(text, i, literal, case_sensitive)
+            if m is not None and (best is None or m[0] > best[0]):
+                best = (*m, replacement)
+        if best is None:
             out.append(text[i])
             i += 1
+            continue
+        i, levels, replacement = best
+        for _ in range(levels):
+            replacement = json.dumps(replacement)[1:-1]
+        out.append(replacement)
     return "".join(out)
 
 
@@ -304,6 +509,119 @@ def test_matches_reference(alphabet: str, data: st.DataObject) -> None:
     ]
     assert a.to_real_text(text) == _reference_sub(text, to_real)
     assert a.to_fake_text(text) == _reference_sub(text, to_fake)
+
+
+_ESCAPABLE = 'aé"/\n🙂<'  # escapable characters of every kind, and a letter
+_ESCAPABLE_CASES = "aAéÉſsK\u212aİ/"  # escapable characters whose case variants are (partly) escapable too
+
+
+def _spelled_text(alphabet: str) -> st.SearchStrategy[str]:
+    """Texts mixing raw characters, escape fragments and every spelling of the alphabet's characters."""
+    chars = sorted({d for c in alphabet for d in _ref_variants(c)})
+
+    def spell(c: str, k: int, upper: bool) -> str:
+        sp, levels = _ref_spellings(c)[k % len(_ref_spellings(c))]
+        return sp.upper().replace("\\U", "\\u") if upper and levels else sp
+
+    piece = st.one_of(
+        st.text(alphabet + "\\u0", max_size=3),
+        st.builds(spell, st.sampled_from(chars), st.integers(0, 10), st.booleans()),
+    )
+    return st.lists(piece, max_size=16).map("".join)
+
+
+@pytest.mark.parametrize("alphabet", [_ESCAPABLE, _ESCAPABLE_CASES])
+@settings(max_examples=400, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+@given(data=st.data())
+def test_escaped_spellings_match_reference(alphabet: str, data: st.DataObject) -> None:
+    rules = data.draw(_rules(alphabet))
+    text = data.draw(_spelled_text(alphabet))
+    ambiguous = _reference_ambiguous([(r.fake, r.case_sensitive) for r in rules]) or _reference_ambiguous(
+        [(r.real, r.case_sensitive) for r in rules]
+    )
+    assume(not ambiguous)
+    a = Anonymizer(rules)
+    to_real = [(r.fake, r.real, r.case_sensitive) for r in rules]
+    to_fake = [
+        (r.real, r.fake if r.bidirectional else r.response_replacement, r.case_sensitive) for r in rules
+    ]
+    assert a.to_real_text(text) == _reference_sub(text, to_real)
+    assert a.to_fake_text(text) == _reference_sub(text, to_fake)
+
+
+_BACKSLASHED = 'a\\"/é\n'
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+@given(data=st.data())
+def test_literals_with_backslashes_always_find_their_reading(data: st.DataObject) -> None:
+    # A text can then spell two literals at once, so there is no exact reference; but every match the
+    # regex finds must be read back to its literal (the reader asserts it).
+    rules = data.draw(_rules(_BACKSLASHED))
+    try:
+        a = Anonymizer(rules)
+    except ValueError:
+        assume(False)
+        raise
+    text = data.draw(_spelled_text(_BACKSLASHED))
+    a.to_real_text(text)
+    a.to_fake_text(text)
+
+
+def test_backslash_literal_read_the_slow_way() -> None:
+    # 'say \"x' in JSON is 'say \\\"x': read quickly, that is an escaped quote (level 2), which is not the
+    # literal; the slow reading finds an escaped backslash and an escaped quote (level 1).
+    a = Anonymizer([Rule("F", 'say \\"x'), Rule("G", "C:\\new")])
+    assert a.to_fake_text(json.dumps('say \\"x')) == '"F"'
+    assert a.to_fake_text(json.dumps(json.dumps('say \\"x'))) == '"\\"F\\""'
+    assert a.to_fake_text(json.dumps("C:\\new")) == '"G"'
+    assert a.to_fake_text("C:\\new") == "G"
+    # Spelled with mixed levels: a twice-escaped quote, an escaped backslash, a raw quote.
+    assert Anonymizer([Rule("H", '"\\"')]).to_fake_text('\\\\\\"\\\\"') == "H"
+
+
+# Literals without JSON punctuation, digits, spaces or hex letters other than "a", whose escapes contain no
+# "a" either: a match can neither straddle two JSON tokens nor start inside an escape.
+_JSON_SAFE = "aéü/\n🙂<&"
+_json_strings = st.recursive(
+    st.text(_JSON_SAFE + "xy", max_size=8),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.text(_JSON_SAFE, max_size=4), children, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.filter_too_much])
+@given(
+    rules=st.lists(
+        st.builds(
+            Rule,
+            fake=st.text(_JSON_SAFE.replace("\n", "") + "xyß", min_size=1, max_size=4),
+            real=st.text(_JSON_SAFE, min_size=1, max_size=4),
+            case_sensitive=st.booleans(),
+        ),
+        max_size=5,
+    ),
+    value=_json_strings,
+    ensure_ascii=st.booleans(),
+    twice=st.booleans(),
+)
+def test_json_text_of_a_value_is_anonymized_like_the_value(
+    rules: list[Rule], value: Any, ensure_ascii: bool, twice: bool
+) -> None:
+    try:
+        a = Anonymizer(rules)
+    except ValueError:
+        assume(False)
+        raise
+    text = json.dumps(value, ensure_ascii=ensure_ascii)
+    if twice:
+        text = json.dumps({"json": text}, ensure_ascii=ensure_ascii)
+    out = a.to_fake_text(text)
+    decoded = json.loads(json.loads(out)["json"]) if twice else json.loads(out)
+    assert decoded == a.to_fake(value)
 
 
 # ------------------------------------------------------------------------------------------- properties
@@ -362,27 +680,49 @@ _json = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
     max_leaves=30,
 )
-_FIXED = Anonymizer(
-    [
-        Rule("a", "b"),
-        Rule("b", "a"),
-        Rule("ab", "X", bidirectional=False),
-        Rule("é", "E", case_sensitive=False),
-        Rule("data", "DATA"),
-        Rule("image", "picture"),
-    ]
-)
+_FIXED_RULES = [
+    Rule("a", "b"),
+    Rule("b", "a"),
+    Rule("ab", "X", bidirectional=False),
+    Rule("é", "E", case_sensitive=False),
+    Rule("data", "DATA"),
+    Rule("image", "picture"),
+    Rule("Fake+Name/Long", "RealNameLong", case_sensitive=False),  # long base64-alphabet literals
+]
+_FIXED = Anonymizer(_FIXED_RULES)
+_FAKES = [(r.fake, r.case_sensitive) for r in _FIXED_RULES]
+_REALS = [(r.real, r.case_sensitive) for r in _FIXED_RULES]
+_B64_ALPHABET = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
 
 
-def _reference_walk(obj: Any, sub: Any) -> Any:
+def _reference_payload(s: str, literals: list[tuple[str, bool]]) -> bool:
+    """The documented base64 rule, written with binascii's strict decoder."""
+    t = s.replace("\r", "").replace("\n", "")
+    if len(s) < 64 or len(t) % 4 or t.endswith("==="):
+        return False
+    try:
+        binascii.a2b_base64(t, strict_mode=True)
+    except binascii.Error:
+        return False
+    return not any(
+        len(lit) >= 8
+        and set(lit) <= _B64_ALPHABET
+        and (lit in t if cs else re.search(re.escape(lit), t, re.IGNORECASE) is not None)
+        for lit, cs in literals
+    )
+
+
+def _reference_walk(obj: Any, sub: Any, literals: list[tuple[str, bool]]) -> Any:
     if isinstance(obj, str):
         return sub(obj)
     if isinstance(obj, list):
-        return [_reference_walk(v, sub) for v in obj]
+        return [_reference_walk(v, sub, literals) for v in obj]
     if isinstance(obj, dict):
         binary = "mimeType" in obj or "uri" in obj or obj.get("type") in ("image", "audio")
         return {
-            sub(k): v if binary and k in ("data", "blob") and isinstance(v, str) else _reference_walk(v, sub)
+            sub(k): v
+            if binary and k in ("data", "blob") and isinstance(v, str) and _reference_payload(v, literals)
+            else _reference_walk(v, sub, literals)
             for k, v in obj.items()
         }
     return obj
@@ -394,19 +734,49 @@ def test_json_walk_never_raises_and_never_mutates(obj: Any, text: str) -> None:
     _FIXED.to_real_text(text)
     _FIXED.to_fake_text(text)
     snapshot = json.dumps(obj)
-    for walk, sub in ((_FIXED.to_real, _FIXED.to_real_text), (_FIXED.to_fake, _FIXED.to_fake_text)):
+    for walk, sub, literals in (
+        (_FIXED.to_real, _FIXED.to_real_text, _FAKES),
+        (_FIXED.to_fake, _FIXED.to_fake_text, _REALS),
+    ):
         out = walk(obj)
         assert json.dumps(obj) == snapshot
-        assert out == _reference_walk(obj, sub)
+        assert out == _reference_walk(obj, sub, literals)
         if out == obj:
             assert out is obj
 
 
-@settings(max_examples=100)
-@given(obj=_json)
-def test_json_walk_binary_dicts(obj: Any) -> None:
-    for extra in ({"type": "image"}, {"mimeType": "a"}, {"uri": "u"}):
-        d = {**extra, "data": "ab data", "blob": "a", "nested": obj}
-        out = _FIXED.to_real(d)
-        assert out[_FIXED.to_real_text("data")] == "ab data" and out[_FIXED.to_real_text("blob")] == "a"
-        assert out["nested"] == _reference_walk(obj, _FIXED.to_real_text)
+def _b64ish() -> st.SearchStrategy[str]:
+    """Real base64 of 48-96 bytes, sometimes broken or carrying a literal, and short or plain strings."""
+
+    def tamper(raw: bytes, insert: str, at: int, wrap: bool) -> str:
+        s = base64.b64encode(raw).decode()
+        s = s[: at % (len(s) + 1)] + insert + s[at % (len(s) + 1) :]
+        return "\n".join(s[i : i + 20] for i in range(0, len(s), 20)) if wrap else s
+
+    inserts = ["", "", "a", "ab", "data", "abab", " ", "-", "=", "==", "\r\n", "RealNameLong", "REALNAMELONG"]
+    inserts += ["Fake+Name/Long", "FAKE+NAME/LONG", "RealNameLon"]
+    return st.one_of(
+        st.builds(
+            tamper,
+            st.binary(min_size=48, max_size=96),
+            st.sampled_from(inserts),
+            st.integers(0, 200),
+            st.booleans(),
+        ),
+        st.text("abRealNmeFk+/= \n", max_size=80),
+    )
+
+
+@settings(max_examples=300)
+@given(obj=_json, data=_b64ish(), blob=_b64ish())
+def test_json_walk_binary_dicts(obj: Any, data: str, blob: str) -> None:
+    for extra in ({"type": "image"}, {"type": "audio"}, {"mimeType": "a"}, {"uri": "u"}, {"type": "text"}):
+        d = {**extra, "data": data, "blob": blob, "nested": obj}
+        for walk, sub, literals in (
+            (_FIXED.to_real, _FIXED.to_real_text, _FAKES),
+            (_FIXED.to_fake, _FIXED.to_fake_text, _REALS),
+        ):
+            out = walk(d)
+            assert out == _reference_walk(d, sub, literals)
+            if out == d:
+                assert out is d
