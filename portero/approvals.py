@@ -11,9 +11,10 @@ bot). The calling task then waits on the approval's ``trio.Event`` until
   written under a shield and ``Cancelled`` propagates).
 
 On every path the approval leaves the table, its decision is committed to the store, an "Approve 30m"
-grant is added, and the approver is asked to edit its message to the outcome (bounded by
-:data:`SETTLE_TIMEOUT`; its errors are logged and ignored). Without an approver, or with one that is not
-available or fails to announce, the call is rejected at once with a reason the model can read.
+grant is added (for exactly that tool: :meth:`Grants.add_tool`), and the approver is asked to edit its
+message to the outcome (bounded by :data:`SETTLE_TIMEOUT`; its errors are logged and ignored). Without an
+approver, or with one that is not available or fails to announce, the call is rejected at once with a reason
+the model can read.
 
 :class:`Grants` keeps the live grants in memory (so :meth:`Grants.match` is synchronous and cheap) and
 writes every change through to the store. Grants turn ``require-approval`` into ``allow``; they never
@@ -32,7 +33,14 @@ from typing import Any, Protocol
 import attrs
 import trio
 
-from portero.core.policy import Decision, Grant, apply_grant, match_grant, validate_pattern
+from portero.core.policy import (
+    Decision,
+    Grant,
+    apply_grant,
+    escape_glob,
+    match_grant,
+    validate_pattern,
+)
 from portero.durations import format_duration
 from portero.store import Store
 
@@ -156,6 +164,12 @@ class Grants:
         )
         self._grants.append(grant)
         return grant
+
+    async def add_tool(self, canonical: str, seconds: float, created_by: str) -> Grant:
+        """Grant exactly the tool ``canonical`` (the "Approve 30m" button): its pattern is the name with
+        ``*`` and ``\\`` escaped (:func:`~portero.core.policy.escape_glob`), so a tool that a server named
+        ``create_*`` does not grant ``create_anything``."""
+        return await self.add(escape_glob(canonical), seconds, created_by)
 
     async def revoke(self, pattern: str | None) -> int:
         """Revoke the live grants with exactly ``pattern`` (``None``: all); returns how many were revoked."""
@@ -366,7 +380,7 @@ class ApprovalBroker:
             log.exception("could not record the decision of approval %s", approval.id)
         if approval.state == "approved" and approval.grant_seconds:
             try:
-                await self.grants.add(approval.tool, approval.grant_seconds, created_by=approval.source)
+                await self.grants.add_tool(approval.tool, approval.grant_seconds, created_by=approval.source)
             except Exception:
                 log.exception("could not add the grant for %s", approval.tool)
         if approver is not None:

@@ -11,9 +11,12 @@ literal. Precedence, when several rules match a name:
 3. a tie goes to the stricter action: ``deny`` > ``require-approval`` > ``allow``;
 4. nothing matches: the configured default.
 
-A grant turns ``require-approval`` into ``allow`` for the names it matches until it expires. It never
-overrides ``deny`` -- :func:`apply_grant` only ever touches ``require-approval`` decisions, so callers that
-route every decision through it cannot get that wrong.
+A grant turns ``require-approval`` into ``allow`` for the names it matches until it expires. Its pattern is a
+glob with one addition (see :func:`grant_match`): ``\\*`` is a literal ``*`` and ``\\\\`` a literal
+backslash, so :func:`escape_glob` turns any canonical name into a grant pattern that matches that name only
+(a server may name a tool ``create_*``). A grant never overrides ``deny`` -- :func:`apply_grant` only ever
+touches ``require-approval`` decisions, so callers that route every decision through it cannot get that
+wrong.
 """
 
 from __future__ import annotations
@@ -41,6 +44,39 @@ def _compile(pattern: str) -> re.Pattern[str]:
 def glob_match(pattern: str, name: str) -> bool:
     """Whether ``name`` matches ``pattern`` as a whole (``*`` = any run of characters, including ``/``)."""
     return _compile(pattern).fullmatch(name) is not None
+
+
+def escape_glob(name: str) -> str:
+    """The grant pattern that matches exactly ``name`` and nothing else (see :func:`grant_match`).
+
+    ``\\`` and ``*`` are escaped with a backslash; every other character is literal anyway. A name without
+    either (nearly every name) is its own pattern: ``github/create_issue`` stays ``github/create_issue``.
+    """
+    return name.replace("\\", "\\\\").replace("*", "\\*")
+
+
+@functools.lru_cache(maxsize=1024)
+def _compile_grant(pattern: str) -> re.Pattern[str]:
+    parts: list[str] = []
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\" and pattern[i + 1 : i + 2] in ("\\", "*"):
+            parts.append(re.escape(pattern[i + 1]))
+            i += 2
+            continue
+        parts.append(".*" if ch == "*" else re.escape(ch))
+        i += 1
+    return re.compile("".join(parts), re.DOTALL)
+
+
+def grant_match(pattern: str, name: str) -> bool:
+    """Whether the grant ``pattern`` matches ``name`` as a whole.
+
+    Like :func:`glob_match` (``*`` = any run of characters), except that ``\\*`` matches a literal ``*`` and
+    ``\\\\`` a literal backslash; a backslash before anything else is itself. Rules stay plain globs.
+    """
+    return _compile_grant(pattern).fullmatch(name) is not None
 
 
 def literal_length(pattern: str) -> int:
@@ -148,7 +184,7 @@ def match_grant(grants: Iterable[Grant], canonical: str, now: float) -> Grant | 
     """The live grant matching ``canonical`` that lasts longest, or ``None``."""
     best: Grant | None = None
     for grant in grants:
-        if grant.live(now) and glob_match(grant.pattern, canonical):
+        if grant.live(now) and grant_match(grant.pattern, canonical):
             if best is None or grant.expires_at > best.expires_at:
                 best = grant
     return best

@@ -10,8 +10,11 @@ import pytest
 import trio
 import trio.lowlevel
 import trio.testing
+from hypothesis import given
+from hypothesis import strategies as st
 
 from portero.approvals import Approval, ApprovalBroker, Grants, Outcome
+from portero.core.policy import Decision, PolicyEngine, escape_glob, glob_match, grant_match
 from portero.store import Store
 
 
@@ -175,6 +178,66 @@ async def test_approve_30m_creates_grant(
     assert [g.id for g in await store.active_grants(clock.now)] == [grant.id]
     clock.now += 1800.0
     assert broker.grants.match("github/create_issue") is None
+
+
+@pytest.mark.parametrize("tool", ["evil/create_*", "evil/*", "evil/a\\*b", "evil/back\\slash", "*/x*"])
+async def test_approve_30m_on_a_tool_with_a_star_grants_that_tool_only(
+    tmp_path: Path, approver: FakeApprover, clock: Clock, tool: str
+) -> None:
+    # The reproduction: "Approve 30m" on evil/create_* granted the glob, and evil/create_anything ran unasked.
+    store = await Store.open(str(tmp_path / "gateway.db"))
+    try:
+        broker = ApprovalBroker(store, timeout=120.0, approver=approver, wall_clock=clock)
+        approver.broker = broker
+        approver.auto = {"approved": True, "grant_seconds": 1800.0}
+        assert (await ask(broker, tool)).approved
+        (grant,) = broker.grants.active()
+        assert broker.grants.match(tool) == grant
+        for other in ("evil/create_anything", "evil/create_", "evil/x", "evil/", tool + "x", "x" + tool):
+            assert broker.grants.match(other) is None, other
+        engine = PolicyEngine("allow", {"evil/*": "require-approval", "*/x*": "require-approval"})
+        assert broker.grants.apply(engine.decide("evil/create_anything"), "evil/create_anything").action == (
+            "require-approval"
+        )
+        assert broker.grants.apply(engine.decide(tool), tool) == Decision(
+            "allow", f"grant:{grant.pattern}", grant.pattern
+        )
+    finally:
+        await store.aclose()
+    # ... and it stays exact after a restart (the pattern is what is stored).
+    store = await Store.open(str(tmp_path / "gateway.db"))
+    try:
+        grants = await Grants.load(store, clock)
+        assert grants.match(tool) is not None and grants.match("evil/create_anything") is None
+    finally:
+        await store.aclose()
+
+
+async def test_admin_grant_patterns_stay_globs(store: Store, clock: Clock) -> None:
+    grants = Grants(store, wall_clock=clock)
+    await grants.add("evil/create_*", 60.0, "telegram")
+    assert grants.match("evil/create_anything") is not None
+    assert grants.match("evil/create_*") is not None
+    assert grants.match("evil/delete") is None
+
+
+def test_grant_pattern_escapes() -> None:
+    assert escape_glob("github/create_issue") == "github/create_issue"  # nearly every name is its own pattern
+    assert escape_glob("evil/create_*") == "evil/create_\\*"
+    assert escape_glob("a/b\\c*") == "a/b\\\\c\\*"
+    assert grant_match("evil/create_\\*", "evil/create_*")
+    assert not grant_match("evil/create_\\*", "evil/create_x")
+    assert grant_match("a/b\\c", "a/b\\c")  # a backslash before anything else is itself
+    assert grant_match("a/b\\", "a/b\\")
+    assert grant_match("a/*", "a/b") and grant_match("*", "x/y") and not grant_match("a/*", "b/a")
+    # Rules are untouched: plain globs.
+    assert glob_match("evil/create_\\*", "evil/create_\\anything")
+
+
+@given(st.text(alphabet="ab*\\/_", max_size=12), st.text(alphabet="ab*\\/_", max_size=12))
+def test_an_escaped_name_matches_only_itself(name: str, other: str) -> None:
+    assert grant_match(escape_glob(name), name)
+    assert grant_match(escape_glob(name), other) == (name == other)
 
 
 async def test_grant_ignored_on_deny(broker: ApprovalBroker, approver: FakeApprover) -> None:
