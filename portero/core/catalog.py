@@ -5,8 +5,18 @@ configured separator) and its canonical name is ``github/create_issue``. With ``
 the exposed name is the tool's own name; the canonical name keeps the server. An exposed name
 longer than 64 characters is shortened deterministically: its first 55 characters, ``_`` and 8 hex
 digits of its SHA-256, so it is stable across restarts and still routes to the right tool.
-Two entries with the same exposed name: the first in config order wins and the clash is
-reported in :attr:`Catalog.warnings`.
+
+A ``prefix = false`` name is exposed prefixed instead (``server__name``), with a warning naming both
+sides, when a client could take it for another tool (:func:`unprefixed_renames`):
+
+- it contains the separator: ``t__delete_thing`` of an unprefixed server ``u`` reads as ``t``'s
+  ``delete_thing`` (which a rule may deny), so it is exposed as ``u__t__delete_thing``;
+- a prefixed server exposes the same name, whichever comes first in the config: the prefixed one
+  keeps it;
+- an earlier unprefixed server already exposes it: the first in config order keeps it.
+
+Any remaining clash (two names that are still equal after that): the first in config order wins and
+the clash is reported in :attr:`Catalog.warnings`.
 """
 
 from __future__ import annotations
@@ -37,6 +47,65 @@ def canonical_name(server: str, name: str) -> str:
 
 
 @attrs.frozen
+class Renamed:
+    """A ``prefix = false`` name exposed prefixed instead: ``server``'s ``name`` is exposed as ``exposed``
+    because a client could take its own name for ``other`` (a canonical name); ``warning`` says so."""
+
+    server: str
+    name: str
+    exposed: str
+    other: str
+    warning: str
+
+
+def unprefixed_renames(
+    servers: Iterable[tuple[str, bool, Iterable[str]]], separator: str, *, what: str = "tool"
+) -> list[Renamed]:
+    """Which ``prefix = false`` names must be exposed prefixed instead, in config order. Pure.
+
+    ``servers`` is ``(server name, prefix flag, its tool names)`` in config order. A ``prefix = false``
+    name is renamed when it contains ``separator`` (it would read as another server's prefixed tool), when
+    a prefixed server exposes the same name (in either config order), or when an earlier ``prefix =
+    false`` server already exposes it. Shared by :meth:`Catalog.build` and ``portero check``.
+    """
+    listed = [
+        (server, prefix, [n for n in names if isinstance(n, str) and n]) for server, prefix, names in servers
+    ]
+    prefixed: dict[str, str] = {}  # exposed name -> canonical name, of every prefixed server
+    for server, prefix, names in listed:
+        if prefix:
+            for name in names:
+                exposed = exposed_name(server, name, prefix=True, separator=separator)
+                prefixed.setdefault(exposed, canonical_name(server, name))
+    taken: dict[str, tuple[str, str]] = {}  # plain exposed name -> (server, canonical) of its holder
+    out: list[Renamed] = []
+    for server, prefix, names in listed:
+        if prefix:
+            continue
+        for name in names:
+            plain = exposed_name(server, name, prefix=False, separator=separator)
+            canonical = canonical_name(server, name)
+            instead = exposed_name(server, name, prefix=True, separator=separator)
+            holder = taken.get(plain)
+            if separator and (separator in name or separator in plain):
+                head, _, tail = (name if separator in name else plain).partition(separator)
+                other = canonical_name(head, tail)
+                why = f"contains the separator {separator!r}, so {plain!r} would read as {other}"
+            elif plain in prefixed:
+                other = prefixed[plain]
+                why = f"would be exposed as {plain!r}, the exposed name of {other}"
+            elif holder is not None and holder[0] != server:
+                other = holder[1]
+                why = f"would be exposed as {plain!r}, like {other} earlier in the config"
+            else:
+                taken.setdefault(plain, (server, canonical))
+                continue
+            warning = f"{what} name clash: {canonical} (prefix = false) {why}; exposed as {instead!r} instead"
+            out.append(Renamed(server=server, name=name, exposed=instead, other=other, warning=warning))
+    return out
+
+
+@attrs.frozen
 class Entry:
     """One tool or prompt as the client sees it, and where it really lives."""
 
@@ -60,6 +129,18 @@ class ChildListing:
     prompts: Sequence[dict[str, Any]] = ()
     resources: Sequence[dict[str, Any]] = ()
     templates: Sequence[dict[str, Any]] = ()
+
+
+def _names(items: Sequence[dict[str, Any]]) -> list[str]:
+    return [n for n in (item.get("name") for item in items) if isinstance(n, str) and n]
+
+
+def _tool_names(lst: ChildListing) -> list[str]:
+    return _names(lst.tools)
+
+
+def _prompt_names(lst: ChildListing) -> list[str]:
+    return _names(lst.prompts)
 
 
 _TEMPLATE_VAR = re.compile(r"\{([+#./;?&]?)([A-Za-z0-9_,.*%]+)\}")
@@ -91,9 +172,16 @@ class Catalog:
     @classmethod
     def build(cls, listings: Iterable[ChildListing], separator: str) -> Catalog:
         cat = cls()
+        listings = list(listings)
+        renames: dict[str, dict[tuple[str, str], Renamed]] = {}
+        for what, items_of in (("tool", _tool_names), ("prompt", _prompt_names)):
+            found = unprefixed_renames(
+                ((lst.server, lst.prefix, items_of(lst)) for lst in listings), separator, what=what
+            )
+            renames[what] = {(r.server, r.name): r for r in found}
         for lst in listings:
-            cat._add_named(cat.tools, "tool", lst, lst.tools, separator)
-            cat._add_named(cat.prompts, "prompt", lst, lst.prompts, separator)
+            cat._add_named(cat.tools, "tool", lst, lst.tools, separator, renames["tool"])
+            cat._add_named(cat.prompts, "prompt", lst, lst.prompts, separator, renames["prompt"])
             for res in lst.resources:
                 uri = res.get("uri")
                 if not isinstance(uri, str):
@@ -118,13 +206,19 @@ class Catalog:
         lst: ChildListing,
         items: Sequence[dict[str, Any]],
         separator: str,
+        renames: dict[tuple[str, str], Renamed],
     ) -> None:
         for item in items:
             name = item.get("name")
             if not isinstance(name, str) or not name:
                 self.warnings.append(f"{lst.server}: a {what} without a name was ignored")
                 continue
-            exposed = exposed_name(lst.server, name, prefix=lst.prefix, separator=separator)
+            renamed = renames.get((lst.server, name))
+            if renamed is not None:
+                exposed = renamed.exposed
+                self.warnings.append(renamed.warning)
+            else:
+                exposed = exposed_name(lst.server, name, prefix=lst.prefix, separator=separator)
             if exposed in table:
                 other = table[exposed]
                 self.warnings.append(

@@ -3,7 +3,14 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from portero.core.catalog import Catalog, ChildListing, exposed_name, shorten, template_regex
+from portero.core.catalog import (
+    Catalog,
+    ChildListing,
+    exposed_name,
+    shorten,
+    template_regex,
+    unprefixed_renames,
+)
 
 
 def tool(name: str) -> dict:
@@ -31,7 +38,68 @@ def test_prefix_false_and_first_wins_on_clash() -> None:
     )
     assert cat.tools["x"].server == "a"
     assert cat.tools["y"].canonical == "a/y"
-    assert any("clash" in w and "b/x" not in w and "'x'" in w for w in cat.warnings)
+    # The later one is exposed prefixed instead of hidden, and the warning names both.
+    assert cat.tools["b__x"].canonical == "b/x"
+    assert cat.by_canonical["b/x"].exposed == "b__x"
+    [warning] = cat.warnings
+    assert "name clash" in warning and "b/x" in warning and "a/x" in warning and "'b__x'" in warning
+
+
+def test_an_unprefixed_name_with_the_separator_is_exposed_prefixed() -> None:
+    # The reproduction: a prefix = false server u exposed t__delete_thing, which the client cannot tell from
+    # server t's delete_thing (denied by t/delete_*). Whichever order the servers are in.
+    t = ChildListing("t", True, tools=[tool("delete_thing")])
+    u = ChildListing("u", False, tools=[tool("t__delete_thing"), tool("plain")])
+    for order in ([t, u], [u, t], [u]):
+        cat = Catalog.build(order, "__")
+        if t in order:
+            assert cat.tools["t__delete_thing"].canonical == "t/delete_thing"
+        else:
+            assert "t__delete_thing" not in cat.tools
+        assert cat.tools["u__t__delete_thing"].canonical == "u/t__delete_thing"
+        assert cat.tools["plain"].canonical == "u/plain"
+        [warning] = cat.warnings
+        assert (
+            "u/t__delete_thing" in warning
+            and "t/delete_thing" in warning
+            and "'u__t__delete_thing'" in warning
+        )
+    # Prompts follow the same rule.
+    cat = Catalog.build([ChildListing("u", False, prompts=[tool("t__p")])], "__")
+    assert list(cat.prompts) == ["u__t__p"] and "prompt name clash" in cat.warnings[0]
+
+
+def test_an_unprefixed_name_equal_to_a_prefixed_one_yields_in_either_order() -> None:
+    # A prefixed name without the separator: a server name long enough that shortening cuts it off.
+    long_server = "s" * 60
+    prefixed = exposed_name(long_server, "tool", prefix=True, separator="__")
+    assert "__" not in prefixed
+    p = ChildListing(long_server, True, tools=[tool("tool")])
+    u = ChildListing("u", False, tools=[tool(prefixed)])
+    for order in ([p, u], [u, p]):
+        cat = Catalog.build(order, "__")
+        assert cat.tools[prefixed].canonical == f"{long_server}/tool"
+        moved = exposed_name("u", prefixed, prefix=True, separator="__")
+        assert cat.tools[moved].canonical == f"u/{prefixed}"
+        [warning] = cat.warnings
+        assert f"u/{prefixed}" in warning and f"{long_server}/tool" in warning
+
+
+def test_unprefixed_renames_is_pure_and_reusable() -> None:
+    servers = [
+        ("t", True, ["delete_thing"]),
+        ("u", False, ["t__delete_thing", "x", "x"]),  # a server's own duplicate is not a rename
+        ("v", False, ["x", "y"]),
+        ("w", True, ["x"]),
+    ]
+    renames = unprefixed_renames(servers, "__")
+    assert [(r.server, r.name, r.exposed, r.other) for r in renames] == [
+        ("u", "t__delete_thing", "u__t__delete_thing", "t/delete_thing"),
+        ("v", "x", "v__x", "u/x"),
+    ]
+    assert all("name clash" in r.warning for r in renames)
+    assert unprefixed_renames([("a", False, ["x.y"])], ".")[0].exposed == "a.x.y"
+    assert unprefixed_renames([("a", True, ["x__y"]), ("b", True, ["x"])], "__") == []
 
 
 def test_long_names_are_shortened_stably_and_uniquely() -> None:
