@@ -20,6 +20,7 @@ records.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from collections.abc import AsyncIterator
@@ -46,6 +47,9 @@ __all__ = [
 log = logging.getLogger("portero.telegram")
 
 _REDACTED = "<bot-token>"
+
+# An upload: {form field: (file name, content, media type)}.
+Files = dict[str, tuple[str, bytes, str]]
 DEFAULT_API_BASE = "https://api.telegram.org"
 
 
@@ -135,13 +139,26 @@ class BotAPI:
                 lg.removeFilter(redact)
 
     async def call(
-        self, method: str, params: dict[str, Any] | None = None, *, http_timeout: float = 30.0
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        *,
+        files: Files | None = None,
+        http_timeout: float = 30.0,
     ) -> Any:
-        """One Bot API call; returns ``result`` or raises a :class:`TelegramError` (token-free)."""
+        """One Bot API call; returns ``result`` or raises a :class:`TelegramError` (token-free).
+
+        ``files`` (``{field: (file name, content, media type)}``, e.g. ``sendDocument``'s ``document``) makes
+        it a ``multipart/form-data`` upload; the parameters then go as form fields (non-strings as JSON).
+        """
         assert self._http is not None
         url = f"{self.api_base}/bot{self._token}/{method}"
         try:
-            resp = await self._http.post(url, json=params or {}, timeout=http_timeout)
+            if files:
+                fields = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (params or {}).items()}
+                resp = await self._http.post(url, data=fields, files=files, timeout=http_timeout)
+            else:
+                resp = await self._http.post(url, json=params or {}, timeout=http_timeout)
         except (httpx.InvalidURL, httpx.UnsupportedProtocol):
             raise TelegramFatal(
                 f"the [telegram] api_base {self.api_base!r} does not make a usable http(s) URL"

@@ -5,6 +5,9 @@ keeps the token out of messages and logs), long-polls ``getUpdates``, hands admi
 :class:`~portero.telegram.commands.AdminCommands`, and implements the approval broker's *Approver* protocol
 (``available``, ``announce``, ``settle``).
 
+Approval messages carry Approve / Deny / Approve 30m and "Full arguments", which sends the complete arguments
+as the client sent them (the fake side) as messages or a JSON document, and decides nothing.
+
 Structure (one :meth:`TelegramBot.run` component, started in the gateway's nursery, cancelled to stop)::
 
     run
@@ -39,6 +42,7 @@ from . import render
 from .api import (
     DEFAULT_API_BASE,
     BotAPI,
+    Files,
     TelegramBadRequest,
     TelegramConflict,
     TelegramError,
@@ -69,6 +73,7 @@ class _Outbound:
     method: str
     params: dict[str, Any]
     on_sent: Callable[[Any], None] | None = None
+    files: Files | None = None
     abandoned: bool = False
     done: trio.Event = attrs.field(factory=trio.Event)
     result: Any = None
@@ -357,9 +362,17 @@ class TelegramBot:
             return
         action, approval_id = parsed
         approval = next((a for a in self._broker.pending() if a.id == approval_id), None)
+        if action == "full":
+            # Decides nothing: sends the complete arguments of a pending approval. Otherwise it is treated
+            # like a press on a decided or unknown approval (its message is brought up to date below).
+            if approval is not None:
+                await self._answer(qid, render.callback_answer("ok", action))
+                await self._send_full_arguments(approval)
+                return
+            result = "unknown"
         # decide() is synchronous, so answering right after it is "at once", and lets the toast say what
         # happened (a second answer to the same query would be refused).
-        if action == "grant":
+        elif action == "grant":
             result = self._broker.decide(approval_id, True, grant_seconds=render.GRANT_BUTTON_SECONDS)
         else:
             result = self._broker.decide(approval_id, action == "approve")
@@ -373,7 +386,8 @@ class TelegramBot:
                 tracked.message_ids.append(message_id)
             note = None
             if action == "grant":
-                note = f"{approval.tool} allowed for {format_duration(render.GRANT_BUTTON_SECONDS)}"
+                seconds = render.GRANT_BUTTON_SECONDS
+                note = f"{approval.tool} allowed for {format_duration(seconds)} (this tool only)"
             state = "rejected" if action == "deny" else "approved"
             final_text = render.settled_text(approval, state=state, source="admin", note=note)
             to_edit = self._mark_final(approval_id, final_text)
@@ -439,6 +453,27 @@ class TelegramBot:
             await self._submit(req.method, req.params, on_sent=req.on_sent)
 
     # ---------------------------------------------------------------------- approval messages
+
+    async def _send_full_arguments(self, approval: Approval) -> None:
+        """The complete arguments as the client sent them (the fake side, never the real values): as
+        messages, or as a JSON document when they would take more than a few."""
+
+        def build() -> list[str] | tuple[str, bytes, str]:
+            messages = render.full_arguments_messages(approval)
+            return messages if messages is not None else render.full_arguments_document(approval)
+
+        # Up to max_body_bytes of JSON: rendered in a worker thread, off the event loop.
+        built = await trio.to_thread.run_sync(build)
+        if isinstance(built, list):
+            for text in built:
+                await self._reply(text)
+            return
+        name, content, caption = built
+        await self._submit(
+            "sendDocument",
+            {"chat_id": self._chat_id, "caption": caption, "parse_mode": "HTML"},
+            files={"document": (name, content, "application/json")},
+        )
 
     def _approval_request(self, approval: Approval, *, now: float) -> _Outbound:
         """The message showing ``approval`` with its buttons; once sent, it is tracked for the outcome."""
@@ -507,11 +542,16 @@ class TelegramBot:
         await self._submit("sendMessage", {"chat_id": self._chat_id, "text": text, "parse_mode": "HTML"})
 
     async def _submit(
-        self, method: str, params: dict[str, Any], *, on_sent: Callable[[Any], None] | None = None
+        self,
+        method: str,
+        params: dict[str, Any],
+        *,
+        on_sent: Callable[[Any], None] | None = None,
+        files: Files | None = None,
     ) -> None:
         """Queue a message without waiting for it (errors are logged by the sender)."""
         try:
-            await self._enqueue(_Outbound(method, params, on_sent=on_sent))
+            await self._enqueue(_Outbound(method, params, on_sent=on_sent, files=files))
         except TelegramUnavailable as e:
             log.warning("Telegram: %s dropped: %s", method, e)
 
@@ -566,7 +606,9 @@ class TelegramBot:
                 continue
             try:
                 req.finish(
-                    result=await self._api.call(req.method, req.params, http_timeout=self.drain_timeout)
+                    result=await self._api.call(
+                        req.method, req.params, files=req.files, http_timeout=self.drain_timeout
+                    )
                 )
             except TelegramError as e:
                 req.finish(error=e)
@@ -577,7 +619,7 @@ class TelegramBot:
         rate_limits = 0
         while True:
             try:
-                result = await self._api.call(req.method, req.params)
+                result = await self._api.call(req.method, req.params, files=req.files)
             except TelegramRetryAfter as e:
                 rate_limits += 1
                 if rate_limits > 5:

@@ -8,7 +8,18 @@ in a value can never break a message.
 Length: Telegram rejects a message whose text, *after* entity parsing, is longer than 4096 UTF-16 code units.
 We bound each piece of visible text before escaping it (escaping only adds markup that Telegram strips again),
 so the rendered text stays under :data:`TEXT_BUDGET` visible code units by construction; the long parts (the
-arguments block, the log listing) are cut with an explicit "… (truncated)" note.
+arguments block, the log listing) are cut with an explicit "truncated" note.
+
+Arguments: an approval message shows every argument key (as far as the count of keys allows, and says how
+many more there are otherwise), each value shortened on its own -- the room left after the other lines is
+shared fairly among the values, at every level of nesting -- so a long argument cannot push another one out of
+the message. Control and formatting characters (C0/C1 controls, U+2028/U+2029, bidi overrides and isolates,
+zero-width characters, U+FEFF and the rest of Unicode's format characters) are shown as ``⟨U+2028⟩``, so a
+value cannot hide, reorder or fake lines of the message. The "Full arguments" button sends the complete
+arguments *as the client sent them* (the fake side, never the real values) as up to
+:data:`FULL_ARGUMENTS_MAX_MESSAGES` messages or, above that, as a JSON document
+(:func:`full_arguments_messages`, :func:`full_arguments_document`). Messages show only the first 8
+characters of a session id.
 """
 
 from __future__ import annotations
@@ -33,9 +44,13 @@ __all__ = [
     "callback_answer",
     "callback_data",
     "escape",
+    "full_arguments_document",
+    "full_arguments_json",
+    "full_arguments_messages",
     "grant_text",
     "help_text",
     "logs_text",
+    "mark_hidden",
     "outcome_label",
     "parse_callback",
     "parse_command",
@@ -55,9 +70,17 @@ CALLBACK_DATA_MAX_BYTES = 64
 GRANT_BUTTON_SECONDS = 30 * 60
 """How long the "Approve 30m" button grants the tool for."""
 
-_ARGS_BUDGET = 3000
+FULL_ARGUMENTS_MAX_MESSAGES = 3
+"""Full arguments longer than this many messages are sent as a document instead."""
+FULL_ARGUMENTS_BUTTON = "📄 Full arguments"
+SESSION_PREFIX = 8
+"""How many characters of a session id a message shows."""
+
 _FIELD_MAX = 200
 _TRUNCATED = "… (truncated)"
+_KEY_MAX = 100  # visible units of one argument key
+_MIN_VALUE = 24  # every value shown gets at least this much room (when it is that long)
+_DEPTH_MAX = 6  # deeper values are shown as compact JSON, cut as one piece
 
 # (command, description) in the order /help and setMyCommands show them.
 COMMANDS: tuple[tuple[str, str], ...] = (
@@ -69,7 +92,17 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("help", "Show this help"),
 )
 
-ACTIONS = {"a": "approve", "d": "deny", "g": "grant"}
+ACTIONS = {"a": "approve", "d": "deny", "g": "grant", "f": "full"}
+
+# Characters that hide, reorder or fake text: Unicode 15's Cc (C0/C1 controls), Cf (format: zero-width, bidi
+# embeddings/overrides/isolates, U+FEFF, soft hyphen, tags...), Cs (lone surrogates), Zl and Zp (U+2028,
+# U+2029), and the invisible fillers U+034F, U+115F, U+1160, U+17B4, U+17B5, U+3164, U+FFA0.
+_HIDDEN = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\xad\u034f\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2"
+    r"\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f"
+    r"\u3164\ud800-\udfff\ufeff\ufff9-\ufffb\uffa0\U000110bd\U000110cd\U00013430-\U0001343f"
+    r"\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]"
+)
 
 
 # --------------------------------------------------------------------------------------------- basics
@@ -104,9 +137,25 @@ def _cut(text: str, budget: int, note: str = _TRUNCATED) -> str:
     return "".join(out) + "\n" + note
 
 
+def mark_hidden(text: str) -> str:
+    """``text`` with every control or formatting character shown as ``⟨U+XXXX⟩`` (see :data:`_HIDDEN`)."""
+    return _HIDDEN.sub(lambda m: f"⟨U+{ord(m.group()):04X}⟩", text)
+
+
 def _field(value: object) -> str:
-    """A short single value (tool name, rule, child name), bounded and escaped."""
-    return escape(_cut(str(value), _FIELD_MAX, "…"))
+    """A short single value (tool name, rule, child name), hidden characters marked, bounded and escaped."""
+    return escape(_cut(mark_hidden(str(value)), _FIELD_MAX, "…"))
+
+
+def _visible_len(markup: str) -> int:
+    """The length Telegram counts for our own markup (tags stripped, entities decoded)."""
+    return utf16_len(html.unescape(re.sub(r"<[^>]*>", "", markup)))
+
+
+def _session(session: object) -> str:
+    """The first :data:`SESSION_PREFIX` characters of a session id: enough to tell sessions apart."""
+    text = str(session)
+    return text if len(text) <= SESSION_PREFIX else text[:SESSION_PREFIX] + "…"
 
 
 # ------------------------------------------------------------------------------------------ durations
@@ -173,7 +222,8 @@ def parse_logs_count(args: Sequence[str], *, default: int = 10, maximum: int = 5
 
 
 def callback_data(action: str, approval_id: str) -> str:
-    """``"a:<id>"`` (approve), ``"d:<id>"`` (deny) or ``"g:<id>"`` (approve and grant 30m).
+    """``"a:<id>"`` (approve), ``"d:<id>"`` (deny), ``"g:<id>"`` (approve and grant 30m) or ``"f:<id>"``
+    (send the full arguments; decides nothing).
 
     Raises ValueError if the result exceeds Telegram's 64-byte limit.
     """
@@ -196,7 +246,8 @@ def parse_callback(data: str | None) -> tuple[str, str] | None:
 
 
 def approval_keyboard(approval_id: str) -> dict[str, Any]:
-    """The inline keyboard for an approval: Approve / Deny on one row, Approve 30m on the next."""
+    """The inline keyboard for an approval: Approve / Deny on one row, Approve 30m on the next, then Full
+    arguments."""
     return {
         "inline_keyboard": [
             [
@@ -209,6 +260,7 @@ def approval_keyboard(approval_id: str) -> dict[str, Any]:
                     "callback_data": callback_data("g", approval_id),
                 }
             ],
+            [{"text": FULL_ARGUMENTS_BUTTON, "callback_data": callback_data("f", approval_id)}],
         ]
     }
 
@@ -220,6 +272,7 @@ def callback_answer(result: str, action: str | None) -> str:
             "approve": "Approved",
             "deny": "Denied",
             "grant": f"Approved; allowed for {format_duration(GRANT_BUTTON_SECONDS)}",
+            "full": "Sending the full arguments",
         }.get(action or "", "Done")
     if result == "already":
         return "Already decided"
@@ -229,12 +282,192 @@ def callback_answer(result: str, action: str | None) -> str:
 # ------------------------------------------------------------------------------------------ approvals
 
 
-def _arguments_block(arguments: object) -> str:
+def _char(ch: str) -> str:
+    """One character of a JSON string as shown: JSON escapes for ``"``, ``\\`` and C0; markers for the
+    other hidden characters; itself otherwise."""
+    if " " <= ch <= "~":
+        return '\\"' if ch == '"' else "\\\\" if ch == "\\" else ch
+    if ch < " ":
+        return json.dumps(ch)[1:-1]
+    return mark_hidden(ch)
+
+
+def _whole_string(text: str) -> str:
+    """``text`` as a JSON string, hidden characters marked: what :func:`_char` does to each character."""
+    return mark_hidden(json.dumps(text, ensure_ascii=False))
+
+
+def _string(text: str, budget: int) -> str:
+    """``text`` as a JSON string in at most ``budget`` units, cut with a note saying how long it is."""
+    if len(text) + 2 <= budget:  # it may fit: every character takes at least one unit
+        whole = _whole_string(text)
+        if utf16_len(whole) <= budget:
+            return whole
+    pieces: list[str] = []
+    widths: list[int] = []
+    for ch in text[: max(budget, 0)]:  # every character takes at least one unit
+        piece = _char(ch)
+        pieces.append(piece)
+        widths.append(utf16_len(piece))
+    if len(pieces) == len(text) and sum(widths) + 2 <= budget:
+        return '"' + "".join(pieces) + '"'
+    note = f'…" (truncated: {len(text):,} characters)'
+    room = budget - 1 - utf16_len(note)
+    if room < 0:  # no room for the length: just mark the cut
+        note = '…"'
+        room = budget - 1 - utf16_len(note)
+        if room < 0:
+            return _cut_plain('"' + "".join(pieces), budget)
+    used = 0
+    shown = 0
+    for width in widths:
+        if used + width > room:
+            break
+        used += width
+        shown += 1
+    return '"' + "".join(pieces[:shown]) + note
+
+
+def _cut_plain(text: str, budget: int) -> str:
+    """``text`` cut to ``budget`` units with a trailing ``…`` (on code points), or as is if it fits."""
+    if utf16_len(text) <= budget:
+        return text
+    out: list[str] = []
+    used = 0
+    for ch in text:
+        units = 2 if ord(ch) > 0xFFFF else 1
+        if used + units > budget - 1:
+            break
+        out.append(ch)
+        used += units
+    return "".join(out) + "…" if budget > 0 else ""
+
+
+def _compact(value: object) -> str:
+    """A scalar (or a container too deep to lay out) as one line of JSON, hidden characters marked."""
     try:
-        text = json.dumps(arguments, indent=2, ensure_ascii=False, default=str)
-    except (TypeError, ValueError):
-        text = repr(arguments)
-    return f"<pre>{escape(_cut(text, _ARGS_BUDGET))}</pre>"
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError, RecursionError):
+        text = "⟨cannot be shown as JSON⟩"
+    return mark_hidden(text)
+
+
+def _scalar(value: object, budget: int) -> str:
+    if isinstance(value, str):
+        return _string(value, budget)
+    text = _compact(value)
+    if utf16_len(text) <= budget:
+        return text
+    if budget > utf16_len(_TRUNCATED) + 1:
+        return _cut_plain(text, budget - utf16_len(_TRUNCATED) + 1) + _TRUNCATED[1:]
+    return _cut_plain(text, budget)
+
+
+def _key(key: object) -> str:
+    return _string(str(key), _KEY_MAX)
+
+
+def _items(value: object, depth: int) -> list[tuple[object, object]] | None:
+    """The (key, value) entries of a non-empty container that is laid out line by line (key ``None`` in a
+    list); None for anything else."""
+    if depth >= _DEPTH_MAX:
+        return None
+    if isinstance(value, dict) and value:
+        return list(value.items())
+    if isinstance(value, list | tuple) and value:
+        return [(None, v) for v in value]
+    return None
+
+
+def _entry_cost(key: str | None, indent: int) -> int:
+    """Units of one entry's line besides its value: indentation, key, ``": "``, ``","`` and the newline."""
+    return indent + 2 + (utf16_len(key) + 2 if key is not None else 0) + 2
+
+
+def _measure(value: object, cap: int, indent: int, depth: int) -> int:
+    """The length of ``value`` laid out in full, or ``cap`` if it is at least that long."""
+    items = _items(value, depth)
+    if items is None:
+        if isinstance(value, str):
+            if len(value) >= cap:  # every character takes at least one unit, and there are the quotes
+                return cap
+            return min(cap, utf16_len(_whole_string(value)))
+        return min(cap, utf16_len(_compact(value)))
+    total = 2 + indent + 1  # "{" "\n" ... indent "}"
+    for key, item in items:
+        total += _entry_cost(None if key is None else _key(key), indent)
+        if total >= cap:
+            return cap
+        total += _measure(item, cap - total, indent + 2, depth + 1)
+        if total >= cap:
+            return cap
+    return total
+
+
+def _more(count: int, keys: bool) -> str:
+    noun = ("key" if count == 1 else "keys") if keys else ("item" if count == 1 else "items")
+    return f"… and {count:,} more {noun}"
+
+
+def _layout(value: object, budget: int, indent: int = 0, depth: int = 0) -> str:
+    """``value`` as indented JSON in at most ``budget`` UTF-16 units: every entry of a container gets a line
+    (as many as the budget allows; a note says how many more there are), and the room left for the values is
+    shared fairly -- a value shorter than its share leaves the rest to the others -- so each one is
+    shortened on its own."""
+    entries = _items(value, depth)
+    if entries is None:
+        return _scalar(value, budget)
+    is_dict = isinstance(value, dict)
+    total = len(entries)
+    # Each entry takes at least 4 units: no more than this many can be shown.
+    items = [(None if k is None else _key(k), v) for k, v in entries[: max(budget, 0) // 4 + 1]]
+    opening, closing = ("{", "}") if is_dict else ("[", "]")
+    frame = 2 + indent + 1
+    pad = " " * (indent + 2)
+    # Every value gets at least min(_MIN_VALUE, its length). If that leaves no room for every entry, as many
+    # entries as fit, and a line saying how many more there are.
+    costs = [_entry_cost(key, indent) for key, _item in items]
+    reserves = [_measure(item, _MIN_VALUE, indent + 2, depth + 1) for _key, item in items]
+    shown = len(items)
+    if shown < total or frame + sum(costs) + sum(reserves) > budget:
+        used = frame
+        shown = 0
+        for cost, reserve in zip(costs, reserves, strict=True):
+            rest = total - shown - 1
+            note = indent + 2 + utf16_len(_more(rest, is_dict)) + 2 if rest else 0
+            if used + cost + reserve + note > budget:
+                break
+            used += cost + reserve
+            shown += 1
+    fixed = sum(costs[:shown])
+    hidden = total - shown
+    note_cost = indent + 2 + utf16_len(_more(hidden, is_dict)) + 2 if hidden else 0
+    if shown == 0 and frame + note_cost > budget:
+        return _scalar(value, budget)
+    room = budget - frame - fixed - note_cost
+    demands = [_measure(item, room, indent + 2, depth + 1) for _key, item in items[:shown]]
+    allowed = [0] * shown
+    left, count = room, shown
+    for i in sorted(range(shown), key=lambda i: demands[i]):
+        allowed[i] = min(demands[i], left // count)
+        left -= allowed[i]
+        count -= 1
+    lines = []
+    for (key, item), allow in zip(items[:shown], allowed, strict=True):
+        text = _layout(item, allow, indent + 2, depth + 1)
+        lines.append(pad + (f"{key}: " if key is not None else "") + text)
+    if hidden:
+        lines.append(pad + _more(hidden, is_dict))
+    return opening + "\n" + ",\n".join(lines) + "\n" + " " * indent + closing
+
+
+def _arguments_block(arguments: object, budget: int) -> str:
+    """The arguments in a ``<pre>`` block whose visible text takes at most ``budget`` units."""
+    return f"<pre>{escape(_layout(arguments, max(budget, 0)))}</pre>"
+
+
+def _arguments_fit(arguments: object, budget: int) -> bool:
+    return _measure(arguments, budget + 1, 0, 0) <= budget
 
 
 def _header(approval: Any) -> list[str]:
@@ -245,17 +478,117 @@ def _header(approval: Any) -> list[str]:
     ]
 
 
+def _with_arguments(lines: list[str], arguments: object, tail: list[str]) -> str:
+    """``lines``, the arguments block in the room the other lines leave, then ``tail``."""
+    others = "\n".join([*lines, *tail])
+    budget = TEXT_BUDGET - _visible_len(others) - 2  # the two newlines around the block
+    return "\n".join([*lines, _arguments_block(arguments, budget), *tail])
+
+
 def approval_text(approval: Any, *, now: float) -> str:
-    """The message asking the admin: tool, server, rule, real arguments, time left."""
+    """The message asking the admin: tool, server, rule, real arguments (each value shortened on its own),
+    time left."""
     left = format_duration(max(0.0, float(approval.expires_at) - now))
     lines = ["🔐 <b>Approval needed</b>", *_header(approval)]
     session = getattr(approval, "session", None)
     if session:
-        lines.append(f"Session: <code>{_field(session)}</code>")
+        lines.append(f"Session: <code>{_field(_session(session))}</code>")
     lines.append("Arguments:")
-    lines.append(_arguments_block(approval.arguments_real))
-    lines.append(f"⏳ {left} left to decide; then it is denied.")
-    return "\n".join(lines)
+    tail = [f"⏳ {left} left to decide; then it is denied."]
+    hint = f"Shortened: press {FULL_ARGUMENTS_BUTTON} for all of them (as the client sent them)."
+    others = _visible_len("\n".join([*lines, *tail, hint])) + 2
+    if not _arguments_fit(approval.arguments_real, TEXT_BUDGET - others):
+        tail.insert(0, escape(hint))
+    return _with_arguments(lines, approval.arguments_real, tail)
+
+
+def full_arguments_json(arguments: object) -> str:
+    """The complete arguments as indented JSON, exactly: every control or formatting character (see
+    :data:`_HIDDEN`) is written as a JSON escape (``\\u2028``), so the text is valid JSON of the same value
+    and nothing in it is invisible."""
+
+    def escaped(m: re.Match[str]) -> str:
+        ch = m.group()
+        if ch == "\n":  # only the layout's own newlines: JSON escapes those inside strings
+            return ch
+        data = ch.encode("utf-16-le", "surrogatepass")
+        return "".join(f"\\u{int.from_bytes(data[i : i + 2], 'little'):04x}" for i in range(0, len(data), 2))
+
+    try:
+        text = json.dumps(arguments, indent=2, ensure_ascii=False, default=str)
+    except (TypeError, ValueError, RecursionError):
+        try:
+            text = json.dumps(arguments, ensure_ascii=False, default=str)
+        except (TypeError, ValueError, RecursionError):
+            text = json.dumps("⟨cannot be shown as JSON⟩", ensure_ascii=False)
+    return _HIDDEN.sub(escaped, text)
+
+
+def _full_header(approval: Any, part: str = "") -> str:
+    session = getattr(approval, "session", None)
+    where = f" (session <code>{_field(_session(session))}</code>)" if session else ""
+    return (
+        f"📄 <b>Full arguments{part}</b> of <code>{_field(approval.tool)}</code>{where}, as the client sent "
+        "them (anonymized values in their fake form):"
+    )
+
+
+def _chunks(text: str, budget: int) -> list[str]:
+    """``text`` in pieces of at most ``budget`` UTF-16 units, cut after a newline where possible (on code
+    points otherwise); joined they give ``text`` back."""
+    out: list[str] = []
+    current: list[str] = []
+    used = 0
+    for line in text.splitlines(keepends=True):
+        width = utf16_len(line)
+        if used + width > budget and current:
+            out.append("".join(current))
+            current, used = [], 0
+        while width > budget:  # a line longer than a message: cut it on code points
+            head: list[str] = []
+            units = 0
+            for ch in line:
+                w = 2 if ord(ch) > 0xFFFF else 1
+                if units + w > budget:
+                    break
+                head.append(ch)
+                units += w
+            out.append("".join(head))
+            line = line[len(head) :]
+            width -= units
+        current.append(line)
+        used += width
+    if current:
+        out.append("".join(current))
+    return out
+
+
+def full_arguments_messages(approval: Any) -> list[str] | None:
+    """The complete arguments *as the client sent them* (``approval.arguments_fake``: never the real values)
+    as at most :data:`FULL_ARGUMENTS_MAX_MESSAGES` messages, each a header and a ``<pre>`` block; their
+    blocks joined are :func:`full_arguments_json`. None when it takes more: send
+    :func:`full_arguments_document` instead."""
+    text = full_arguments_json(approval.arguments_fake)
+    budget = TEXT_BUDGET - _visible_len(_full_header(approval, " (10/10)")) - 1
+    if utf16_len(text) > budget * FULL_ARGUMENTS_MAX_MESSAGES:
+        return None
+    chunks = _chunks(text, budget)
+    if len(chunks) > FULL_ARGUMENTS_MAX_MESSAGES:
+        return None
+    parts = [f" ({i}/{len(chunks)})" if len(chunks) > 1 else "" for i in range(1, len(chunks) + 1)]
+    return [
+        f"{_full_header(approval, part)}\n<pre>{escape(chunk)}</pre>"
+        for part, chunk in zip(parts, chunks, strict=True)
+    ]
+
+
+def full_arguments_document(approval: Any) -> tuple[str, bytes, str]:
+    """``(file name, content, caption)`` of a JSON document with the complete arguments as the client sent
+    them (``approval.arguments_fake``), for arguments too long for :func:`full_arguments_messages`."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", str(approval.tool)).strip("._-")[:60] or "tool"
+    content = full_arguments_json(approval.arguments_fake).encode("utf-8")
+    # The caption is at most ~400 visible units (the tool name is bounded), under Telegram's 1024.
+    return f"{stem}-arguments.json", content, _full_header(approval)
 
 
 def outcome_label(state: str, source: str) -> str:
@@ -270,18 +603,17 @@ def outcome_label(state: str, source: str) -> str:
         return "⌛ Timed out: denied"
     if state == "rejected" and source == "admin":
         return "❌ Denied"
-    return f"❌ Denied ({escape(_cut(source or state, 60, '…'))})"
+    return f"❌ Denied ({escape(_cut(mark_hidden(source or state), 60, '…'))})"
 
 
 def settled_text(approval: Any, *, state: str, source: str, note: str | None = None) -> str:
     """The approval message after the outcome: the outcome line on top, details kept, no time left."""
     lines = [f"<b>{outcome_label(state, source)}</b>"]
     if note:
-        lines.append(escape(_cut(note, 300, "…")))
+        lines.append(escape(_cut(mark_hidden(note), 300, "…")))
     lines.extend(_header(approval))
     lines.append("Arguments:")
-    lines.append(_arguments_block(approval.arguments_real))
-    return "\n".join(lines)
+    return _with_arguments(lines, approval.arguments_real, [])
 
 
 # ------------------------------------------------------------------------------------------- commands
@@ -292,6 +624,9 @@ def help_text() -> str:
     for name, desc in COMMANDS:
         lines.append(f"/{name}: {escape(desc)}")
     lines.append("Durations: 45s, 30m, 2h, 1h30m. Patterns: github/create_issue, github/*, */delete_*.")
+    lines.append(
+        escape("In a grant pattern \\* is a literal * (Approve 30m grants one tool: evil/create_\\*).")
+    )
     return "\n".join(lines)
 
 

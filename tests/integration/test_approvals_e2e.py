@@ -283,7 +283,14 @@ async def test_approve_deny_replay_and_admin_commands(
     assert "Tool: t/delete_thing" in shown and "Rule: rule:t/delete_thing" in shown
     assert '"what": "the files of Jane Realname"' in shown
     assert "John Doe" not in shown
-    assert [b["text"] for b in msg.buttons] == ["✅ Approve", "❌ Deny", "✅ Approve 30m"]
+    assert [b["text"] for b in msg.buttons] == [
+        "✅ Approve",
+        "❌ Deny",
+        "✅ Approve 30m",
+        "📄 Full arguments",
+    ]
+    assert client.session_id is not None and client.session_id not in shown  # only a short prefix
+    assert f"Session: {client.session_id[:8]}…" in shown
     first_id = approval_id(msg)
     since = len(fake.calls)
     qid = fake.press(msg, "✅ Approve")
@@ -398,7 +405,10 @@ async def test_grants_from_buttons_and_commands(
     assert await answer_for(fake, qid) == "Approved; allowed for 30m"
     assert text_of(await later.wait()) == "deleted a"
     await edited(fake, msg.message_id, since)
-    assert "Approved" in msg.visible_text and "t/delete_thing allowed for 30m" in msg.visible_text
+    assert (
+        "Approved" in msg.visible_text
+        and "t/delete_thing allowed for 30m (this tool only)" in msg.visible_text
+    )
     assert msg.buttons == []
     before = approval_messages(fake)
     assert text_of(await client.call(DELETE, {"what": "b"})) == "deleted b"
@@ -616,3 +626,84 @@ async def test_progress_while_waiting_for_approval(
     assert [m["params"]["progress"] for m in streamed] == list(range(1, len(streamed) + 1))
     assert "waiting for the admin's approval" in streamed[0]["params"]["message"]
     assert audit(tmp_path) == [("t/delete_thing", "approved", "admin", "ok")]
+
+
+LOOKALIKE_POLICIES = """
+[policies]
+default = "allow"
+[policies.rules]
+"evil/create_*" = "require-approval"
+"t/delete_*" = "deny"
+"""
+
+
+async def test_exact_grants_lookalike_names_and_full_arguments(
+    tmp_path: Path, fake: FakeBotAPI, nursery: trio.Nursery
+) -> None:
+    telegram = f'[telegram]\nbot_token = "{TOKEN}"\nadmin_chat_id = {ADMIN}\napi_base = "{fake.api_base}"\n'
+    text = (
+        server_toml(tmp_path)
+        + telegram
+        + LOOKALIKE_POLICIES
+        + REPLACEMENTS
+        # prefix = false, and before t in the file: its t__delete_thing used to take t's exposed name.
+        + child_toml("u", "--extra-tool", "t__delete_thing", prefix=False)
+        + child_toml("evil", "--extra-tool", "create_*", "--extra-tool", "create_anything")
+        + child_toml("t")
+    )
+    g = await launch(tmp_path, text)
+    try:
+        await trio.to_thread.run_sync(lambda: g.wait_ready(expect=3))
+        await fake.wait_for_call("setMyCommands")
+        c = await Mcp(g.url).initialize()
+        try:
+            # 1. The unprefixed look-alike is exposed prefixed; t__delete_thing is t's, and denied.
+            resp, _ = await c.request_raw("tools/list")
+            names = {t["name"] for t in resp["result"]["tools"]}
+            assert "u__t__delete_thing" in names and "t__delete_thing" not in names
+            assert "echo" in names and "t__echo" in names and "evil__create_*" in names
+            res = await c.call("t__delete_thing", {"what": "everything"})
+            assert res["isError"] is True and "denied by rule 't/delete_*'" in text_of(res)
+            assert text_of(await c.call("u__t__delete_thing", {"text": "u's own"})) == "u's own"
+            await trio.to_thread.run_sync(
+                g.wait_log, "u/t__delete_thing (prefix = false) contains the separator"
+            )
+
+            # 2. The approval shows the real arguments; Full arguments sends them as the client sent them.
+            since = len(fake.calls)
+            later = spawn(nursery, c.call, "evil__create_*", {"text": "for John Doe"})
+            msg = await asked(fake, since)
+            assert "Tool: evil/create_*" in msg.visible_text and "Jane Realname" in msg.visible_text
+            since = len(fake.calls)
+            qid = fake.press(msg, "📄 Full arguments")
+            assert await answer_for(fake, qid) == "Sending the full arguments"
+            full = await fake.wait_for_message(lambda m: "Full arguments" in m.text, since=since)
+            assert json.loads(full.visible_text.split("\n", 1)[1]) == {"text": "for John Doe"}
+            assert "Realname" not in full.text and msg.buttons
+
+            # 3. Approve 30m on evil/create_* grants that tool only, not the glob.
+            since = len(fake.calls)
+            qid = fake.press(msg, "✅ Approve 30m")
+            assert await answer_for(fake, qid) == "Approved; allowed for 30m"
+            assert text_of(await later.wait()) == "for John Doe"
+            [grant] = db_rows(tmp_path, "SELECT pattern FROM grants")
+            assert grant["pattern"] == "evil/create_\\*"
+            assert text_of(await c.call("evil__create_*", {"text": "again"})) == "again"  # granted
+            since = len(fake.calls)
+            later = spawn(nursery, c.call, "evil__create_anything", {"text": "unasked?"})
+            msg = await asked(fake, since)  # not granted: the admin is asked
+            assert "Tool: evil/create_anything" in msg.visible_text
+            fake.press(msg, "❌ Deny")
+            res = await later.wait()
+            assert res["isError"] is True and "approval denied by the admin" in text_of(res)
+        finally:
+            await c.aclose()
+    finally:
+        assert await stop(g) == 0
+    assert audit(tmp_path) == [
+        ("t/delete_thing", "deny", "rule:t/delete_*", "refused"),
+        ("u/t__delete_thing", "allow", "default", "ok"),
+        ("evil/create_*", "approved", "admin", "ok"),
+        ("evil/create_*", "allow", "grant:evil/create_\\*", "ok"),
+        ("evil/create_anything", "rejected", "admin", "refused"),
+    ]

@@ -6,6 +6,7 @@ The broker and the store are small doubles that follow the interfaces of ``porte
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -21,7 +22,7 @@ import trio
 from portero.telegram import TelegramBot, TelegramError, TelegramUnavailable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "servers"))
-from fake_botapi import TOKEN, Call, FakeBotAPI, Message  # noqa: E402
+from fake_botapi import TOKEN, Call, Document, FakeBotAPI, Message  # noqa: E402
 
 ADMIN = 4242
 STRANGER = 666
@@ -239,12 +240,72 @@ async def test_announce_shows_tool_rule_and_escaped_arguments(env: Env) -> None:
     assert "github/create_issue" in shown and "rule:github/*" in shown and "Server: github" in shown
     assert '"title": "Bug <b> & 🦀"' in shown
     assert "left to decide" in shown
-    assert [b["text"] for b in msg.buttons] == ["✅ Approve", "❌ Deny", "✅ Approve 30m"]
+    assert [b["text"] for b in msg.buttons] == [
+        "✅ Approve",
+        "❌ Deny",
+        "✅ Approve 30m",
+        "📄 Full arguments",
+    ]
+    assert all(len(b["callback_data"].encode()) <= 64 for b in msg.buttons)
 
 
 async def test_huge_arguments_still_send(env: Env) -> None:
     _, msg = await announce(env, arguments_real={"blob": "🦀<&>" * 5000})
-    assert "(truncated)" in msg.visible_text
+    assert "(truncated: 20,000 characters)" in msg.visible_text
+
+
+async def test_a_long_comment_does_not_hide_the_command(env: Env) -> None:
+    # The reproduction: a client-ordered 3,000-character comment with U+2028 line breaks, then the command.
+    comment = ("Nothing to see here.\u2028" * 200)[:3000] + "x" * 3000
+    args = {"comment": comment, "command": "rm -rf /", "\u202eevil": "\u200bhidden\ufeff"}
+    _, msg = await announce(env, arguments_real=args, session="0123456789abcdef-session-id")
+    shown = msg.visible_text  # Telegram (the fake) accepted it: under 4096 units after entity parsing
+    assert '"command": "rm -rf /"' in shown
+    assert '"⟨U+202E⟩evil": "⟨U+200B⟩hidden⟨U+FEFF⟩"' in shown
+    assert "⟨U+2028⟩" in shown and "\u2028" not in shown and "\u202e" not in shown
+    assert "Session: 01234567…" in shown and "0123456789abcdef" not in shown
+    assert "press 📄 Full arguments" in shown
+
+
+async def test_full_arguments_button_sends_the_fake_side_and_decides_nothing(env: Env) -> None:
+    fake_args = {"what": "the files of John Doe", "why": "line\u2028break"}
+    a, msg = await announce(
+        env, arguments_real={"what": "the files of Jane Realname"}, arguments_fake=fake_args
+    )
+    since = len(env.fake.calls)
+    qid = env.fake.press(msg, "📄 Full arguments")
+    assert await answer_for(env.fake, qid) == "Sending the full arguments"
+    full = await env.fake.wait_for_message(lambda m: "Full arguments" in m.text, since=since)
+    shown = full.visible_text
+    assert "github/create_issue" in shown and "Realname" not in shown
+    assert json.loads(shown.split("\n", 1)[1]) == fake_args
+    assert "\\u2028" in shown and "\u2028" not in shown
+    # Nothing was decided; the approval message keeps its buttons and can still be decided.
+    assert env.broker.decisions == [] and a.state == "pending" and len(msg.buttons) == 4
+    qid = env.fake.press(msg, "❌ Deny")
+    assert await answer_for(env.fake, qid) == "Denied"
+    await edited(env.fake, msg.message_id, since)
+    # Afterwards the button (kept by a stale client, say) sends nothing.
+    since = len(env.fake.calls)
+    qid = env.fake.inject_callback(ADMIN, msg.message_id, f"f:{a.id}")
+    assert await answer_for(env.fake, qid) == "Unknown or expired request"
+    await trio.sleep(0.1)
+    assert not [c for c in env.fake.calls[since:] if c.method in ("sendMessage", "sendDocument")]
+
+
+async def test_full_arguments_too_long_for_messages_come_as_a_document(env: Env) -> None:
+    fake_args = {"blob": "John Doe 🦀 <&> " * 5000, "command": "rm -rf /"}
+    a, msg = await announce(env, arguments_real={"blob": "Jane Realname"}, arguments_fake=fake_args)
+    since = len(env.fake.calls)
+    qid = env.fake.press(msg, "📄 Full arguments")
+    assert await answer_for(env.fake, qid) == "Sending the full arguments"
+    await env.fake.wait_for_call("sendDocument", since=since)
+    [doc] = env.fake.documents
+    assert isinstance(doc, Document) and doc.chat_id == ADMIN
+    assert doc.file_name == "github_create_issue-arguments.json" and doc.media_type == "application/json"
+    assert json.loads(doc.content) == fake_args and b"Realname" not in doc.content
+    assert "Full arguments" in doc.visible_caption and "github/create_issue" in doc.visible_caption
+    assert a.state == "pending"
 
 
 @pytest.mark.parametrize(

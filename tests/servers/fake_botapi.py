@@ -11,6 +11,8 @@ It speaks plain HTTP/1.1 (h11, keep-alive) and behaves like the real Bot API whe
 - ``sendMessage`` / ``editMessageText`` / ``editMessageReplyMarkup`` keep the chat's messages, check the
   4096-unit text limit after entity parsing, HTML entities (known tags only, balanced, ``&`` must start an
   entity), the 64-byte ``callback_data`` limit, and "message is not modified";
+- ``sendDocument`` takes a ``multipart/form-data`` upload (``document``, with ``caption`` at most 1024 units
+  after entity parsing) and keeps it in :attr:`FakeBotAPI.documents`;
 - ``answerCallbackQuery`` accepts each injected query id once;
 - fault injection: :meth:`FakeBotAPI.fail_next` makes the next N calls of a method fail with 409, 429
   (``retry_after``), 5xx, or a dropped connection.
@@ -20,6 +22,8 @@ Every call is recorded in :attr:`FakeBotAPI.calls`; :meth:`FakeBotAPI.wait_for_c
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
 import html
 import json
 import re
@@ -127,6 +131,23 @@ class Message:
 
 
 @dataclass
+class Document:
+    """A file sent with ``sendDocument``."""
+
+    message_id: int
+    chat_id: int
+    file_name: str
+    content: bytes
+    media_type: str
+    caption: str = ""
+    parse_mode: str | None = None
+
+    @property
+    def visible_caption(self) -> str:
+        return parse_html(self.caption) if self.parse_mode == "HTML" else self.caption
+
+
+@dataclass
 class _Fault:
     code: int  # 0 = drop the connection
     count: int
@@ -141,6 +162,7 @@ class FakeBotAPI:
     bot_id: int = 123456
     calls: list[Call] = field(default_factory=list)
     messages: dict[int, Message] = field(default_factory=dict)
+    documents: list[Document] = field(default_factory=list)
     commands: list[dict[str, Any]] = field(default_factory=list)
     port: int = 0
     wait_timeout: float = 5.0
@@ -333,6 +355,8 @@ class FakeBotAPI:
         if body:
             if ctype.startswith("application/json"):
                 params.update(json.loads(body))
+            elif ctype.startswith("multipart/form-data"):
+                params.update(_parse_multipart(ctype, body))
             else:
                 params.update(urllib.parse.parse_qsl(body.decode()))
         call = Call(method, params, at=trio.current_time())
@@ -461,6 +485,33 @@ class FakeBotAPI:
         msg.reply_markup = markup
         return {"message_id": msg.message_id, "chat": {"id": msg.chat_id}, "date": 0}
 
+    async def _api_sendDocument(self, p: dict[str, Any]) -> dict[str, Any]:
+        chat_id = int(p.get("chat_id", 0))
+        upload = p.get("document")
+        if not isinstance(upload, _Upload):
+            raise ApiError(400, "Bad Request: there is no document in the request")
+        if len(upload.content) > 50 * 1024 * 1024:
+            raise ApiError(400, "Bad Request: file is too big")
+        caption = str(p.get("caption", ""))
+        mode = p.get("parse_mode")
+        if utf16_len(parse_html(caption) if mode == "HTML" else caption) > 1024:
+            raise ApiError(400, "Bad Request: message caption is too long")
+        self._next_message_id += 1
+        doc = Document(
+            self._next_message_id, chat_id, upload.file_name, upload.content, upload.media_type, caption, mode
+        )
+        self.documents.append(doc)
+        return {
+            "message_id": doc.message_id,
+            "chat": {"id": chat_id},
+            "date": 0,
+            "document": {
+                "file_name": doc.file_name,
+                "mime_type": doc.media_type,
+                "file_size": len(doc.content),
+            },
+        }
+
     async def _api_answerCallbackQuery(self, p: dict[str, Any]) -> bool:
         qid = str(p.get("callback_query_id", ""))
         if qid not in self._open_queries:
@@ -469,6 +520,33 @@ class FakeBotAPI:
             )
         self._open_queries.discard(qid)
         return True
+
+
+@dataclass
+class _Upload:
+    file_name: str
+    content: bytes
+    media_type: str
+
+
+def _parse_multipart(ctype: str, body: bytes) -> dict[str, Any]:
+    """The fields of a ``multipart/form-data`` body: text fields as str, files as :class:`_Upload`."""
+    head = f"Content-Type: {ctype}\r\nMIME-Version: 1.0\r\n\r\n".encode()
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
+    if not message.is_multipart():
+        raise ApiError(400, "Bad Request: can't parse the multipart body")
+    fields: dict[str, Any] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        if not isinstance(name, str) or not isinstance(payload, bytes):
+            raise ApiError(400, "Bad Request: can't parse the multipart body")
+        file_name = part.get_filename()
+        if file_name is None:
+            fields[name] = payload.decode()
+        else:
+            fields[name] = _Upload(file_name, payload, part.get_content_type())
+    return fields
 
 
 def _json_param(p: dict[str, Any], key: str) -> Any:
