@@ -591,6 +591,39 @@ class Router:
         result = resp.get("result")
         return self.anonymizer.to_fake(result if isinstance(result, dict) else {})
 
+    async def _audited_forward(
+        self,
+        canonical: str,
+        server: str,
+        method: str,
+        up_params: dict[str, Any],
+        ctx: RequestContext,
+        params: dict[str, Any],
+    ) -> Any:
+        """:meth:`_forward` with one audit record, written before the server is asked (a prompt get or
+        a resource read reaches a server as a tool call does). The tool column holds the canonical
+        name (``server/prompt`` or ``server/uri``); the arguments, the method and the client's params."""
+        started = time.monotonic()
+        args = {"method": method, **{k: v for k, v in params.items() if k != "_meta"}}
+        decision = self.policy.decide(canonical)
+        record = AuditDraft(
+            session=ctx.session.id if ctx.session else None, tool=canonical, args=args, source=decision.source
+        )
+        if not await self._record_start(record):
+            raise RpcError(jsonrpc.INTERNAL_ERROR, AUDIT_UNAVAILABLE)
+        error: str | None = "cancelled before it finished"
+        record.outcome = "error"
+        try:
+            result = await self._forward(server, method, up_params, ctx, params)
+            record.outcome, error = "ok", None
+            return result
+        except RpcError as exc:
+            error = self.anonymizer.to_fake_text(exc.message)[:500]
+            raise
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._record(record, started, error)
+
     # Prompts, resources and completions obey the server's policy like its tools: each is named
     # `<server>/<prompt name>` or `<server>/<uri>`; what a rule denies is neither listed nor served.
     def _deny(self, canonical: str) -> None:
@@ -610,8 +643,8 @@ class Router:
         if entry is None:
             raise RpcError(jsonrpc.INVALID_PARAMS, f"Unknown prompt: {name}")
         self._deny(entry.canonical)
-        return await self._forward(
-            entry.server, "prompts/get", {**params, "name": entry.original}, ctx, params
+        return await self._audited_forward(
+            entry.canonical, entry.server, "prompts/get", {**params, "name": entry.original}, ctx, params
         )
 
     async def m_resources_list(self, params: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
@@ -636,15 +669,20 @@ class Router:
         if not isinstance(uri, str):
             raise RpcError(jsonrpc.INVALID_PARAMS, "uri must be a string")
         real_uri = self.anonymizer.to_real_text(uri)
-        server = self.catalog.route_resource(real_uri) or self.catalog.route_resource(uri)
-        if server is None:
+        # A listed resource belongs to its server; otherwise the first server whose template
+        # matches and whose policy allows the URI serves it.
+        candidates = [self.catalog.resources[u] for u in (real_uri, uri) if u in self.catalog.resources]
+        candidates += [srv for rx, srv, _ in self.catalog.templates if rx.match(real_uri) or rx.match(uri)]
+        if not candidates:
             raise RpcError(jsonrpc.RESOURCE_NOT_FOUND, f"Resource not found: {uri}", {"uri": uri})
-        self._deny(f"{server}/{real_uri}")
-        return server, uri
+        allowed = [srv for srv in candidates if self.policy.visible(f"{srv}/{real_uri}")]
+        if not allowed:
+            self._deny(f"{candidates[0]}/{real_uri}")
+        return allowed[0], uri
 
     async def m_resources_read(self, params: dict[str, Any], ctx: RequestContext) -> Any:
-        server, _ = self._resource_server(params)
-        return await self._forward(server, "resources/read", params, ctx, params)
+        server, uri = self._resource_server(params)
+        return await self._audited_forward(f"{server}/{uri}", server, "resources/read", params, ctx, params)
 
     async def m_resources_subscribe(self, params: dict[str, Any], ctx: RequestContext) -> Any:
         server, uri = self._resource_server(params)

@@ -6,6 +6,8 @@ prompt gets, resource reads and completions for it are refused before they reach
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -54,3 +56,21 @@ def test_a_denied_server_lists_and_serves_nothing(setup: tuple[GatewayProcess, P
 
     got = c.request("prompts/get", {"name": "ok__greet", "arguments": {"who": "Ann"}})["result"]
     assert "Hello, Ann! (ok)" in got["messages"][0]["content"]["text"]
+    got = c.request("resources/read", {"uri": "test://item/7"})["result"]  # ok's template
+    assert got["contents"][0]["text"] == "item 7"
+
+    # What reached a server is audited like a tool call; what was refused before it did is not.
+    conn = sqlite3.connect(g.config_path.parent / "data" / "gateway.db")
+    try:
+        rows = conn.execute("SELECT tool, arguments, decision, outcome FROM audit ORDER BY id").fetchall()
+    finally:
+        conn.close()
+    assert [(tool, outcome) for tool, _, _, outcome in rows] == [
+        ("ok/greet", "ok"),
+        ("ok/test://item/7", "ok"),
+    ]
+    assert json.loads(rows[0][1]) == {
+        "method": "prompts/get",
+        "name": "ok__greet",
+        "arguments": {"who": "Ann"},
+    }
