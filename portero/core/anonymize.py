@@ -766,17 +766,19 @@ class Anonymizer:
 
     def to_real_text(self, s: str) -> str:
         """Client -> server: every fake (of every rule, one-way ones too) becomes its real value."""
-        return self._to_real.sub(s)
+        return self._to_real.sub(s) if self._rules else s
 
     def to_fake_text(self, s: str) -> str:
         """Server -> client: every real becomes its fake, or ``response_replacement`` for one-way rules."""
-        return self._to_fake.sub(s)
+        return self._to_fake.sub(s) if self._rules else s
 
     def to_real(self, obj: Any) -> Any:
         """:meth:`to_real_text` applied to every string and key of a decoded JSON value.
 
         Returns ``obj`` itself when nothing changed; never mutates ``obj``.
         """
+        if not self._rules:
+            return obj  # no rules: nothing to walk (the common case, on every message)
         return self._walk_to_real(obj)
 
     def to_fake(self, obj: Any) -> Any:
@@ -784,6 +786,8 @@ class Anonymizer:
 
         Returns ``obj`` itself when nothing changed; never mutates ``obj``.
         """
+        if not self._rules:
+            return obj
         return self._walk_to_fake(obj)
 
 
