@@ -146,3 +146,38 @@ async def test_shutdown_closes_an_idle_connection_but_lets_a_request_finish(
         await context.terminated.set()  # the server shuts down
         with trio.fail_after(5):
             assert await client.receive_some(65536) == b""
+
+
+async def test_connections_past_the_limit_are_closed_at_once(autojump_clock: trio.testing.MockClock) -> None:
+    first_client, _, (first, _) = await _serve()
+    second_client, _, (second, _) = await _serve()
+    hypercorn_fixes.Limits.connections = trio.CapacityLimiter(1)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(first.run)
+            await first_client.send_all(REQUEST)
+            await _read_response(first_client)  # the first connection is being served
+            nursery.start_soon(second.run)
+            with trio.fail_after(1):
+                assert await second_client.receive_some(65536) == b""  # closed, nothing served
+            await first_client.send_all(REQUEST)  # the first one is unaffected
+            assert (await _read_response(first_client)).startswith(b"HTTP/1.1 200")
+            nursery.cancel_scope.cancel()
+    finally:
+        hypercorn_fixes.install()
+
+
+async def test_a_request_head_must_complete_within_the_header_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    client, _, (tcp, _) = await _serve(keep_alive=600.0)  # not the keep-alive watcher: the head timeout
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(tcp.run)
+        await client.send_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # never finished
+        started = trio.current_time()
+        for _ in range(5):  # a byte now and then does not extend the deadline
+            await trio.sleep(1)
+            await client.send_all(b"X")
+        assert await client.receive_some(65536) == b""
+        waited = trio.current_time() - started
+        assert hypercorn_fixes.HEADER_TIMEOUT - 0.5 <= waited <= hypercorn_fixes.HEADER_TIMEOUT + 0.5
