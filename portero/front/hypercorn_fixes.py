@@ -114,6 +114,10 @@ class PorteroTCPServer(TCPServer):
             if self._held:
                 await self.protocol_send(RawData(data=b""))  # flush a held head before closing
             await super().protocol_send(event)
+            if isinstance(event, Closed):
+                # The connection is closed: its idle watcher must not hold the handler open (upstream
+                # stopped it at the request's start; ours lives on, so stop it here).
+                await self.idle_task.stop()
 
     def _set_idle(self, idle: bool) -> None:
         self._idle = idle
@@ -179,6 +183,8 @@ class PorteroTCPServer(TCPServer):
                     deadline = trio.current_time() + Limits.header_timeout
             else:
                 deadline = None
+        if self._idle:
+            await self.idle_task.stop()  # the client left or the stream broke: close now
         await self.protocol.handle(Closed())
 
     def _reading_head(self) -> bool:

@@ -181,3 +181,30 @@ async def test_a_request_head_must_complete_within_the_header_timeout(
         assert await client.receive_some(65536) == b""
         waited = trio.current_time() - started
         assert hypercorn_fixes.HEADER_TIMEOUT - 0.5 <= waited <= hypercorn_fixes.HEADER_TIMEOUT + 0.5
+
+
+async def test_a_client_that_leaves_frees_its_connection_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Not after keep_alive_timeout: a closed connection must not hold a slot (CLOSE-WAIT)."""
+    client, _, (tcp, _) = await _serve(keep_alive=600.0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(tcp.run)
+        await client.send_all(REQUEST)
+        await _read_response(client)
+        left = trio.current_time()
+        await client.send_eof()
+        with trio.fail_after(700):
+            assert await client.receive_some(65536) == b""
+        assert trio.current_time() - left < 1.0
+
+
+async def test_a_closing_request_does_not_hold_the_handler(autojump_clock: trio.testing.MockClock) -> None:
+    """`Connection: close`: after the answer the handler ends, so shutdown need not wait for it."""
+    client, _, (tcp, _) = await _serve(keep_alive=600.0)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(tcp.run)
+            await client.send_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            await _read_response(client)
+        # the nursery exits on its own: tcp.run() returned
