@@ -189,6 +189,8 @@ def _check_anonymizer(entries: list[tuple[int, Replacement]], problems: list[str
     where they clash. Messages never show a real value.
     """
     before = len(problems)
+    if not _anonymizer_refuses([r for _, r in entries]):
+        return  # the common case: one build, not one per rule (1,000 rules used to take 15-40 s)
     accepted: list[tuple[int, Rule]] = []
     for index, rule in entries:
         if not _anonymizer_refuses([*(r for _, r in accepted), rule]):
