@@ -236,7 +236,17 @@ def _migrate(conn: sqlite3.Connection) -> None:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    """JSON text SQLite can store: a lone surrogate (valid JSON, not UTF-8) is kept escaped, and a
+    value too deeply nested to encode is recorded as a note, so the call still has its one row."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    except RecursionError:
+        return json.dumps("<not recorded: nested too deeply to encode>")
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        text = json.dumps(value, separators=(",", ":"), default=str)
+    return text
 
 
 def _loads(text: str | None) -> Any:

@@ -111,7 +111,10 @@ def dumps(value: Any) -> bytes:
             return orjson.dumps(value)
         except TypeError:
             pass  # a lone surrogate or an integer beyond 64 bits: the standard library copes
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    try:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except RecursionError:
+        raise ValueError("a value nested too deeply to encode") from None
     try:
         return text.encode()
     except UnicodeEncodeError:

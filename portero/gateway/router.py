@@ -123,6 +123,8 @@ class Router:
         self._session_upstreams: dict[tuple[str, str], tuple[Upstream, trio.CancelScope]] = {}
         self._nursery: trio.Nursery | None = None
         self._settled = False
+        # (server, list) -> whether another list_changed came while its refresh was running
+        self._refreshing: dict[tuple[str, str], bool] = {}
         sessions.on_end.append(self._session_ended)
 
     def _clean_stderr(self, text: str) -> str:
@@ -409,6 +411,8 @@ class Router:
             )
         except UpstreamGone as exc:
             result = tool_error(f"Server {entry.server} failed during the call: {exc.message}")
+        except ValueError as exc:  # the arguments cannot be encoded (nested too deeply): nothing was sent
+            result = tool_error(f"The call was not sent to {entry.server}: {exc}")
         except RpcError as exc:
             result = tool_error(exc.message)
         else:
@@ -760,8 +764,14 @@ class Router:
             what = method.split("/")[1]
             if what in ("tools", "prompts", "resources") and self._nursery is not None:
                 # In the background: the refresh asks the server, whose answers are held until its
-                # notifications are handled (the peer keeps their order).
-                self._nursery.start_soon(self._refresh_upstream, up, peer, what)
+                # notifications are handled (the peer keeps their order). One refresh per server and
+                # list at a time: a flood of list_changed costs one more refresh, not a task each.
+                key = (peer.name, what)
+                if key in self._refreshing:
+                    self._refreshing[key] = True  # run once more when the current one is done
+                else:
+                    self._refreshing[key] = False
+                    self._nursery.start_soon(self._refresh_upstream, up, peer, what)
             return None
         if method == "notifications/progress":
             target = self.attribution.progress_target(params.get("progressToken"))
@@ -823,13 +833,21 @@ class Router:
             self.attribution.forget_ask(peer.name, msg["id"])
 
     async def _refresh_upstream(self, up: Upstream, peer: Peer, what: str) -> None:
+        key = (peer.name, what)
         try:
-            await up.refresh(peer, what)
-        except RpcError as exc:
-            log.warning("server %s: refreshing %s failed: %s", peer.name, what, exc.message)
-            return
-        if up.peer is peer:
-            self.rebuild_catalog()
+            while True:
+                self._refreshing[key] = False
+                try:
+                    await up.refresh(peer, what)
+                except RpcError as exc:
+                    log.warning("server %s: refreshing %s failed: %s", peer.name, what, exc.message)
+                    return
+                if up.peer is peer:
+                    self.rebuild_catalog()
+                if not self._refreshing.get(key):
+                    return  # no list_changed came in meanwhile
+        finally:
+            self._refreshing.pop(key, None)
 
     async def _session_upstream(self, session: ClientSession, shared: Upstream) -> Upstream:
         """The session's own process of a ``per_session`` server, started on first use."""

@@ -109,8 +109,11 @@ class Peer:
         )
 
     async def send(self, msg: dict[str, Any]) -> None:
-        """Write one message; bounded by ``write_timeout``, after which the peer is broken."""
-        data = jsonrpc.encode(msg)
+        """Write one message; bounded by ``write_timeout``, after which the peer is broken.
+        A message that cannot be encoded raises ``ValueError`` and writes nothing."""
+        await self._write(jsonrpc.encode(msg))
+
+    async def _write(self, data: bytes) -> None:
         if self.closed:
             raise self._gone()
         cut = False
@@ -150,11 +153,12 @@ class Peer:
             raise self._gone()
         self._next_id += 1
         rid = self._next_id
+        data = jsonrpc.encode(jsonrpc.request(rid, method, params))  # ValueError before anything is sent
         slot = _Slot()
         self._pending[rid] = slot
         try:
             with trio.move_on_after(timeout):
-                await self.send(jsonrpc.request(rid, method, params))
+                await self._write(data)
                 await slot.event.wait()
             if slot.error is not None:
                 raise slot.error

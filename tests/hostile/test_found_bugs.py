@@ -1,5 +1,4 @@
-"""Bugs the hostile tests found in portero/: a strict xfail for each open one (it passes, and must lose
-its mark, once the bug is fixed), and plain regression tests for those fixed meanwhile (1 and 5).
+"""Bugs the hostile tests found in portero/, all fixed now; each test keeps it fixed.
 
 What it attacks, against the real `portero serve`:
 
@@ -10,14 +9,17 @@ What it attacks, against the real `portero serve`:
    these tests were being written; kept as regression tests.
 2. Lone surrogates (`"\\ud800"`, valid JSON) in tools/call arguments, a resource URI or prompt
    arguments: the audit write fails (the store encodes strict UTF-8), the call is refused as "audit
-   log unavailable" with an ERROR line, and leaves NO audit record. xfail.
+   log unavailable" with an ERROR line, and leaves NO audit record. Fixed: the store keeps such
+   text escaped.
 3. JSON nested just under the parser's limit (~975 levels) in tools/call arguments: the HTTP front
    accepts it, then the gateway fails to re-encode it deeper in its stack (RecursionError): the call
    leaves no audit record ("audit log unavailable"), or is answered `-32603 Internal error:
-   RecursionError`; both log a traceback. xfail.
+   RecursionError`; both log a traceback. Fixed: the audit row records a note instead, and the call
+   is answered with a tool error that nothing was sent.
 4. A child flooding `notifications/tools/list_changed`: each one starts its own refresh task
    (tools/list to the child, catalog rebuild, broadcast); nothing coalesces them, so memory and CPU
-   grow with the flood (20k: about +70 MiB RSS; 100k: about +350 MiB and ~30 s of CPU after). xfail.
+   grow with the flood (20k: about +70 MiB RSS; 100k: about +350 MiB and ~30 s of CPU after). Fixed:
+   one refresh per server and list at a time, plus at most one more.
 5. A child sending a number out of float range (`1e999`, which Python's JSON parser turns into
    `inf`): the gateway answered HTTP 500 with an empty body (result, or a log message before it) and
    cut a GET stream mid-body on every replay. Fixed in aae8242 (loads refuses such numbers) while
@@ -108,13 +110,6 @@ def test_closed_connections_give_back_their_slot(tmp_path: Path, how: str) -> No
 
 
 # ------------------------------------------------------------------------------------------ 2. surrogates
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: a lone surrogate (valid JSON '\\ud800') in tools/call arguments makes the audit write "
-    "fail (strict UTF-8 in the store): the call is refused as 'audit log unavailable', an ERROR is "
-    "logged, and no audit record is left",
-)
 @pytest.mark.parametrize("args", [{"text": "\ud800"}, {"text": "ok", "k\udfff": 1}], ids=["value", "key"])
 def test_lone_surrogates_in_arguments_leave_exactly_one_audit_record(gw: Gw, args: dict[str, Any]) -> None:
     msg = {
@@ -147,12 +142,6 @@ def nesting_sweep(gw: Gw) -> list[tuple[int, Answer, int]]:
     return out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: tools/call arguments nested ~975 deep leave no audit record ('audit log unavailable', "
-    "RecursionError in store._dumps) although the parser accepted them",
-)
 def test_deeply_nested_arguments_leave_exactly_one_audit_record(
     nesting_sweep: list[tuple[int, Answer, int]],
 ) -> None:
@@ -162,12 +151,6 @@ def test_deeply_nested_arguments_leave_exactly_one_audit_record(
     assert not wrong, f"tools/call answered 200 without exactly one audit record: {wrong}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: tools/call arguments nested ~973-975 deep are answered -32603 'Internal error: "
-    "RecursionError' (peer.send cannot encode what the HTTP parser accepted), with a traceback",
-)
 def test_deeply_nested_arguments_are_not_an_internal_error(
     nesting_sweep: list[tuple[int, Answer, int]],
 ) -> None:
@@ -223,13 +206,6 @@ def test_get_stream_replaying_a_number_out_of_range(gw: Gw) -> None:
 
 
 # ------------------------------------------------------------------------------------------ 4. list_changed
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: every notifications/tools/list_changed of a child starts a refresh task (router."
-    "on_upstream_message → _refresh_upstream); a flood is not coalesced: gateway RSS grows ~3.6 MiB "
-    "per 1,000 and the backlog keeps the CPU busy long after",
-)
 def test_list_changed_flood_memory_is_bounded(tmp_path: Path) -> None:
     cfg = server_toml(tmp_path).replace('log_level = "debug"', 'log_level = "info"')
     g = GatewayProcess(tmp_path, cfg + hostile_toml("flood", call_timeout=60))
