@@ -69,3 +69,22 @@ def data_dir_for_command(args: argparse.Namespace, err: TextIO) -> str | None:
 
 
 __all__ = ["build_env", "data_dir_for_command", "load_for_command"]
+
+
+def create_private(path: str) -> int:
+    """A new file, mode 0600 whatever the umask; FileExistsError if anything (a file, a symlink) is
+    there — never overwritten, even if it appears between a check and the write."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    os.fchmod(fd, 0o600)
+    return fd
+
+
+def create_private_or_say(path: str, err: TextIO, shown: str | None = None) -> int | None:
+    """:func:`create_private`, or None after one line on ``err`` saying why not (naming ``shown``)."""
+    try:
+        return create_private(path)
+    except FileExistsError:
+        print(f"{shown or path}: already exists; not overwriting it", file=err)
+    except OSError as exc:
+        print(f"{shown or path}: cannot create: {exc.strerror or exc}", file=err)
+    return None

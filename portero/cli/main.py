@@ -21,7 +21,7 @@ from typing import Any, TextIO
 
 import portero
 from portero.cli.audit import cmd_audit
-from portero.cli.common import build_env, load_for_command
+from portero.cli.common import build_env, create_private_or_say, load_for_command
 from portero.cli.migrate import cmd_migrate
 from portero.config import Config
 from portero.config.preflight import resolve_command
@@ -205,14 +205,8 @@ def render_starter_config(token: str, name: str = "portero.toml") -> str:
 def cmd_init(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     path = args.path
     text = render_starter_config(secrets.token_urlsafe(32), os.path.basename(path))
-    try:
-        # O_EXCL: never overwrite, even if the file appears between a check and the write.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        print(f"{path}: already exists; not overwriting it", file=err)
-        return 1
-    except OSError as exc:
-        print(f"{path}: cannot create: {exc.strerror or exc}", file=err)
+    fd = create_private_or_say(path, err)
+    if fd is None:
         return 1
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)

@@ -33,6 +33,7 @@ from typing import Any, TextIO
 
 import attrs
 
+from portero.cli.common import create_private, create_private_or_say
 from portero.config import ConfigError, parse_config, parse_env_file
 from portero.core.policy import validate_pattern
 from portero.durations import format_duration
@@ -673,13 +674,6 @@ def render_env_file(migration: Migration, directory: str) -> str:
 # -------------------------------------------------------------------------------------------- write
 
 
-def _create_private(path: str) -> int:
-    """A new file, mode 0600; FileExistsError if anything (a file, a symlink) is there."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    os.fchmod(fd, 0o600)
-    return fd
-
-
 def env_path_for(output: str) -> str:
     """Where the moved secrets go: beside ``output``, with ``.env`` for its extension."""
     root, _ext = os.path.splitext(output)
@@ -726,18 +720,13 @@ def cmd_migrate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return 0
 
     output = args.output
-    try:
-        fd = _create_private(output)
-    except FileExistsError:
-        print(f"{comment_safe(output)}: already exists; not overwriting it", file=err)
-        return 1
-    except OSError as exc:
-        print(f"{comment_safe(output)}: cannot create: {exc.strerror or exc}", file=err)
+    fd = create_private_or_say(output, err, comment_safe(output))
+    if fd is None:
         return 1
     env_fd = None
     if env_out is not None:
         try:
-            env_fd = _create_private(env_out)
+            env_fd = create_private(env_out)
         except OSError as exc:
             os.close(fd)
             os.unlink(output)

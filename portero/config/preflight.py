@@ -66,19 +66,27 @@ def resolve_command(m: McpServer, env: Mapping[str, str]) -> str | None:
     return shutil.which(cmd, path=child_path(m, env))
 
 
+def _stat_kind(value: str, key: str, directory: bool, problems: list[str]) -> bool:
+    """Whether ``value`` exists and is a directory (or a regular file); else one problem for ``key``."""
+    kind = "directory" if directory else "file"
+    try:
+        st = os.stat(value)
+    except FileNotFoundError:
+        problems.append(f"{key}: no such {kind}: {value}")
+        return False
+    except OSError as exc:
+        problems.append(f"{key}: cannot {'use' if directory else 'read'} {value}: {exc.strerror or exc}")
+        return False
+    if not (stat.S_ISDIR(st.st_mode) if directory else stat.S_ISREG(st.st_mode)):
+        problems.append(f"{key}: not a {'directory' if directory else 'regular file'}: {value}")
+        return False
+    return True
+
+
 def _check_cwd(m: McpServer, path: str, problems: list[str]) -> bool:
     if not m.cwd:
         return True
-    try:
-        st = os.stat(m.cwd)
-    except FileNotFoundError:
-        problems.append(f"{path}.cwd: no such directory: {m.cwd}")
-        return False
-    except OSError as exc:
-        problems.append(f"{path}.cwd: cannot use {m.cwd}: {exc.strerror or exc}")
-        return False
-    if not stat.S_ISDIR(st.st_mode):
-        problems.append(f"{path}.cwd: not a directory: {m.cwd}")
+    if not _stat_kind(m.cwd, f"{path}.cwd", True, problems):
         return False
     if not os.access(m.cwd, os.X_OK):
         problems.append(f"{path}.cwd: cannot enter {m.cwd} (permission denied)")
@@ -118,16 +126,7 @@ def _check_command(
 
 
 def _check_readable(value: str, key: str, problems: list[str]) -> bool:
-    try:
-        st = os.stat(value)
-    except FileNotFoundError:
-        problems.append(f"server.{key}: no such file: {value}")
-        return False
-    except OSError as exc:
-        problems.append(f"server.{key}: cannot read {value}: {exc.strerror or exc}")
-        return False
-    if not stat.S_ISREG(st.st_mode):
-        problems.append(f"server.{key}: not a regular file: {value}")
+    if not _stat_kind(value, f"server.{key}", False, problems):
         return False
     try:
         with open(value, "rb") as f:

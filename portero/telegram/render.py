@@ -118,23 +118,23 @@ def utf16_len(text: str) -> int:
     return len(text.encode("utf-16-le")) // 2
 
 
-def _cut(text: str, budget: int, note: str = _TRUNCATED) -> str:
-    """``text`` if it fits ``budget`` UTF-16 units, else a prefix plus ``note`` that fits.
+def _prefix(text: str, budget: int) -> tuple[str, int]:
+    """The longest prefix of ``text`` within ``budget`` UTF-16 units, cut on code points (a
+    surrogate pair, an emoji, is never split), and its width."""
+    used = 0
+    for i, ch in enumerate(text):
+        units = 2 if ord(ch) > 0xFFFF else 1
+        if used + units > budget:
+            return text[:i], used
+        used += units
+    return text, used
 
-    Cuts on code points, so a surrogate pair (an emoji) is never split.
-    """
+
+def _cut(text: str, budget: int, note: str = _TRUNCATED) -> str:
+    """``text`` if it fits ``budget`` UTF-16 units, else a prefix plus ``note`` that fits."""
     if utf16_len(text) <= budget:
         return text
-    room = budget - utf16_len(note) - 1
-    out: list[str] = []
-    used = 0
-    for ch in text:
-        units = 2 if ord(ch) > 0xFFFF else 1
-        if used + units > room:
-            break
-        out.append(ch)
-        used += units
-    return "".join(out) + "\n" + note
+    return _prefix(text, budget - utf16_len(note) - 1)[0] + "\n" + note
 
 
 def mark_hidden(text: str) -> str:
@@ -545,15 +545,8 @@ def _chunks(text: str, budget: int) -> list[str]:
             out.append("".join(current))
             current, used = [], 0
         while width > budget:  # a line longer than a message: cut it on code points
-            head: list[str] = []
-            units = 0
-            for ch in line:
-                w = 2 if ord(ch) > 0xFFFF else 1
-                if units + w > budget:
-                    break
-                head.append(ch)
-                units += w
-            out.append("".join(head))
+            head, units = _prefix(line, budget)
+            out.append(head)
             line = line[len(head) :]
             width -= units
         current.append(line)
