@@ -226,6 +226,8 @@ class McpEndpoint:
         """
         resumable = wants_sse and session.protocol_version >= "2025-11-25"
         send_ch, recv_ch = trio.open_memory_channel[tuple[str, Any]](STREAM_BUFFER)
+        # Cancelled to wake this request's task when the call has something for it (see below).
+        wake = trio.CancelScope()
 
         async def emit(m: dict[str, Any]) -> None:
             # Never let a slow reader stall the child's notification handling (which holds that
@@ -241,6 +243,7 @@ class McpEndpoint:
                     await send_ch.send(("msg", m))
                     return
                 raise trio.BrokenResourceError("client stream is not being read") from None
+            wake.cancel()
 
         ctx = RequestContext(session=session, emit=emit if wants_sse else None)
         call_scope = trio.CancelScope()
@@ -261,55 +264,80 @@ class McpEndpoint:
                     await send_ch.send(("done", resp))
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     pass
+                wake.cancel()
 
         self.sessions.start_call(run)
         streaming = False
-        # Set once the answer starts going out: from then on an http.disconnect is hypercorn
-        # closing the finished stream, and cancelling our task while it is inside hypercorn's
-        # send() would leave the keep-alive connection without its idle watcher (shutdown would
-        # then wait graceful_timeout for it).
-        answering = False
         try:
-            async with trio.open_nursery() as nursery:
-
-                def on_disconnect() -> None:
-                    if not answering:
-                        if not (streaming and resumable):
-                            call_scope.cancel()
-                        nursery.cancel_scope.cancel()
-
-                nursery.start_soon(_watch_disconnect, receive, on_disconnect)
-                kind: str = "keepalive"
-                value: Any = None
-                with trio.move_on_after(self.keepalive if wants_sse else math.inf):
-                    kind, value = await recv_ch.receive()
-                if kind == "done":
-                    answering = True
-                    if value is None:
-                        await send_raw(send, 202, b"", extra)
-                    else:
-                        await send_json(send, 200, value, extra)
-                    nursery.cancel_scope.cancel()
-                    return
-                streaming = True
-                # Only resumable streams are kept in the session for a later GET.
-                stream = session.new_post_stream(keep=resumable)
-                if kind == "msg" and value is not None:
-                    stream.push(value)
-                self.sessions.start_call(lambda: _pump(recv_ch, stream, self.sessions))  # owns recv_ch now
-                await send({"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *extra]})
-                if resumable:
-                    await _chunk(send, f"id: {stream.id}/0\ndata: \n\n".encode())  # primes resumption
-                if kind == "keepalive":
-                    await _chunk(send, b": keepalive\n\n")
-                await self._tail(send, stream, 0, with_ids=resumable)
-                answering = True
-                session.drop_post_stream(stream)  # delivered in full
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-                nursery.cancel_scope.cancel()
+            # The common case costs no task and no nursery here: this task waits for the client's
+            # disconnect itself (hypercorn's receive() returns only that, the body being read), and
+            # the call wakes it by cancelling `wake` when it has an answer or a message for it.
+            kind: str = "keepalive"
+            value: Any = None
+            with wake, trio.move_on_after(self.keepalive if wants_sse else math.inf):
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                call_scope.cancel()  # the client left before anything was sent: the call stops
+                return
+            try:
+                kind, value = recv_ch.receive_nowait()
+            except trio.WouldBlock:
+                pass  # the keepalive timer: the answer becomes a stream now
+            if kind == "done":
+                if value is None:
+                    await send_raw(send, 202, b"", extra)
+                else:
+                    await send_json(send, 200, value, extra)
+                return
+            streaming = True
+            await self._stream_answer(
+                receive, send, session, recv_ch, call_scope, kind, value, resumable, extra
+            )
         finally:
             if not streaming:
                 recv_ch.close()
+
+    async def _stream_answer(
+        self,
+        receive: Receive,
+        send: Send,
+        session: ClientSession,
+        recv_ch: trio.MemoryReceiveChannel[tuple[str, Any]],
+        call_scope: trio.CancelScope,
+        kind: str,
+        value: Any,
+        resumable: bool,
+        extra: list[tuple[bytes, bytes]],
+    ) -> None:
+        """The answer as an SSE stream: what the call sends, then its answer (see :meth:`_answer`)."""
+        # Set once the answer's end goes out: from then on an http.disconnect is hypercorn closing
+        # the finished stream, and cancelling our task while it is inside hypercorn's send() would
+        # leave the keep-alive connection in a bad state.
+        answering = False
+        async with trio.open_nursery() as nursery:
+
+            def on_disconnect() -> None:
+                if not answering:
+                    if not resumable:
+                        call_scope.cancel()
+                    nursery.cancel_scope.cancel()
+
+            nursery.start_soon(_watch_disconnect, receive, on_disconnect)
+            # Only resumable streams are kept in the session for a later GET.
+            stream = session.new_post_stream(keep=resumable)
+            if kind == "msg" and value is not None:
+                stream.push(value)
+            self.sessions.start_call(lambda: _pump(recv_ch, stream, self.sessions))  # owns recv_ch now
+            await send({"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *extra]})
+            if resumable:
+                await _chunk(send, f"id: {stream.id}/0\ndata: \n\n".encode())  # primes resumption
+            if kind == "keepalive":
+                await _chunk(send, b": keepalive\n\n")
+            await self._tail(send, stream, 0, with_ids=resumable)
+            answering = True
+            session.drop_post_stream(stream)  # delivered in full
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            nursery.cancel_scope.cancel()
 
     async def _tail(self, send: Send, stream: PostStream, after: int, *, with_ids: bool = True) -> None:
         """Send a POST stream's events after `after`, with keepalives, until its answer is sent."""
