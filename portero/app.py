@@ -220,11 +220,15 @@ async def _watch_signals(
 
 
 async def reload_config(router: Router, config_path: str, env: Mapping[str, str]) -> bool:
-    """SIGHUP: re-read the config and swap policies and anonymization rules atomically.
+    """SIGHUP: re-read the config and apply it; a config with mistakes changes nothing.
 
-    The new rules are compiled off to the side and installed by Router.reload in one step
-    (no await in between), so a call sees either the old set or the new one, never a mix. A config
-    with mistakes changes nothing. Server, upstream and Telegram settings need a restart.
+    - Policies and replacements are compiled off to the side and installed by Router.reload in one
+      step (no await in between), so a call sees either the old set or the new one, never a mix.
+    - The ``[[mcp]]`` list: added servers start, removed ones stop, changed ones restart; unchanged
+      ones keep running, and sessions survive.
+    - ``[telegram]``: the approval timeout applies to approvals asked from now on.
+    - Sessions get ``notifications/<list>/list_changed`` for every list whose exposed content changed.
+    - ``[server]`` settings (address, TLS, token…) and the bot's token and chat need a restart.
     """
     try:
         new = await trio.to_thread.run_sync(load_config, config_path, env)
@@ -234,11 +238,30 @@ async def reload_config(router: Router, config_path: str, env: Mapping[str, str]
         log.error("reload refused, keeping the running config:\n%s", exc)
         return False
     router.reload(policy, anonymizer)
+    added, removed, restarted = router.apply_servers(new.mcp)
+    if router.broker is not None and new.telegram is not None:
+        router.broker.timeout = new.telegram.approval_timeout
+    old = router.config
+    needs_restart = [
+        what
+        for what, changed in (
+            ("[server]", new.server != old.server),
+            ("the Telegram bot token or chat", (new.telegram is None) != (old.telegram is None)
+             or (new.telegram is not None and old.telegram is not None
+                 and (new.telegram.bot_token, new.telegram.admin_chat_id)
+                 != (old.telegram.bot_token, old.telegram.admin_chat_id))),
+        )
+        if changed
+    ]  # fmt: skip
     log.info(
-        "reloaded %s: %d policy rules, %d replacements (server and upstream settings need a restart)",
+        "reloaded %s: %d policy rules, %d replacements; servers added %s, removed %s, restarted %s%s",
         config_path,
         len(new.policies.rules),
         len(new.replacements),
+        ", ".join(added) or "none",
+        ", ".join(removed) or "none",
+        ", ".join(restarted) or "none",
+        f" ({' and '.join(needs_restart)} changed: that takes a restart)" if needs_restart else "",
     )
     return True
 

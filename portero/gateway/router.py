@@ -20,14 +20,14 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
 
 from .. import __version__
-from ..config import Config
+from ..config import Config, McpServer
 from ..core import jsonrpc
 from ..core.anonymize import Anonymizer
 from ..core.catalog import Catalog, ChildListing, Entry
@@ -104,16 +104,8 @@ class Router:
         self._env = env
         self._clean_log = clean_log
         self._client_info = {"name": "portero", "version": __version__}
-        self.upstreams: dict[str, Upstream] = {}
-        for cfg in config.mcp:
-            self.upstreams[cfg.name] = Upstream(
-                cfg,
-                StdioTransport(cfg, env, clean_log=self._clean_stderr),
-                max_message_bytes=config.server.max_message_bytes,
-                handler=self.on_upstream_message,
-                on_catalog_change=self.rebuild_catalog,
-                client_info=self._client_info,
-            )
+        self.upstreams: dict[str, Upstream] = {cfg.name: self._new_upstream(cfg) for cfg in config.mcp}
+        self._scopes: dict[str, trio.CancelScope] = {}  # each running upstream's, for reloads
         self.catalog = Catalog()
         self._known_tools: dict[str, Entry] = {}  # also tools of servers that are down right now
         self._tool_list_cache: list[dict[str, Any]] | None = None
@@ -127,6 +119,16 @@ class Router:
         self._refreshing: dict[tuple[str, str], bool] = {}
         sessions.on_end.append(self._session_ended)
 
+    def _new_upstream(self, cfg: McpServer) -> Upstream:
+        return Upstream(
+            cfg,
+            StdioTransport(cfg, self._env, clean_log=self._clean_stderr),
+            max_message_bytes=self.config.server.max_message_bytes,
+            handler=self.on_upstream_message,
+            on_catalog_change=self.rebuild_catalog,
+            client_info=self._client_info,
+        )
+
     def _clean_stderr(self, text: str) -> str:
         return self.anonymizer.to_fake_text(self._clean_log(text))
 
@@ -136,10 +138,44 @@ class Router:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             for up in self.upstreams.values():
-                if not up.enabled:
-                    log.warning("server %s skipped: %s", up.name, up.last_error or up.state)
-                nursery.start_soon(up.run)
+                self._start_upstream(up)
             task_status.started()
+
+    def _start_upstream(self, up: Upstream) -> None:
+        """Run ``up`` in the upstreams' nursery, under a scope of its own (so a reload can stop it)."""
+        assert self._nursery is not None
+        if not up.enabled:
+            log.warning("server %s skipped: %s", up.name, up.last_error or up.state)
+        scope = trio.CancelScope()
+        self._scopes[up.name] = scope
+
+        async def run() -> None:
+            with scope:
+                await up.run()
+
+        self._nursery.start_soon(run)
+
+    def apply_servers(self, servers: Sequence[McpServer]) -> tuple[list[str], list[str], list[str]]:
+        """SIGHUP: start added servers, stop removed ones, restart changed ones; unchanged ones keep
+        running (and every session keeps its state). Returns (added, removed, restarted) names."""
+        new = {cfg.name: cfg for cfg in servers}
+        added = [n for n in new if n not in self.upstreams]
+        removed = [n for n in self.upstreams if n not in new]
+        changed = [n for n in new if n in self.upstreams and self.upstreams[n].cfg != new[n]]
+        for name in removed + changed:
+            scope = self._scopes.pop(name, None)
+            if scope is not None:
+                scope.cancel()  # its process is stopped: stdin, SIGTERM, SIGKILL, each bounded
+            del self.upstreams[name]
+        for name in added + changed:
+            up = self._new_upstream(new[name])
+            self.upstreams[name] = up
+            self._start_upstream(up)
+        # Keep the configured order (the first server wins a name clash).
+        self.upstreams = {n: self.upstreams[n] for n in new}
+        if removed or changed:
+            self.rebuild_catalog()
+        return added, removed, changed
 
     async def settled(self) -> None:
         """Right after start, wait (at most STARTUP_WAIT) for servers that have not come up once yet.
@@ -181,6 +217,7 @@ class Router:
             )
 
         ups = list(self.upstreams.values())
+        before = self._exposed()
         self.catalog = Catalog.build([listing(u) for u in ups if u.state == "ready"], self.separator)
         # Tools of a server that is restarting still resolve, to say so instead of "unknown tool".
         self._known_tools = Catalog.build([listing(u) for u in ups if u.enabled], self.separator).tools
@@ -189,13 +226,36 @@ class Router:
             if w not in self._warned:
                 self._warned.add(w)
                 log.warning("%s", w)
-        self.sessions.broadcast(jsonrpc.notification("notifications/tools/list_changed"))
+        self._announce_changes(before)
+
+    def _exposed(self) -> dict[str, list[Any]]:
+        """What clients see of each list now (after policy): to tell whether a change is visible."""
+        visible = self.policy.visible
+        owner = self.catalog.resources
+        return {
+            "tools": [e.item for e in self.catalog.tools.values() if visible(e.canonical)],
+            "prompts": [e.item for e in self.catalog.prompts.values() if visible(e.canonical)],
+            "resources": [
+                *(r for r in self.catalog.resource_items if visible(f"{owner[r['uri']]}/{r['uri']}")),
+                *(t for _, srv, t in self.catalog.templates if visible(f"{srv}/{t['uriTemplate']}")),
+            ],
+        }
+
+    def _announce_changes(self, before: dict[str, list[Any]]) -> None:
+        """``notifications/<list>/list_changed`` to every session for each list that changed."""
+        after = self._exposed()
+        for what in ("tools", "prompts", "resources"):
+            if before[what] != after[what]:
+                self.sessions.broadcast(jsonrpc.notification(f"notifications/{what}/list_changed"))
 
     def reload(self, policy: PolicyEngine, anonymizer: Anonymizer) -> None:
-        """Swap the rules in one step (no await in between): a call sees the old or the new set."""
+        """Swap the rules in one step (no await in between): a call sees the old or the new set.
+        Sessions are told when what they see changes (a tool now denied disappears, say)."""
+        before = self._exposed()
         self.policy = policy
         self.anonymizer = anonymizer
         self._tool_list_cache = None
+        self._announce_changes(before)
 
     def _session_ended(self, session: ClientSession) -> None:
         for (sid, server), (up, scope) in list(self._session_upstreams.items()):
