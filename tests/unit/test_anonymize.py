@@ -10,6 +10,7 @@ import itertools
 import json
 import re
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import attrs
@@ -17,7 +18,30 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+import portero.core.anonymize as anonymize_module
 from portero.core.anonymize import _CASED_BOUND, Anonymizer, Rule
+
+_AHOCORASICK = anonymize_module._ahocorasick
+_HAVE_AHOCORASICK = _AHOCORASICK is not None
+_DEFAULT_BOUNDS = (anonymize_module._AC_MIN_CHARS, anonymize_module._AC_MIN_FIRST_CHARS)
+
+
+@pytest.fixture(scope="module", autouse=True, params=["ahocorasick", "regex"])
+def matcher(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test of this module runs twice: with the ahocorasick_rs fast path taking every text it can
+    (the length and first-character bounds lowered), and with the module's reference to it set to None,
+    as when the wheel is missing. Module-scoped, so Hypothesis tests may use it; Anonymizers built at
+    import time would not see it (hence _fixed())."""
+    with pytest.MonkeyPatch.context() as mp:
+        if request.param == "ahocorasick":
+            if not _HAVE_AHOCORASICK:
+                pytest.skip("ahocorasick_rs is not installed")
+            mp.setattr(anonymize_module, "_AC_MIN_CHARS", 0)
+            mp.setattr(anonymize_module, "_AC_MIN_FIRST_CHARS", 1)
+        else:
+            mp.setattr(anonymize_module, "_ahocorasick", None)
+        yield request.param
+
 
 # ------------------------------------------------------------------------------------------------ examples
 
@@ -689,7 +713,18 @@ _FIXED_RULES = [
     Rule("image", "picture"),
     Rule("Fake+Name/Long", "RealNameLong", case_sensitive=False),  # long base64-alphabet literals
 ]
-_FIXED = Anonymizer(_FIXED_RULES)
+
+
+@functools.cache
+def _fixed_for(ahocorasick: object, min_chars: int) -> Anonymizer:
+    return Anonymizer(_FIXED_RULES)
+
+
+def _fixed() -> Anonymizer:
+    """_FIXED_RULES, built under the matcher fixture's settings."""
+    return _fixed_for(anonymize_module._ahocorasick, anonymize_module._AC_MIN_CHARS)
+
+
 _FAKES = [(r.fake, r.case_sensitive) for r in _FIXED_RULES]
 _REALS = [(r.real, r.case_sensitive) for r in _FIXED_RULES]
 _B64_ALPHABET = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
@@ -731,12 +766,13 @@ def _reference_walk(obj: Any, sub: Any, literals: list[tuple[str, bool]]) -> Any
 @settings(max_examples=300)
 @given(obj=_json, text=st.text())
 def test_json_walk_never_raises_and_never_mutates(obj: Any, text: str) -> None:
-    _FIXED.to_real_text(text)
-    _FIXED.to_fake_text(text)
+    fixed = _fixed()
+    fixed.to_real_text(text)
+    fixed.to_fake_text(text)
     snapshot = json.dumps(obj)
     for walk, sub, literals in (
-        (_FIXED.to_real, _FIXED.to_real_text, _FAKES),
-        (_FIXED.to_fake, _FIXED.to_fake_text, _REALS),
+        (fixed.to_real, fixed.to_real_text, _FAKES),
+        (fixed.to_fake, fixed.to_fake_text, _REALS),
     ):
         out = walk(obj)
         assert json.dumps(obj) == snapshot
@@ -770,13 +806,150 @@ def _b64ish() -> st.SearchStrategy[str]:
 @settings(max_examples=300)
 @given(obj=_json, data=_b64ish(), blob=_b64ish())
 def test_json_walk_binary_dicts(obj: Any, data: str, blob: str) -> None:
+    fixed = _fixed()
     for extra in ({"type": "image"}, {"type": "audio"}, {"mimeType": "a"}, {"uri": "u"}, {"type": "text"}):
         d = {**extra, "data": data, "blob": blob, "nested": obj}
         for walk, sub, literals in (
-            (_FIXED.to_real, _FIXED.to_real_text, _FAKES),
-            (_FIXED.to_fake, _FIXED.to_fake_text, _REALS),
+            (fixed.to_real, fixed.to_real_text, _FAKES),
+            (fixed.to_fake, fixed.to_fake_text, _REALS),
         ):
             out = walk(d)
             assert out == _reference_walk(d, sub, literals)
             if out == d:
                 assert out is d
+
+
+# ------------------------------------------------------------------- ahocorasick_rs fast path vs regex
+
+
+def _build(rules: list[Rule], fast: bool) -> Anonymizer:
+    """``rules`` with the fast path taking every text it can (``fast``), or with the regex alone."""
+    saved = (
+        anonymize_module._ahocorasick,
+        anonymize_module._AC_MIN_CHARS,
+        anonymize_module._AC_MIN_FIRST_CHARS,
+    )
+    try:
+        if fast:
+            anonymize_module._ahocorasick = _AHOCORASICK
+            anonymize_module._AC_MIN_CHARS, anonymize_module._AC_MIN_FIRST_CHARS = 0, 1
+        else:
+            anonymize_module._ahocorasick = None
+        return Anonymizer(rules)
+    finally:
+        (
+            anonymize_module._ahocorasick,
+            anonymize_module._AC_MIN_CHARS,
+            anonymize_module._AC_MIN_FIRST_CHARS,
+        ) = saved
+
+
+def _uses_fast_path(a: Anonymizer) -> tuple[bool, bool]:
+    return a._to_real._ac is not None, a._to_fake._ac is not None
+
+
+needs_ahocorasick = pytest.mark.skipif(not _HAVE_AHOCORASICK, reason="ahocorasick_rs is not installed")
+
+# Overlapping literals (one a prefix, suffix or infix of another), a backslash (texts with one take the
+# regex path), escapable and non-ASCII characters, and an astral one (character offsets must stay exact).
+_FAST_ALPHABET = 'ab\\é"🙂'
+
+
+def _fast_rules() -> st.SearchStrategy[list[Rule]]:
+    lit = st.text(_FAST_ALPHABET, min_size=1, max_size=4)
+    rule = st.builds(
+        Rule,
+        fake=lit,
+        real=lit,
+        bidirectional=st.booleans(),
+        case_sensitive=st.booleans() | st.just(True),  # mostly case-sensitive: the fast path's sets
+        response_replacement=st.sampled_from(["[REDACTED]", "", "a", "ab"]),
+    )
+    return st.lists(rule, max_size=8)
+
+
+@needs_ahocorasick
+@settings(max_examples=600, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+@given(
+    rules=_fast_rules(),
+    text=st.one_of(
+        st.text(_FAST_ALPHABET.replace("\\", ""), max_size=40),  # no backslash: the automaton's texts
+        st.text(_FAST_ALPHABET + "u0", max_size=40),
+        _spelled_text(_FAST_ALPHABET),  # escaped spellings: the regex's texts
+    ),
+)
+def test_fast_path_matches_regex_path(rules: list[Rule], text: str) -> None:
+    try:
+        fast = _build(rules, fast=True)
+    except ValueError:
+        assume(False)
+        raise
+    slow = _build(rules, fast=False)
+    assert _uses_fast_path(slow) == (False, False)
+    if rules and all(r.case_sensitive for r in rules):
+        assert _uses_fast_path(fast) == (True, True)
+    assert fast.to_real_text(text) == slow.to_real_text(text)
+    assert fast.to_fake_text(text) == slow.to_fake_text(text)
+    obj = {text: [text, {"k": text}]}
+    assert fast.to_real(obj) == slow.to_real(obj)
+    assert fast.to_fake(obj) == slow.to_fake(obj)
+
+
+@needs_ahocorasick
+@settings(max_examples=200)
+@given(
+    fakes=st.lists(st.text("abcé🙂", min_size=1, max_size=6), min_size=1, max_size=30, unique=True),
+    text=st.text("abcé🙂 \\", max_size=300),
+)
+def test_fast_path_matches_regex_path_many_overlapping_literals(fakes: list[str], text: str) -> None:
+    rules = [Rule(f, f"<{i}>") for i, f in enumerate(fakes)]
+    fast, slow = _build(rules, fast=True), _build(rules, fast=False)
+    assert _uses_fast_path(fast) == (True, True)
+    assert (
+        fast.to_real_text(text)
+        == slow.to_real_text(text)
+        == _reference_sub(text, [(r.fake, r.real, True) for r in rules])
+    )
+
+
+@needs_ahocorasick
+def test_fast_path_examples() -> None:
+    rules = [
+        Rule("Ann", "Alice"),
+        Rule("Anna", "Beatrice"),
+        Rule("A", "B"),
+        Rule("B", "C"),
+        Rule("x", "Ann Smith"),  # a real that contains another rule's fake
+        Rule("Zoë", "Jürgen 🙂"),
+    ]
+    a = _build(rules, fast=True)
+    assert _uses_fast_path(a) == (True, True)
+    assert (
+        a.to_real_text("Ann, Anna, Annabel, A B x Zoë!")
+        == "Alice, Beatrice, Beatricebel, B C Ann Smith Jürgen 🙂!"
+    )
+    assert a.to_fake_text("🙂 Alice Ann Smith B C Jürgen 🙂") == "🙂 Ann x A B Zoë"
+    # A backslash sends the text to the regex, which also reads escaped spellings.
+    assert a.to_fake_text('"J\\u00fcrgen \\ud83d\\ude42", Alice') == '"Zo\\u00eb", Ann'
+    # A lone surrogate cannot go to the automaton (UTF-8): the regex takes the text.
+    assert a.to_real_text("Ann \ud800 Zoë") == "Alice \ud800 Jürgen 🙂"
+
+
+@needs_ahocorasick
+def test_fast_path_is_not_used_where_it_does_not_apply(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Any case-insensitive rule on a side keeps that side on the regex.
+    a = _build([Rule("Ann", "Alice", case_sensitive=False), Rule("Bob", "Carl")], fast=True)
+    assert _uses_fast_path(a) == (False, False)
+    assert a.to_real_text("ANN Bob") == "Alice Carl"
+    # A literal with a lone surrogate keeps the regex.
+    b = _build([Rule("a\udc80", "x"), Rule("b", "y")], fast=True)
+    assert _uses_fast_path(b) == (False, True)
+    assert b.to_real_text("a\udc80 b") == "x y"
+    # Default bounds: literals that all start with one character stay with the regex; short strings too.
+    monkeypatch.setattr(anonymize_module, "_ahocorasick", _AHOCORASICK)
+    monkeypatch.setattr(anonymize_module, "_AC_MIN_CHARS", _DEFAULT_BOUNDS[0])
+    monkeypatch.setattr(anonymize_module, "_AC_MIN_FIRST_CHARS", _DEFAULT_BOUNDS[1])
+    c = Anonymizer([Rule("Person0001", "Jane Doe"), Rule("Person0002", "Bob Roe")])
+    assert _uses_fast_path(c) == (False, True)
+    assert c.to_fake_text("Jane Doe") == "Person0001"
+    assert c.to_fake_text("Jane Doe and Bob Roe, " * 5) == "Person0001 and Person0002, " * 5
