@@ -38,6 +38,7 @@ from .gateway.router import Router
 from .gateway.sessions import Sessions
 from .logs import Redactor, setup_logging
 from .store import Store, StoreError
+from .systemd import Notifier, status_line
 
 log = logging.getLogger("portero")
 
@@ -91,9 +92,14 @@ async def serve(
             redactor.also = lambda text: router.anonymizer.to_fake_text(text)  # follows reloads
         shutdown = trio.Event()
         hurry = trio.Event()  # a second stop signal
+        notifier = Notifier(env)  # systemd's Type=notify; a no-op without NOTIFY_SOCKET
+
+        def status() -> str:
+            return status_line(router.upstream_status(), len(broker.pending()), len(sessions))
 
         async with trio.open_nursery() as upstreams:
-            upstreams.start_soon(_watch_signals, shutdown, hurry, router, config.path, env)
+            upstreams.start_soon(_watch_signals, shutdown, hurry, router, config.path, env, notifier, status)
+            upstreams.start_soon(notifier.run, status)
             await upstreams.start(router.run_upstreams)
             async with trio.open_nursery() as calls:
                 await calls.start(sessions.run)
@@ -106,7 +112,12 @@ async def serve(
                         print(f"portero: listening on {b}", file=sys.stderr, flush=True)
                     log.info("portero listening on %s (%d servers)", ", ".join(binds), len(router.upstreams))
                     task_status.started(binds)
+                    # READY=1 once the port is bound and the servers still starting have come up (or 15 s).
+                    await _until(router.settled, shutdown)
+                    if not shutdown.is_set():
+                        notifier.ready(status())
                     await shutdown.wait()
+                    notifier.stopping()
                     log.info("shutting down")
                     # Deny what still waits for the admin, so those requests can answer; hypercorn drains.
                     sessions.closing.set()
@@ -204,14 +215,24 @@ def _bind(host: str, port: int) -> str:
 
 
 async def _watch_signals(
-    shutdown: trio.Event, hurry: trio.Event, router: Router, config_path: str, env: Mapping[str, str]
+    shutdown: trio.Event,
+    hurry: trio.Event,
+    router: Router,
+    config_path: str,
+    env: Mapping[str, str],
+    notifier: Notifier | None = None,
+    status: Callable[[], str] | None = None,
 ) -> None:
     """SIGHUP reloads; the first SIGTERM/SIGINT starts the shutdown, a second one hurries it (the
     HTTP drain is cut short) instead of killing the process before its children are stopped."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
             if signum == signal.SIGHUP:
+                if notifier is not None:
+                    notifier.reloading()
                 await reload_config(router, config_path, env)
+                if notifier is not None and not shutdown.is_set():
+                    notifier.ready(status() if status is not None else None)
             elif not shutdown.is_set():
                 shutdown.set()
             else:
