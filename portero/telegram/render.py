@@ -92,7 +92,8 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("help", "Show this help"),
 )
 
-ACTIONS = {"a": "approve", "d": "deny", "g": "grant", "f": "full"}
+# The one-letter actions in callback data (Telegram allows 64 bytes) -- not policy actions.
+CALLBACK_ACTIONS = {"a": "approve", "d": "deny", "g": "grant", "f": "full"}
 
 # Characters that hide, reorder or fake text: Unicode 15's Cc (C0/C1 controls), Cf (format: zero-width, bidi
 # embeddings/overrides/isolates, U+FEFF, soft hyphen, tags...), Cs (lone surrogates), Zl and Zp (U+2028,
@@ -227,7 +228,7 @@ def callback_data(action: str, approval_id: str) -> str:
 
     Raises ValueError if the result exceeds Telegram's 64-byte limit.
     """
-    if action not in ACTIONS:
+    if action not in CALLBACK_ACTIONS:
         raise ValueError(f"unknown action {action!r}")
     data = f"{action}:{approval_id}"
     if len(data.encode("utf-8")) > CALLBACK_DATA_MAX_BYTES:
@@ -240,9 +241,9 @@ def parse_callback(data: str | None) -> tuple[str, str] | None:
     if not data or len(data.encode("utf-8")) > CALLBACK_DATA_MAX_BYTES:
         return None
     action, sep, approval_id = data.partition(":")
-    if not sep or action not in ACTIONS or not approval_id:
+    if not sep or action not in CALLBACK_ACTIONS or not approval_id:
         return None
-    return ACTIONS[action], approval_id
+    return CALLBACK_ACTIONS[action], approval_id
 
 
 def approval_keyboard(approval_id: str) -> dict[str, Any]:
