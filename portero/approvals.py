@@ -33,6 +33,7 @@ from typing import Any, Protocol
 import attrs
 import trio
 
+from portero import metrics
 from portero.core.policy import (
     Decision,
     Grant,
@@ -271,6 +272,7 @@ class ApprovalBroker:
         approval.state = state
         approval.source = source
         approval.decided_at = self._clock()
+        metrics.approval_decided(state, approval.decided_at - approval.created_at)
         approval.event.set()
 
     async def shutdown(self) -> None:

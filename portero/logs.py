@@ -112,7 +112,7 @@ class Throttled:
 
 def secret_values(config: Config, env: Mapping[str, str]) -> list[str]:
     """Every value that must never be shown: see the module docstring."""
-    values = [config.server.bearer_token]
+    values = [config.server.bearer_token, config.server.metrics_token]
     if config.telegram is not None:
         values.append(config.telegram.bot_token)
     values += [value for name, value in env.items() if _SECRET_NAME_RE.search(name)]

@@ -49,6 +49,7 @@ from typing import Any, TypeVar
 import attrs
 import trio
 
+from portero import metrics
 from portero.core.policy import Grant, glob_match
 
 T = TypeVar("T")
@@ -595,6 +596,7 @@ class Store:
             raise StoreError(f"no audit record with id {row_id}")
 
     async def _audit_write(self, sql: str, params: tuple[Any, ...], *, pending: bool = False) -> int:
+        t0 = time.perf_counter()
         write = _AuditWrite(sql, params, trio.current_time() + self.audit_budget, pending)
         self._audit_queue.append(write)
         with trio.CancelScope(shield=True):
@@ -605,6 +607,7 @@ class Store:
                 while not write.done and write.error is None:
                     if not await self._commit_audit_queue():
                         await trio.sleep(0.01)  # busy, but nobody's budget is spent yet: try again
+            metrics.audit_write_seconds(time.perf_counter() - t0)
             # Outside the lock: commits of other calls go on while this one checkpoints.
             await self._maybe_checkpoint()
         if write.error is not None:

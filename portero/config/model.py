@@ -68,6 +68,8 @@ class ServerSection:
     host: str = "127.0.0.1"
     port: int = 8443
     bearer_token: str = attrs.field(default="", repr=False)
+    # A second token that opens only GET /metrics (for a Prometheus scraper); the bearer token does too.
+    metrics_token: str = attrs.field(default="", repr=False)
     auth: str = "bearer"
     tls_cert: str = ""
     tls_key: str = ""

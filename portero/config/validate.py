@@ -93,6 +93,11 @@ def _check_server(s: ServerSection, problems: list[str]) -> None:
             f'server.auth: "none" is only allowed when host is a loopback address '
             f"(127.0.0.1, ::1, localhost), not {_describe(s.host)}"
         )
+    if s.metrics_token and len(s.metrics_token) < MIN_TOKEN_LENGTH:
+        problems.append(
+            f"server.metrics_token: too short ({len(s.metrics_token)} characters); "
+            f"use at least {MIN_TOKEN_LENGTH}"
+        )
     if bool(s.tls_cert) != bool(s.tls_key):
         missing = "tls_key" if s.tls_cert else "tls_cert"
         problems.append(f"server.{missing}: tls_cert and tls_key must be set together (or neither)")

@@ -1,5 +1,8 @@
 """The ASGI app hypercorn serves: the MCP endpoint and ``/health`` as raw ASGI, Quart-Trio behind.
 
+``/metrics`` (Prometheus text, see :mod:`portero.metrics`) takes the bearer token or
+``server.metrics_token``.
+
 The MCP endpoint and ``/health`` are plain ASGI callables rather than Quart routes: they sit on the
 hot path (every tool call; monitors poll health), and Quart's disconnect watcher would hold
 keep-alive connections open at shutdown. Everything else (``/``, 404s) is a Quart-Trio app.
@@ -16,12 +19,23 @@ import trio
 from quart import Response
 from quart_trio import QuartTrio
 
+from .. import metrics
 from ..config import ServerSection
 from ..core import jsonrpc
 from ..gateway.router import Router
 from ..gateway.sessions import Sessions
 from .health import health
-from .mcp_http import MCP_PATHS, McpEndpoint, Receive, Scope, Send, send_error, send_json
+from .mcp_http import (
+    MCP_PATHS,
+    McpEndpoint,
+    Receive,
+    Scope,
+    Send,
+    send_error,
+    send_json,
+    send_raw,
+    unauthorized,
+)
 from .security import Guard
 
 AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
@@ -38,6 +52,13 @@ def build_app(router: Router, sessions: Sessions, server: ServerSection) -> Asgi
 
     guard = Guard(server)
     mcp = McpEndpoint(router, sessions, guard, server)
+    registry = metrics.scrape_registry(
+        metrics.StateCollector(
+            upstreams=router.upstream_status,
+            sessions=lambda: len(sessions),
+            approvals_pending=lambda: len(router.broker.pending()) if router.broker is not None else 0,
+        )
+    )
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -54,6 +75,11 @@ def build_app(router: Router, sessions: Sessions, server: ServerSection) -> Asgi
             if path == "/health" and scope["method"] in ("GET", "HEAD"):
                 status, body = health(router, full=guard.token_ok(headers.get("authorization")))
                 return await send_json(send, status, body)
+            if path == "/metrics" and scope["method"] in ("GET", "HEAD"):
+                if not guard.metrics_ok(headers.get("authorization")):
+                    return await unauthorized(send)
+                text = metrics.render(registry)
+                return await send_raw(send, 200, text, [(b"content-type", metrics.CONTENT_TYPE.encode())])
             if path.startswith("/.well-known/oauth"):
                 return await send_error(send, 404, "Not Found: this gateway uses a static bearer token")
         await quart(scope, receive, send)  # type: ignore[arg-type]  # ASGI dicts, typed loosely here

@@ -25,6 +25,7 @@ class Guard:
     def __init__(self, server: ServerSection) -> None:
         self.auth_none = server.auth == "none"
         self.token = server.bearer_token.encode()
+        self.metrics_token = server.metrics_token.encode()
         self.loopback = is_loopback_host(server.host)
         self.allowed_origins = {o.rstrip("/").lower() for o in server.allowed_origins}
 
@@ -58,3 +59,20 @@ class Guard:
         except UnicodeEncodeError:
             given = b""
         return hmac.compare_digest(given, self.token)
+
+    def metrics_ok(self, authorization: str | None) -> bool:
+        """``GET /metrics``: the bearer token (or ``auth = "none"``), or ``server.metrics_token`` if set."""
+        by_bearer = self.token_ok(authorization)
+        if not self.metrics_token:
+            return by_bearer
+        return hmac.compare_digest(_bearer(authorization), self.metrics_token) or by_bearer
+
+
+def _bearer(authorization: str | None) -> bytes:
+    """The token of an ``Authorization: Bearer`` header; ``b""`` for a missing or other header."""
+    if not authorization or authorization[:7].lower() != "bearer ":
+        return b""
+    try:
+        return authorization[7:].strip().encode()
+    except UnicodeEncodeError:
+        return b""

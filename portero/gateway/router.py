@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from .. import __version__
+from .. import __version__, metrics
 from ..config import Config, McpServer
 from ..core import jsonrpc
 from ..core.anonymize import Anonymizer
@@ -529,6 +529,7 @@ class Router:
         except Exception as exc:
             # Nothing ran and nothing can be recorded: the refusal is in the log only.
             record.outcome, record.recorded = "refused", True
+            metrics.call_finished(record.tool, record.decision, record.outcome, None)
             log.error("%s (%s): %s", AUDIT_UNAVAILABLE, record.tool, exc, exc_info=_unexpected(exc))
             return False
         return True
@@ -537,6 +538,9 @@ class Router:
         """The final record: the outcome of the row written before the call, or (a call that never ran)
         the one record of the refusal."""
         record.recorded = True
+        # A refused invalid call's tool is whatever the client sent: one label value, not unbounded ones.
+        tool = "(invalid)" if record.source == "invalid" else record.tool
+        metrics.call_finished(tool, record.decision, record.outcome, time.monotonic() - started)
         if self.store is None:
             return
         duration_ms = round((time.monotonic() - started) * 1000, 3)

@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 import trio
 
+from .. import metrics
 from ..logs import RedactFilter, Redactor
 
 # The error tree, which the package re-exports; BotAPI is for the bot.
@@ -160,20 +161,27 @@ class BotAPI:
             else:
                 resp = await self._http.post(url, json=params or {}, timeout=http_timeout)
         except (httpx.InvalidURL, httpx.UnsupportedProtocol):
-            raise TelegramFatal(
-                f"the [telegram] api_base {self.api_base!r} does not make a usable http(s) URL"
+            raise _counted(
+                TelegramFatal(f"the [telegram] api_base {self.api_base!r} does not make a usable http(s) URL")
             ) from None
         except httpx.HTTPError as e:
-            raise TelegramTransient(self.redact(f"{method}: {type(e).__name__}: {e}")) from None
+            raise _counted(TelegramTransient(self.redact(f"{method}: {type(e).__name__}: {e}"))) from None
         try:
             body = resp.json()
         except ValueError:
             body = None
         if not isinstance(body, dict):
-            raise TelegramTransient(f"{method}: HTTP {resp.status_code} with a non-JSON answer")
+            raise _counted(TelegramTransient(f"{method}: HTTP {resp.status_code} with a non-JSON answer"))
         if body.get("ok") is True and resp.status_code == 200:
             return body.get("result")
-        raise _classify(method, resp.status_code, body, self.redact)
+        raise _counted(_classify(method, resp.status_code, body, self.redact))
+
+
+def _counted(exc: TelegramError) -> TelegramError:
+    """``exc``, counted in portero_telegram_api_errors_total by its kind (``retry_after``, ``transient``)."""
+    name = type(exc).__name__.removeprefix("Telegram")
+    metrics.telegram_api_error("".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_"))
+    return exc
 
 
 def _classify(method: str, status_code: int, body: dict[str, Any], redact: Redactor) -> TelegramError:

@@ -21,6 +21,7 @@ LAYERS = {
     "config": 1,
     "logs": 1,
     "systemd": 1,
+    "metrics": 1,
     "store": 2,
     "upstream": 2,
     "approvals": 3,
