@@ -11,6 +11,7 @@ from typing import Any
 import attrs
 
 from ..core.anonymize import Rule as Replacement
+from ..core.policy import ACTIONS  # one list of policy actions, the engine's
 
 __all__ = [
     "ACTIONS",
@@ -24,8 +25,8 @@ __all__ = [
     "UnsetVariableError",
 ]
 
-ACTIONS = ("allow", "deny", "require-approval")
-LOG_LEVELS = ("debug", "info", "warning", "error")
+# The gateway's own log levels ([server].log_level); not MCP's eight (gateway.router.MCP_LOG_LEVELS).
+GATEWAY_LOG_LEVELS = ("debug", "info", "warning", "error")
 AUTH_MODES = ("bearer", "none")
 MIN_TOKEN_LENGTH = 16
 

@@ -27,7 +27,7 @@ from ..core.policy import PolicyEngine, validate_pattern
 from .model import (
     ACTIONS,
     AUTH_MODES,
-    LOG_LEVELS,
+    GATEWAY_LOG_LEVELS,
     MIN_TOKEN_LENGTH,
     McpServer,
     PoliciesSection,
@@ -114,9 +114,9 @@ def _check_server(s: ServerSection, problems: list[str]) -> None:
         )
     if not s.data_dir:
         problems.append("server.data_dir: must not be empty")
-    if s.log_level.lower() not in LOG_LEVELS:
+    if s.log_level.lower() not in GATEWAY_LOG_LEVELS:
         problems.append(
-            f"server.log_level: expected one of {', '.join(LOG_LEVELS)}, got {_describe(s.log_level)}"
+            f"server.log_level: expected one of {', '.join(GATEWAY_LOG_LEVELS)}, got {_describe(s.log_level)}"
         )
     for key in ("max_body_bytes", "max_message_bytes"):
         if getattr(s, key) <= 0:
