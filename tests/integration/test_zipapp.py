@@ -1,11 +1,20 @@
-"""The one-file zipapp: built with shiv, it serves like the installed package."""
+"""The one-file zipapp, built as the README prints it from a fresh clone, serves like the package.
+
+The clone is of the repository this file lives in (``git clone`` of a local path works offline); the
+working copy of ``zipapp/build.sh`` is copied over it, so an uncommitted edit of the script is what is
+tested. Both builds share the clone, so the second reuses the build environment (build/zipapp-venv).
+"""
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
 import time
+import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -13,26 +22,58 @@ import pytest
 
 from .harness import ROOT, TOKEN, child_toml, server_toml
 
-pytest.importorskip("shiv")
+pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+
+BUILD = "bash zipapp/build.sh"
+BUILD_PORTABLE = "bash zipapp/build.sh --portable"
 
 
-def test_zipapp_builds_and_serves(tmp_path: Path) -> None:
-    pyz = tmp_path / "portero.pyz"
-    env = {**os.environ, "PYTHON": sys.executable, "SHIV_ROOT": str(tmp_path / "shiv")}
-    subprocess.run(
-        ["bash", str(ROOT / "zipapp" / "build.sh"), str(pyz)], check=True, env=env, capture_output=True
+def _shipping_commands() -> list[str]:
+    """The command lines of the README's "Shipping" section (its ```sh blocks)."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("\n## Shipping", 1)[1].split("\n## ", 1)[0]
+    lines = []
+    for block in re.findall(r"```sh\n(.*?)```", section, re.S):
+        for line in block.splitlines():
+            command = line.split("#", 1)[0].strip()
+            if command:
+                lines.append(command)
+    return lines
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHON", "VIRTUAL_ENV", "PYTHONPATH")}
+    env["SHIV_ROOT"] = str(tmp / "shiv")
+    # The README's command runs `python3` from PATH; the test's own venv must not shadow it.
+    venv_bin = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p != venv_bin)
+    return env
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    base = tmp_path_factory.mktemp("zipapp")
+    repo = base / "portero"
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(repo)], check=True)
+    shutil.copy2(ROOT / "zipapp" / "build.sh", repo / "zipapp" / "build.sh")
+    yield repo
+
+
+def _build(repo: Path, command: str, tmp: Path) -> str:
+    proc = subprocess.run(
+        command, shell=True, cwd=repo, env=_env(tmp), capture_output=True, text=True, timeout=240
     )
-    assert pyz.stat().st_size > 100_000
-    out = subprocess.run(
-        [sys.executable, str(pyz), "--version"], env=env, capture_output=True, text=True, check=True
-    )
-    assert out.stdout.strip().startswith("portero ")
-    cfg = tmp_path / "portero.toml"
-    cfg.write_text(server_toml(tmp_path) + child_toml("z"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def _serve_and_call(python: str, pyz: Path, tmp: Path) -> None:
+    cfg = tmp / "portero.toml"
+    cfg.write_text(server_toml(tmp) + child_toml("z"))
     proc = subprocess.Popen(
-        [sys.executable, str(pyz), "serve", "--config", str(cfg)],
-        env=env,
-        cwd=str(tmp_path),
+        [python, str(pyz), "serve", "--config", str(cfg)],
+        env=_env(tmp),
+        cwd=str(tmp),
         stderr=subprocess.PIPE,
         text=True,
     )
@@ -46,18 +87,126 @@ def test_zipapp_builds_and_serves(tmp_path: Path) -> None:
         assert url
         for _ in range(200):
             r = httpx.get(url + "/health")
-            if r.status_code == 200:
+            if r.status_code == 200 and r.json()["servers"] == {"ready": 1}:
                 break
             time.sleep(0.05)
         assert r.json()["servers"] == {"ready": 1}  # the public view: counts only
+        headers = {"Authorization": f"Bearer {TOKEN}", "Accept": "application/json, text/event-stream"}
+        init = {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"},
+        }
         r = httpx.post(
             url + "/mcp",
-            json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}},
-            headers={"Authorization": f"Bearer {TOKEN}", "Accept": "application/json, text/event-stream"},
+            json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": init},
+            headers=headers,
         )
         assert r.json()["result"]["serverInfo"]["name"] == "portero"
+        session = r.headers.get("mcp-session-id")
+        if session:
+            headers["mcp-session-id"] = session
+        r = httpx.post(
+            url + "/mcp", json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, headers=headers
+        )
+        assert any(tool["name"].startswith("z") for tool in r.json()["result"]["tools"])
     finally:
         proc.terminate()
         proc.wait(20)
         if proc.stderr:
             proc.stderr.close()
+
+
+def test_readme_prints_the_build_commands() -> None:
+    commands = _shipping_commands()
+    assert BUILD in commands
+    assert BUILD_PORTABLE in commands
+
+
+def test_build_from_fresh_clone_and_serve(clone: Path, tmp_path: Path) -> None:
+    out = _build(clone, BUILD, tmp_path)
+    pyz = clone / "dist" / "portero.pyz"
+    assert pyz.stat().st_size > 100_000
+    # It names the platform it is for and the compiled dependencies that tie it there.
+    line = next(x for x in out.splitlines() if x.startswith("dist/portero.pyz: for CPython 3."))
+    assert "compiled dependencies: " in line and "orjson" in line
+    assert (clone / "build" / "zipapp-venv" / "bin" / "python").exists()
+    version = subprocess.run(
+        [sys.executable, str(pyz), "--version"], env=_env(tmp_path), capture_output=True, text=True
+    )
+    assert version.stdout.strip().startswith("portero "), version.stderr
+    _serve_and_call(sys.executable, pyz, tmp_path)
+
+
+def test_portable_build_runs_without_orjson(clone: Path, tmp_path: Path) -> None:
+    out = _build(clone, BUILD_PORTABLE, tmp_path)
+    assert "dist/portero.pyz: portable, pure Python" in out
+    pyz = clone / "dist" / "portero.pyz"
+    with zipfile.ZipFile(pyz) as zf:
+        names = zf.namelist()
+    compiled = [n for n in names if n.endswith((".so", ".pyd")) or n.startswith("site-packages/orjson")]
+    assert names and not compiled
+    # A Python whose site-packages has no orjson (a bare venv), running the file's own environment.
+    bare = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    python = str(bare / "bin" / "python")
+    probe = (
+        "import importlib.util, portero.core.jsonrpc as j; "
+        "print(importlib.util.find_spec('orjson'), j.orjson, j.dumps({'a': 1}))"
+    )
+    r = subprocess.run(
+        [python, str(pyz), "-c", probe],
+        env={**_env(tmp_path), "SHIV_INTERPRETER": "1"},
+        capture_output=True,
+        text=True,
+    )
+    assert r.stdout.split() == ["None", "None", "b'{\"a\":1}'"], r.stdout + r.stderr
+    extracted = list((tmp_path / "shiv").glob("*/site-packages"))
+    assert extracted and not list(extracted[0].glob("orjson*"))
+    _serve_and_call(python, pyz, tmp_path)
+
+
+def _container_tool() -> str | None:
+    for tool in ("podman", "docker"):
+        if shutil.which(tool):
+            return tool
+    return None
+
+
+@pytest.mark.skipif(
+    os.environ.get("PORTERO_CONTAINER_TEST") != "1" or _container_tool() is None,
+    reason="slow: set PORTERO_CONTAINER_TEST=1 (needs podman or docker and registry access)",
+)
+def test_container_image_builds_and_is_healthy(tmp_path: Path) -> None:
+    tool = _container_tool()
+    assert tool is not None
+    tag = "portero-test:latest"
+    subprocess.run([tool, "build", "-t", tag, str(ROOT)], check=True, timeout=900)
+    version = subprocess.run(
+        [tool, "run", "--rm", tag, "--version"], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert version.stdout.strip().startswith("portero ")
+    cfg = tmp_path / "portero.toml"
+    cfg.write_text(
+        '[server]\nhost = "0.0.0.0"\nport = 8443\nauth = "bearer"\n'
+        f'bearer_token = "{TOKEN}"\ndata_dir = "/var/lib/portero"\n'
+    )
+    cfg.chmod(0o644)
+    name = f"portero-test-{os.getpid()}"
+    subprocess.run(
+        [tool, "run", "-d", "--name", name, "-v", f"{cfg}:/etc/portero/portero.toml:ro", tag],
+        check=True,
+        timeout=120,
+    )
+    try:
+        probe = "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8443/health').status)"
+        status = ""
+        for _ in range(60):
+            r = subprocess.run([tool, "exec", name, "python3", "-c", probe], capture_output=True, text=True)
+            status = r.stdout.strip()
+            if status == "200":
+                break
+            time.sleep(1)
+        assert status == "200"
+    finally:
+        subprocess.run([tool, "rm", "-f", name], capture_output=True, timeout=120)
