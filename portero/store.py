@@ -813,3 +813,24 @@ def read_audit(
     finally:
         conn.close()
     return [_audit_dict(row, iso=True) for row in reversed(rows)]
+
+
+def read_grants(db_path: str, *, now: float | None = None) -> list[Grant]:
+    """The live grants (neither revoked nor expired at ``now``) for ``portero tools``: synchronous and
+    read-only, like :func:`read_audit`. No database at ``db_path`` means no grants."""
+    if not os.path.exists(db_path):
+        return []
+    uri = "file:" + os.path.abspath(db_path) + "?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, timeout=10.0)
+    try:
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if version < 1:
+            return []
+        rows = conn.execute(
+            "SELECT id, pattern, created_at, expires_at, created_by FROM grants "
+            "WHERE revoked_at IS NULL AND expires_at > ? ORDER BY expires_at, id",
+            (time.time() if now is None else now,),
+        ).fetchall()
+    finally:
+        conn.close()
+    return [Grant(pattern=p, expires_at=e, created_at=c, id=i, created_by=by) for i, p, c, e, by in rows]

@@ -23,6 +23,7 @@ import portero
 from portero.cli.audit import cmd_audit
 from portero.cli.common import build_env, create_private_or_say, load_for_command
 from portero.cli.migrate import cmd_migrate
+from portero.cli.tools import cmd_tools
 from portero.config import Config
 from portero.config.preflight import resolve_command
 from portero.durations import format_duration
@@ -332,6 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_positive_int, metavar="N", help="at most N records")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("tools", help="list the running gateway's tools with the policy that applies and why")
+    config_options(p)
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=cmd_tools)
     return parser
 
 

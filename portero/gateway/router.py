@@ -59,6 +59,7 @@ Handler = Callable[["Router", dict[str, Any], RequestContext], Awaitable[Any]]
 
 
 AUDIT_UNAVAILABLE = "audit log unavailable: the call was not run"
+CANONICAL_META = "io.portero/canonical"  # tools/list items: _meta key holding "<server>/<tool>"
 
 
 def tool_error(text: str) -> dict[str, Any]:
@@ -371,7 +372,12 @@ class Router:
     async def m_tools_list(self, params: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
         await self.settled()
         if self._tool_list_cache is None:
-            tools = [e.item for e in self.catalog.tools.values() if self.policy.visible(e.canonical)]
+            # Each item says whose tool it is (``portero tools`` reads it); the server's own _meta stays.
+            tools = [
+                {**e.item, "_meta": {**_meta_of(e.item), CANONICAL_META: e.canonical}}
+                for e in self.catalog.tools.values()
+                if self.policy.visible(e.canonical)
+            ]
             self._tool_list_cache = self.anonymizer.to_fake(tools)
         return {"tools": self._tool_list_cache}
 
@@ -998,3 +1004,9 @@ def _first_text(result: dict[str, Any]) -> str | None:
             if isinstance(item, dict) and isinstance(item.get("text"), str):
                 return str(item["text"])[:500]
     return None
+
+
+def _meta_of(item: dict[str, Any]) -> dict[str, Any]:
+    """The ``_meta`` object a server sent with a list item, or an empty one."""
+    meta = item.get("_meta")
+    return meta if isinstance(meta, dict) else {}

@@ -20,7 +20,7 @@ import trio.testing
 
 from portero.config import parse_config
 from portero.core import jsonrpc
-from portero.gateway.router import Router
+from portero.gateway.router import CANONICAL_META, Router
 from portero.gateway.sessions import LATEST_PROTOCOL, ClientSession, RequestContext, Sessions
 from portero.store import Store
 
@@ -68,7 +68,14 @@ TOOLS: dict[str, list[Message]] = {
         {"name": "slow", "description": "Takes its time", "inputSchema": {"type": "object"}},
         {"name": "sample", "description": "Asks the client's model", "inputSchema": {"type": "object"}},
     ],
-    "notes": [{"name": "write", "description": "Write a note", "inputSchema": {"type": "object"}}],
+    "notes": [
+        {
+            "name": "write",
+            "description": "Write a note",
+            "inputSchema": {"type": "object"},
+            "_meta": {"x.test/kept": True},
+        }
+    ],
 }
 
 
@@ -174,6 +181,16 @@ async def test_tools_list_prefixes_hides_denied_and_anonymizes(gw: Gateway) -> N
     assert tools["files__read"]["description"] == f"Read a file of {FAKE} on {FAKE_HOST}"
     assert tools["files__read"]["inputSchema"] == SCHEMA
     assert REAL not in json.dumps(resp) and REAL_HOST not in json.dumps(resp)
+
+
+async def test_tools_list_items_carry_their_canonical_name_in_meta(gw: Gateway) -> None:
+    resp = await gw.router.handle(jsonrpc.request(1, "tools/list"), RequestContext(session=gw.session()))
+    assert resp is not None
+    tools = {t["name"]: t for t in resp["result"]["tools"]}
+    assert tools["files__read"]["_meta"] == {CANONICAL_META: "files/read"}
+    # The server's own _meta stays beside it; the catalog's item is not changed.
+    assert tools["notes__write"]["_meta"] == {"x.test/kept": True, CANONICAL_META: "notes/write"}
+    assert gw.router.catalog.tools["notes__write"].item["_meta"] == {"x.test/kept": True}
 
 
 # ------------------------------------------------------------------------------------ tools/call
