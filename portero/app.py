@@ -57,6 +57,9 @@ def run_gateway(config: Config, env: Mapping[str, str] | None = None) -> int:
             print(problem, file=sys.stderr, flush=True)
         return 2
     redactor = setup_logging(config, env)
+    # Once each, through logging (so also in log_file and as JSON): `serve` no longer prints them.
+    for warning in config.warnings:
+        log.warning("%s", warning)
     failed = False
     try:
         trio.run(serve, config, env, redactor)
@@ -110,11 +113,17 @@ async def serve(
                     for b in binds:
                         # Tests and scripts read this line to learn the bound port.
                         print(f"portero: listening on {b}", file=sys.stderr, flush=True)
-                    log.info("portero listening on %s (%d servers)", ", ".join(binds), len(router.upstreams))
+                    log.info("portero listening on %s", ", ".join(binds))
                     task_status.started(binds)
                     # READY=1 once the port is bound and the servers still starting have come up (or 15 s).
-                    await _until(router.settled, shutdown)
+                    await _until(lambda: _settle_reporting(router), shutdown)
                     if not shutdown.is_set():
+                        log.info("%s", servers_summary(router))
+                        log.info(
+                            "ready: %d tools on %s — `portero client-config` prints how to connect",
+                            len(router.catalog.tools),
+                            _mcp_url(config, binds),
+                        )
                         notifier.ready(status())
                     await shutdown.wait()
                     notifier.stopping()
@@ -133,6 +142,60 @@ async def serve(
         with trio.CancelScope(shield=True):
             await store.aclose()
         log.info("stopped")
+
+
+WAITING_REPORT_INTERVAL = 5.0  # seconds between "waiting for <server>" lines at start-up
+
+
+async def _settle_reporting(router: Router, interval: float = WAITING_REPORT_INTERVAL) -> None:
+    """``router.settled()``, saying every ``interval`` seconds which servers are still starting."""
+    began = trio.current_time()
+    async with trio.open_nursery() as nursery:
+
+        async def report() -> None:
+            while True:
+                await trio.sleep(interval)
+                elapsed = trio.current_time() - began
+                for up in router.upstreams.values():
+                    if up.enabled and not up.ready.is_set():
+                        program = os.path.basename(up.cfg.command) or up.cfg.command
+                        log.info("waiting for %s: %s is still running, %.0f s", up.name, program, elapsed)
+
+        nursery.start_soon(report)
+        await router.settled()
+        nursery.cancel_scope.cancel()
+
+
+def servers_summary(router: Router) -> str:
+    """``2 of 4 servers ready (github, google skipped: GITHUB_TOKEN is not set)``: the servers not
+    ready, grouped by the same state and reason."""
+    ups = list(router.upstreams.values())
+    ready = sum(1 for u in ups if u.state == "ready")
+    groups: dict[str, list[str]] = {}
+    for up in ups:
+        if up.state == "ready":
+            continue
+        if up.state == "disabled":
+            why = "disabled"
+        elif up.state == "skipped":
+            why = f"skipped: {up.last_error}" if up.last_error else "skipped"
+        elif up.state == "starting" and not up.ready.is_set():
+            why = "still starting"
+        else:
+            why = f"failed: {up.last_error}" if up.last_error else f"not ready ({up.state})"
+        groups.setdefault(why, []).append(up.name)
+    text = f"{ready} of {len(ups)} server{'' if len(ups) == 1 else 's'} ready"
+    if groups:
+        text += " (" + "; ".join(f"{', '.join(names)} {why}" for why, names in groups.items()) + ")"
+    return text
+
+
+def _mcp_url(config: Config, binds: list[str]) -> str:
+    """The client's endpoint: hypercorn's bound address (``http://127.0.0.1:8443``) plus ``/mcp``."""
+    if binds and "://" in binds[0]:
+        return binds[0].rstrip("/") + "/mcp"
+    scheme = "https" if config.server.tls else "http"
+    return f"{scheme}://{binds[0] if binds else _bind(config.server.host, config.server.port)}/mcp"
 
 
 async def _start_http(

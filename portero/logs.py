@@ -13,18 +13,28 @@ credentials, and blanking ``"1"`` everywhere would make logs unreadable.
 
 from __future__ import annotations
 
+import datetime
+import json
 import logging
 import os
 import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
     from .config import Config
 
-__all__ = ["PLACEHOLDER", "RedactFilter", "Redactor", "Throttled", "secret_values", "setup_logging"]
+__all__ = [
+    "PLACEHOLDER",
+    "JsonFormatter",
+    "RedactFilter",
+    "Redactor",
+    "Throttled",
+    "secret_values",
+    "setup_logging",
+]
 
 PLACEHOLDER = "***"
 MIN_SECRET_LENGTH = 4
@@ -121,21 +131,67 @@ def secret_values(config: Config, env: Mapping[str, str]) -> list[str]:
     return [v for v in values if v and len(v) >= MIN_SECRET_LENGTH]
 
 
-def setup_logging(config: Config, env: Mapping[str, str] | None = None) -> Redactor:
-    """Root logger to stderr (and ``server.log_file``), every handler redacting; returns the redactor."""
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``ts`` (UTC, ISO 8601), ``level``, ``logger``, ``message``, and
+    ``exc`` (the formatted traceback) when there is one. The handler's :class:`RedactFilter` has
+    already cleaned the message and ``exc_text`` by the time this runs."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, str] = {
+            "ts": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            out["exc"] = record.exc_text
+        if record.stack_info:
+            out["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# Under systemd the journal stamps every line itself: a second timestamp only takes room.
+JOURNAL_FORMAT = "%(levelname)s %(name)s: %(message)s"
+
+
+def _formatter(log_format: str, *, journal: bool) -> logging.Formatter:
+    if log_format == "json":
+        return JsonFormatter()
+    return logging.Formatter(JOURNAL_FORMAT if journal else TEXT_FORMAT)
+
+
+def setup_logging(
+    config: Config, env: Mapping[str, str] | None = None, *, stream: TextIO | None = None
+) -> Redactor:
+    """Root logger to stderr (or ``stream``) and ``server.log_file``, every handler redacting;
+    returns the redactor.
+
+    ``server.log_format`` picks text or JSON lines. With ``JOURNAL_STREAM`` in ``env`` (systemd
+    connected stderr to the journal) the text lines on stderr carry no timestamp of their own; the
+    log file keeps its timestamps.
+    """
+    env = env or {}
     level = getattr(logging, str(config.server.log_level).upper(), logging.INFO)
+    log_format = config.server.log_format.lower()
     root = logging.getLogger()
     root.handlers.clear()
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    redactor = Redactor(secret_values(config, env or {}))
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    redactor = Redactor(secret_values(config, env))
+    console = logging.StreamHandler(sys.stderr if stream is None else stream)
+    console.setFormatter(_formatter(log_format, journal=bool(env.get("JOURNAL_STREAM"))))
+    handlers: list[logging.Handler] = [console]
     if config.server.log_file:
         # Owner-only: the log names tools, sessions and errors.
         fd = os.open(config.server.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.close(fd)
-        handlers.append(logging.FileHandler(config.server.log_file))
+        file_handler = logging.FileHandler(config.server.log_file)
+        file_handler.setFormatter(_formatter(log_format, journal=False))
+        handlers.append(file_handler)
     for h in handlers:
-        h.setFormatter(fmt)
         h.addFilter(RedactFilter(redactor))
         root.addHandler(h)
     root.setLevel(level)

@@ -65,8 +65,7 @@ def cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if loaded is None:
         return 2
     config, env = loaded
-    for warning in config.warnings:
-        print(f"warning: {warning}", file=err)
+    # The config's warnings are logged by run_gateway (once each, in the log format chosen).
     from portero.app import run_gateway  # imported late: the other commands never need trio or quart
 
     return int(run_gateway(config, env) or 0)
@@ -157,6 +156,7 @@ tool_separator = "__"           # exposed tool name = <server>__<tool>
 data_dir = "data"               # SQLite database: data_dir/gateway.db
 log_level = "info"              # debug | info | warning | error
 log_file = ""                   # optional: also append logs to this file
+log_format = "text"             # "text" | "json" (one JSON object per line)
 
 # Approvals over Telegram. Without this section, "require-approval" calls are denied.
 # [telegram]

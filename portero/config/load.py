@@ -563,6 +563,7 @@ def _parse_config(text: str, *, path: str, env: Mapping[str, str], check_files: 
             tls_cert=_resolve(base_dir, server.tls_cert, env),
             tls_key=_resolve(base_dir, server.tls_key, env),
             log_level=server.log_level.lower(),
+            log_format=server.log_format.lower(),
         )
     servers = [(i, attrs.evolve(m, cwd=_resolve(base_dir, m.cwd, env)) if m.cwd else m) for i, m in servers]
 

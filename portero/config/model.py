@@ -27,6 +27,7 @@ __all__ = [
 
 # The gateway's own log levels ([server].log_level); not MCP's eight (gateway.router.MCP_LOG_LEVELS).
 GATEWAY_LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")  # [server].log_format
 AUTH_MODES = ("bearer", "none")
 MIN_TOKEN_LENGTH = 16
 
@@ -79,6 +80,7 @@ class ServerSection:
     data_dir: str = "data"
     log_level: str = "info"
     log_file: str = ""
+    log_format: str = "text"  # "text" | "json" (one JSON object per line)
     max_body_bytes: int = 4 * 1024 * 1024
     max_message_bytes: int = 32 * 1024 * 1024
     sse_keepalive: float = _duration(default=15.0)

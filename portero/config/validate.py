@@ -28,6 +28,7 @@ from .model import (
     ACTIONS,
     AUTH_MODES,
     GATEWAY_LOG_LEVELS,
+    LOG_FORMATS,
     MIN_TOKEN_LENGTH,
     McpServer,
     PoliciesSection,
@@ -117,6 +118,10 @@ def _check_server(s: ServerSection, problems: list[str]) -> None:
     if s.log_level.lower() not in GATEWAY_LOG_LEVELS:
         problems.append(
             f"server.log_level: expected one of {', '.join(GATEWAY_LOG_LEVELS)}, got {_describe(s.log_level)}"
+        )
+    if s.log_format.lower() not in LOG_FORMATS:
+        problems.append(
+            f"server.log_format: expected one of {', '.join(LOG_FORMATS)}, got {_describe(s.log_format)}"
         )
     for key in ("max_body_bytes", "max_message_bytes"):
         if getattr(s, key) <= 0:

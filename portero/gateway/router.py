@@ -139,13 +139,14 @@ class Router:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             for up in self.upstreams.values():
-                self._start_upstream(up)
+                # A skipped server is among the config's warnings, which serve logs already.
+                self._start_upstream(up, announce_skip=False)
             task_status.started()
 
-    def _start_upstream(self, up: Upstream) -> None:
+    def _start_upstream(self, up: Upstream, *, announce_skip: bool = True) -> None:
         """Run ``up`` in the upstreams' nursery, under a scope of its own (so a reload can stop it)."""
         assert self._nursery is not None
-        if not up.enabled:
+        if not up.enabled and announce_skip:
             log.warning("server %s skipped: %s", up.name, up.last_error or up.state)
         scope = trio.CancelScope()
         self._scopes[up.name] = scope

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import datetime
+import io
+import json
 import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from portero.config import parse_config
-from portero.logs import RedactFilter, Redactor, Throttled, secret_values
+from portero.config import Config, ConfigError, parse_config
+from portero.logs import JsonFormatter, RedactFilter, Redactor, Throttled, secret_values, setup_logging
 
 TOML = """
 [server]
@@ -66,3 +72,82 @@ def test_throttled_logs_once_per_period_and_counts_the_rest(caplog: pytest.LogCa
         t(logging.WARNING, "token", "refused")
     lines = [r.getMessage() for r in caplog.records]
     assert lines == ["refused", "refused host", "refused (and 999 more like it in the last 11s)"]
+
+
+# ------------------------------------------------------------------------------ setup_logging formats
+
+
+@pytest.fixture
+def restore_root_logger() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for h in root.handlers:
+        h.close()
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def _serve_config(extra: str = "") -> Config:
+    return parse_config(TOML.replace("[telegram]", extra + "\n[telegram]", 1), path="/tmp/p.toml", env={})
+
+
+@pytest.mark.usefixtures("restore_root_logger")
+def test_text_lines_have_a_timestamp_outside_systemd() -> None:
+    out = io.StringIO()
+    setup_logging(_serve_config(), {}, stream=out)
+    logging.getLogger("portero.t").info("hello %s", "there")
+    line = out.getvalue().strip()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO portero\.t: hello there", line), line
+
+
+@pytest.mark.usefixtures("restore_root_logger")
+def test_under_systemd_the_journal_adds_the_timestamp(tmp_path: Path) -> None:
+    out = io.StringIO()
+    log_file = tmp_path / "portero.log"
+    config = _serve_config(f'log_file = "{log_file}"')
+    setup_logging(config, {"JOURNAL_STREAM": "8:12345"}, stream=out)
+    logging.getLogger("portero.t").warning("careful")
+    assert out.getvalue() == "WARNING portero.t: careful\n"
+    # The file has no journal to stamp it: it keeps its timestamps.
+    assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} WARNING portero\.t: careful", log_file.read_text())
+
+
+@pytest.mark.usefixtures("restore_root_logger")
+def test_json_lines_are_one_object_each_and_redacted() -> None:
+    out = io.StringIO()
+    setup_logging(_serve_config('log_format = "json"'), {"JOURNAL_STREAM": "8:1"}, stream=out)
+    log = logging.getLogger("portero.t")
+    log.info("token %s in a line", "bearer-secret-0123456789")
+    try:
+        raise RuntimeError("boom with ghp_realtoken123")
+    except RuntimeError:
+        log.exception("it failed")
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2
+    first, second = (json.loads(line) for line in lines)
+    assert set(first) == {"ts", "level", "logger", "message"}
+    assert first["level"] == "INFO" and first["logger"] == "portero.t"
+    assert first["message"] == "token *** in a line"
+    assert datetime.datetime.fromisoformat(first["ts"]).tzinfo is not None
+    assert second["level"] == "ERROR" and second["message"] == "it failed"
+    assert "RuntimeError: boom with ***" in second["exc"] and "ghp_realtoken123" not in lines[1]
+
+
+def test_json_formatter_alone() -> None:
+    record = logging.LogRecord("x.y", logging.WARNING, __file__, 1, 'a %d "quoted"\nline', (1,), None)
+    obj = json.loads(JsonFormatter().format(record))
+    assert obj["message"] == 'a 1 "quoted"\nline' and obj["level"] == "WARNING" and obj["logger"] == "x.y"
+    assert "exc" not in obj
+
+
+@pytest.mark.parametrize("value", ["yaml", "", "JSONL"])
+def test_log_format_is_validated(value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        _serve_config(f'log_format = "{value}"')
+    assert "server.log_format: expected one of text, json" in str(info.value)
+
+
+def test_log_format_defaults_to_text_and_ignores_case() -> None:
+    assert _serve_config().server.log_format == "text"
+    assert _serve_config('log_format = "JSON"').server.log_format == "json"
