@@ -1,4 +1,4 @@
-"""zipapp/portero.service: a valid unit with systemd's exposure score under 5 (when systemd-analyze exists)."""
+"""zipapp/portero.service: a valid unit, systemd exposure under 5 (where systemd-analyze exists)."""
 
 from __future__ import annotations
 
