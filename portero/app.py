@@ -39,6 +39,7 @@ from .gateway.sessions import Sessions
 from .logs import Redactor, setup_logging
 from .store import Store, StoreError
 from .systemd import Notifier, status_line
+from .tracing import setup as setup_tracing
 
 log = logging.getLogger("portero")
 
@@ -86,11 +87,14 @@ async def serve(
     # The router anonymizes what it shows; the redactor removes the secrets before that.
     clean: Callable[[str], str] = redactor.secrets_only if redactor is not None else (lambda text: text)
     store = await Store.open(os.path.join(config.server.data_dir, "gateway.db"))
+    tracing = setup_tracing(config.server.otlp_endpoint, env)  # None: traces off, nothing is created
     try:
         approval_timeout = config.telegram.approval_timeout if config.telegram is not None else 120.0
         broker = await ApprovalBroker.open(store, timeout=approval_timeout, approver=None)
         sessions = Sessions(idle_timeout=config.server.session_idle_timeout)
-        router = Router(config, env, sessions=sessions, store=store, broker=broker, clean_log=clean)
+        router = Router(
+            config, env, sessions=sessions, store=store, broker=broker, clean_log=clean, tracing=tracing
+        )
         if redactor is not None:
             redactor.also = lambda text: router.anonymizer.to_fake_text(text)  # follows reloads
         shutdown = trio.Event()
@@ -141,9 +145,13 @@ async def serve(
     finally:
         with trio.CancelScope(shield=True):
             await store.aclose()
+            if tracing is not None:  # send the last spans; a collector that is down may not hold us up
+                with trio.move_on_after(TRACES_FLUSH_TIMEOUT):
+                    await trio.to_thread.run_sync(tracing.shutdown, abandon_on_cancel=True)
         log.info("stopped")
 
 
+TRACES_FLUSH_TIMEOUT = 5.0  # seconds the last spans may take to send at stop
 WAITING_REPORT_INTERVAL = 5.0  # seconds between "waiting for <server>" lines at start-up
 
 

@@ -81,6 +81,8 @@ class ServerSection:
     log_level: str = "info"
     log_file: str = ""
     log_format: str = "text"  # "text" | "json" (one JSON object per line)
+    # OTLP/HTTP collector base URL for traces (portero[otel]); "" = OTEL_EXPORTER_OTLP_ENDPOINT or off.
+    otlp_endpoint: str = ""
     max_body_bytes: int = 4 * 1024 * 1024
     max_message_bytes: int = 32 * 1024 * 1024
     sse_keepalive: float = _duration(default=15.0)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
+import urllib.parse
 
 import attrs
 
@@ -123,9 +124,23 @@ def _check_server(s: ServerSection, problems: list[str]) -> None:
         problems.append(
             f"server.log_format: expected one of {', '.join(LOG_FORMATS)}, got {_describe(s.log_format)}"
         )
+    if s.otlp_endpoint and not _is_http_url(s.otlp_endpoint):
+        problems.append(
+            f'server.otlp_endpoint: expected "" or an http(s) URL like "http://127.0.0.1:4318", '
+            f"got {_describe(s.otlp_endpoint)}"
+        )
     for key in ("max_body_bytes", "max_message_bytes"):
         if getattr(s, key) <= 0:
             problems.append(f"server.{key}: must be a positive number of bytes")
+
+
+def _is_http_url(value: str) -> bool:
+    try:
+        url = urllib.parse.urlsplit(value)
+        _ = url.port  # a port that is not a number raises
+    except ValueError:
+        return False
+    return value == value.strip() and url.scheme in ("http", "https") and bool(url.hostname)
 
 
 def _check_telegram(t: TelegramSection, problems: list[str]) -> None:

@@ -42,6 +42,7 @@ from .sessions import LATEST_PROTOCOL, SUPPORTED_PROTOCOLS, ClientSession, Reque
 if TYPE_CHECKING:
     from ..approvals import ApprovalBroker, Outcome
     from ..store import Store
+    from ..tracing import Tracing
 
 log = logging.getLogger("portero.router")
 
@@ -93,8 +94,10 @@ class Router:
         store: Store | None = None,
         broker: ApprovalBroker | None = None,
         clean_log: Callable[[str], str] = lambda text: text,
+        tracing: Tracing | None = None,
     ) -> None:
         self.config = config
+        self.tracing = tracing  # None: no spans at all (no endpoint, or OpenTelemetry not installed)
         self.separator: str = config.server.tool_separator
         self.sessions = sessions
         self.store = store
@@ -294,6 +297,24 @@ class Router:
             what = f" {params.get('name')!r}" if method in ("tools/call", "prompts/get") else ""
             sid = ctx.session.id[:6] if ctx.session else "-"
             log.debug("%s%s (session %s…)", method, self.anonymizer.to_fake_text(what), sid)
+        if self.tracing is None:
+            return await self._dispatch(rid, params, handler, ctx)
+        tool = self._span_tool(params) if method == "tools/call" else None
+        session_id = ctx.session.id if ctx.session else None
+        with self.tracing.request(method, params, rid, session_id, tool) as finish:
+            return finish(await self._dispatch(rid, params, handler, ctx))
+
+    def _span_tool(self, params: dict[str, Any]) -> str | None:
+        """A tools/call's tool for its span: the canonical name if known, else as the client sent it."""
+        name = params.get("name")
+        if not isinstance(name, str):
+            return None
+        entry = self.catalog.tools.get(name) or self._known_tools.get(name)
+        return entry.canonical if entry is not None else self.anonymizer.to_fake_text(name)
+
+    async def _dispatch(
+        self, rid: Any, params: dict[str, Any], handler: Handler, ctx: RequestContext
+    ) -> dict[str, Any] | None:
         scope = trio.CancelScope()
         if ctx.session is not None:
             ctx.session.inflight[rid] = scope
@@ -642,6 +663,8 @@ class Router:
         if token is not None:
             gw_token = self.attribution.progress_token(ctx, token)
             meta["progressToken"] = gw_token
+        if self.tracing is not None:
+            self.tracing.inject(meta)
         if meta:
             up_params = {**up_params, "_meta": meta}
         self.attribution.begin(up.name, ctx)

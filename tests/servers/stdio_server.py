@@ -162,7 +162,7 @@ def tool_list() -> list[dict]:
 def call_tool(rid, name: str, arguments: dict, meta: dict) -> dict | None:
     if ARGS.record:
         with open(ARGS.record, "a") as f:
-            f.write(json.dumps({"tool": name, "arguments": arguments}) + "\n")
+            f.write(json.dumps({"tool": name, "arguments": arguments, "meta": meta}) + "\n")
     if name == "echo" or name in EXTRA_TOOLS or name == LONG_NAME:
         return text_result(str(arguments.get("text", "")))
     if name == "add":

@@ -22,6 +22,7 @@ LAYERS = {
     "logs": 1,
     "systemd": 1,
     "metrics": 1,
+    "tracing": 1,
     "store": 2,
     "upstream": 2,
     "approvals": 3,
