@@ -105,14 +105,17 @@ async def serve(
             return status_line(router.upstream_status(), len(broker.pending()), len(sessions))
 
         async with trio.open_nursery() as upstreams:
-            upstreams.start_soon(_watch_signals, shutdown, hurry, router, config.path, env, notifier, status)
+            live: dict[str, Any] = {}  # what a reload may reach that starts later: the Telegram bot
+            upstreams.start_soon(
+                _watch_signals, shutdown, hurry, router, config.path, env, notifier, status, live
+            )
             upstreams.start_soon(notifier.run, status)
             await upstreams.start(router.run_upstreams)
             async with trio.open_nursery() as calls:
                 await calls.start(sessions.run)
                 async with trio.open_nursery() as front:
                     if config.telegram is not None:
-                        await _start_bot(front, config, broker, router, store)
+                        live["bot"] = await _start_bot(front, config, broker, router, store)
                     binds, served = await _start_http(front, config, router, sessions, shutdown)
                     for b in binds:
                         # Tests and scripts read this line to learn the bound port.
@@ -293,6 +296,7 @@ async def _watch_signals(
     env: Mapping[str, str],
     notifier: Notifier | None = None,
     status: Callable[[], str] | None = None,
+    live: dict[str, Any] | None = None,
 ) -> None:
     """SIGHUP reloads; the first SIGTERM/SIGINT starts the shutdown, a second one hurries it (the
     HTTP drain is cut short) instead of killing the process before its children are stopped."""
@@ -301,7 +305,7 @@ async def _watch_signals(
             if signum == signal.SIGHUP:
                 if notifier is not None:
                     notifier.reloading()
-                await reload_config(router, config_path, env)
+                await reload_config(router, config_path, env, (live or {}).get("bot"))
                 if notifier is not None and not shutdown.is_set():
                     notifier.ready(status() if status is not None else None)
             elif not shutdown.is_set():
@@ -311,16 +315,18 @@ async def _watch_signals(
                 hurry.set()
 
 
-async def reload_config(router: Router, config_path: str, env: Mapping[str, str]) -> bool:
+async def reload_config(router: Router, config_path: str, env: Mapping[str, str], bot: Any = None) -> bool:
     """SIGHUP: re-read the config and apply it; a config with mistakes changes nothing.
 
     - Policies and replacements are compiled off to the side and installed by Router.reload in one
       step (no await in between), so a call sees either the old set or the new one, never a mix.
     - The ``[[mcp]]`` list: added servers start, removed ones stop, changed ones restart; unchanged
       ones keep running, and sessions survive.
-    - ``[telegram]``: the approval timeout applies to approvals asked from now on.
+    - ``[telegram]``: the approval timeout applies to approvals asked from now on; the admin chat
+      and the longest grant at once.
     - Sessions get ``notifications/<list>/list_changed`` for every list whose exposed content changed.
-    - ``[server]`` settings (address, TLS, token…) and the bot's token and chat need a restart.
+    - ``[server]`` settings (address, TLS, token…), the bot's token and API base, and adding or
+      removing ``[telegram]`` need a restart.
     """
     try:
         new = await trio.to_thread.run_sync(load_config, config_path, env)
@@ -338,10 +344,9 @@ async def reload_config(router: Router, config_path: str, env: Mapping[str, str]
         what
         for what, changed in (
             ("[server]", new.server != old.server),
-            ("the Telegram bot token or chat", (new.telegram is None) != (old.telegram is None)
-             or (new.telegram is not None and old.telegram is not None
-                 and (new.telegram.bot_token, new.telegram.admin_chat_id)
-                 != (old.telegram.bot_token, old.telegram.admin_chat_id))),
+            ("[telegram] (added, removed, or its bot token or API base)",
+             (new.telegram is None) != (old.telegram is None)
+             or (bot is not None and new.telegram is not None and not bot.apply_settings(new.telegram))),
         )
         if changed
     ]  # fmt: skip

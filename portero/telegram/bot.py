@@ -147,6 +147,16 @@ class TelegramBot:
         self._tracked: OrderedDict[str, _Tracked] = OrderedDict()
         self._cancel_scope: trio.CancelScope | None = None
 
+    def apply_settings(self, config: TelegramSection) -> bool:
+        """A reload's ``[telegram]``: the admin chat and the longest grant apply at once; False when
+        the bot token or API base changed (those take a restart of the gateway)."""
+        token, base = str(config.bot_token), str(config.api_base or DEFAULT_API_BASE).rstrip("/")
+        if (token, base) != (self._api._token, self._api.api_base):
+            return False
+        self._chat_id = int(config.admin_chat_id)
+        self._commands.max_grant = float(config.max_grant) if config.max_grant else 86400.0
+        return True
+
     def __repr__(self) -> str:
         return f"<TelegramBot chat={self._chat_id} state={self._state}>"
 

@@ -686,3 +686,18 @@ async def test_unusable_api_base_stops_the_bot_not_the_gateway(
         await bot.run()
     assert not bot.available
     assert any("api_base" in r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
+
+
+async def test_a_reload_applies_the_admin_chat_and_the_longest_grant(fake: FakeBotAPI) -> None:
+    """SIGHUP's [telegram]: the admin chat and max_grant apply at once; a new token or API base
+    needs a restart (apply_settings says so by returning False)."""
+    bot = make_bot(fake, BrokerDouble(), StoreDouble())
+    new = SimpleNamespace(bot_token=TOKEN, admin_chat_id=ADMIN + 1, api_base=fake.api_base, max_grant=60.0)
+    assert bot.apply_settings(new) is True  # type: ignore[arg-type]
+    assert f"chat={ADMIN + 1}" in repr(bot)
+    assert bot._commands.max_grant == 60.0
+    other_token = SimpleNamespace(
+        bot_token="999:other", admin_chat_id=ADMIN, api_base=fake.api_base, max_grant=60.0
+    )
+    assert bot.apply_settings(other_token) is False  # type: ignore[arg-type]
+    assert f"chat={ADMIN + 1}" in repr(bot)  # nothing applied from a config that needs a restart
