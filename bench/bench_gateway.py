@@ -78,11 +78,11 @@ def spawn(argv: list[str], **kw: Any) -> subprocess.Popen[bytes]:
     return p
 
 
-def descendants(pid: int) -> list[int]:
-    """Pids below ``pid`` (from /proc/<pid>/task/*/children), depth first."""
+def descendants(pid: int, limit: int = 1000) -> list[int]:
+    """Pids below ``pid`` (from /proc/<pid>/task/*/children), depth first; a bounded walk."""
     out: list[int] = []
     todo = [pid]
-    for _ in range(1000):  # bounded walk
+    for _ in range(limit):
         if not todo:
             break
         p = todo.pop()

@@ -182,26 +182,10 @@ def rss_or_zero(pid: int) -> float:
         return 0.0  # exited meanwhile
 
 
-def all_descendants(pid: int, limit: int = 20_000) -> list[int]:
-    """Pids below ``pid``, like bench_gateway.descendants but with room for stateful supergateway's
-    thousands (a shell and a child per session); bounded."""
-    out: list[int] = []
-    todo = [pid]
-    while todo and len(out) < limit:
-        p = todo.pop()
-        try:
-            tasks = os.listdir(f"/proc/{p}/task")
-        except OSError:
-            continue
-        for t in tasks:
-            try:
-                with open(f"/proc/{p}/task/{t}/children") as f:
-                    kids = [int(x) for x in f.read().split()]
-            except OSError:
-                continue
-            out.extend(kids)
-            todo.extend(kids)
-    return out
+def all_descendants(pid: int) -> list[int]:
+    """Pids below ``pid``, with room for stateful supergateway's thousands (a shell and a child per
+    session)."""
+    return bench_gateway.descendants(pid, limit=20_000)
 
 
 def mem_available_mib() -> float:

@@ -560,14 +560,7 @@ class Store:
         """Grants neither revoked nor expired at ``now``, soonest to expire first."""
 
         def run(conn: sqlite3.Connection) -> list[Grant]:
-            rows = conn.execute(
-                "SELECT id, pattern, created_at, expires_at, created_by FROM grants "
-                "WHERE revoked_at IS NULL AND expires_at > ? ORDER BY expires_at, id",
-                (now,),
-            ).fetchall()
-            return [
-                Grant(pattern=p, expires_at=e, created_at=c, id=i, created_by=by) for i, p, c, e, by in rows
-            ]
+            return _live_grants(conn, now)
 
         return await self._run(run)
 
@@ -785,12 +778,10 @@ def read_audit(
     """
     if not os.path.exists(db_path):
         raise FileNotFoundError(f"no database at {db_path}")
-    uri = "file:" + os.path.abspath(db_path) + "?mode=ro"
-    conn = sqlite3.connect(uri, uri=True, timeout=10.0)
+    conn = _connect_read_only(db_path)
+    if conn is None:
+        return []
     try:
-        (version,) = conn.execute("PRAGMA user_version").fetchone()
-        if version < 1:
-            return []
         conn.create_function("portero_glob", 2, glob_match, deterministic=True)
         where: list[str] = []
         params: list[Any] = []
@@ -818,19 +809,30 @@ def read_audit(
 def read_grants(db_path: str, *, now: float | None = None) -> list[Grant]:
     """The live grants (neither revoked nor expired at ``now``) for ``portero tools``: synchronous and
     read-only, like :func:`read_audit`. No database at ``db_path`` means no grants."""
-    if not os.path.exists(db_path):
+    conn = _connect_read_only(db_path) if os.path.exists(db_path) else None
+    if conn is None:
         return []
-    uri = "file:" + os.path.abspath(db_path) + "?mode=ro"
-    conn = sqlite3.connect(uri, uri=True, timeout=10.0)
     try:
-        (version,) = conn.execute("PRAGMA user_version").fetchone()
-        if version < 1:
-            return []
-        rows = conn.execute(
-            "SELECT id, pattern, created_at, expires_at, created_by FROM grants "
-            "WHERE revoked_at IS NULL AND expires_at > ? ORDER BY expires_at, id",
-            (time.time() if now is None else now,),
-        ).fetchall()
+        return _live_grants(conn, time.time() if now is None else now)
     finally:
         conn.close()
+
+
+def _connect_read_only(db_path: str) -> sqlite3.Connection | None:
+    """A read-only connection to an existing database, or None when it has no schema yet."""
+    conn = sqlite3.connect("file:" + os.path.abspath(db_path) + "?mode=ro", uri=True, timeout=10.0)
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version < 1:
+        conn.close()
+        return None
+    return conn
+
+
+def _live_grants(conn: sqlite3.Connection, now: float) -> list[Grant]:
+    """Grants neither revoked nor expired at ``now``, soonest to expire first."""
+    rows = conn.execute(
+        "SELECT id, pattern, created_at, expires_at, created_by FROM grants "
+        "WHERE revoked_at IS NULL AND expires_at > ? ORDER BY expires_at, id",
+        (now,),
+    ).fetchall()
     return [Grant(pattern=p, expires_at=e, created_at=c, id=i, created_by=by) for i, p, c, e, by in rows]

@@ -37,17 +37,10 @@ def make_config(server_extra: str = "", rest: str = "") -> Config:
 
 
 def rpc(method: str, params: Any = None, id: Any = 1) -> dict[str, Any]:
-    msg: dict[str, Any] = {"jsonrpc": "2.0", "id": id, "method": method}
-    if params is not None:
-        msg["params"] = params
-    return msg
+    return jsonrpc.request(id, method, params)
 
 
-def note(method: str, params: Any = None) -> dict[str, Any]:
-    msg: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
-    if params is not None:
-        msg["params"] = params
-    return msg
+note = jsonrpc.notification
 
 
 class Gateway:
