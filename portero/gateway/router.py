@@ -505,11 +505,12 @@ class Router:
             result = tool_error(exc.message)
         else:
             if "error" in resp:
-                # A protocol error from the server: passed on, anonymized, and recorded as the client sees it.
-                client_err = self._client_error(jsonrpc.error_from_message(resp.get("error")))
+                # A protocol error from the server: recorded as the client will see it, then passed
+                # on; handle() anonymizes it for the client (once, with every other error).
+                err = jsonrpc.error_from_message(resp.get("error"))
                 record.outcome = "error"
-                await self._record(record, started, str(client_err["message"])[:500])
-                raise RpcError(client_err["code"], client_err["message"], client_err.get("data"))
+                await self._record(record, started, self.anonymizer.to_fake_text(err.message)[:500])
+                raise err
             raw = resp.get("result")
             result = (
                 raw if isinstance(raw, dict) else tool_error(f"Server {entry.server} sent an invalid result")
