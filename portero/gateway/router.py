@@ -126,14 +126,16 @@ class Router:
     def _new_upstream(self, cfg: McpServer) -> Upstream:
         return Upstream(
             cfg,
-            StdioTransport(cfg, self._env, clean_log=self._clean_stderr),
+            StdioTransport(cfg, self._env, clean_log=self._clean_log),
             max_message_bytes=self.config.server.max_message_bytes,
             handler=self.on_upstream_message,
             on_catalog_change=self.rebuild_catalog,
             client_info=self._client_info,
         )
 
-    def _clean_stderr(self, text: str) -> str:
+    def _clean_shown(self, text: str) -> str:
+        """A server's error text as /health and /status show it: secrets out, real values faked.
+        (Log lines, its stderr included, get the same from the logging filter.)"""
         return self.anonymizer.to_fake_text(self._clean_log(text))
 
     # -- life ----------------------------------------------------------------------------
@@ -206,7 +208,7 @@ class Router:
                 continue
             st = up.status()
             if "error" in st:
-                st["error"] = self._clean_stderr(st["error"])
+                st["error"] = self._clean_shown(st["error"])
             out.append(st)
         return out
 
@@ -952,7 +954,7 @@ class Router:
             assert self._nursery is not None
             up = shared.clone(
                 f"{shared.name}@{session.id[:8]}",
-                StdioTransport(shared.cfg, self._env, clean_log=self._clean_stderr),
+                StdioTransport(shared.cfg, self._env, clean_log=self._clean_log),
             )
             scope = trio.CancelScope()
             self._session_upstreams[key] = (up, scope)
