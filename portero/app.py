@@ -169,6 +169,9 @@ async def _settle_reporting(router: Router, interval: float = WAITING_REPORT_INT
                 elapsed = trio.current_time() - began
                 for up in router.upstreams.values():
                     if up.enabled and not up.ready.is_set():
+                        if up.cfg.remote:
+                            log.info("waiting for %s: still connecting, %.0f s", up.name, elapsed)
+                            continue
                         program = os.path.basename(up.cfg.command) or up.cfg.command
                         log.info("waiting for %s: %s is still running, %.0f s", up.name, program, elapsed)
 
@@ -190,8 +193,10 @@ def servers_summary(router: Router) -> str:
             why = "disabled"
         elif up.state == "skipped":
             why = f"skipped: {up.last_error}" if up.last_error else "skipped"
-        elif up.state == "starting" and not up.ready.is_set():
-            why = "still starting"
+        elif up.state in ("starting", "connecting") and not up.ready.is_set():
+            why = f"still {up.state}"
+        elif up.state == "needs-login":
+            why = f"need a login (portero login {up.cfg.name})"
         else:
             why = f"failed: {up.last_error}" if up.last_error else f"not ready ({up.state})"
         groups.setdefault(why, []).append(up.name)

@@ -115,13 +115,15 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             state = f"skipped: {m.skip_reason}"
         else:
             state = "runs"
-        command = redact(shlex.join([m.command, *m.args]))
+        command = redact(m.url if m.remote else shlex.join([m.command, *m.args]))
         extras = []
+        if m.remote:
+            extras.append(f"{m.transport}, auth {m.auth}")
         if not m.prefix:
             extras.append("prefix = false")
         if m.cwd:
             extras.append(f"cwd {m.cwd}")
-        if m.runnable:
+        if m.runnable and not m.remote:
             program = resolve_command(m, env)
             if program is not None and program != m.command:
                 extras.append(f"found at {program}")

@@ -20,9 +20,9 @@ them at once, each as ``<file>: <key path>: <what is wrong>``:
 4. The checks of :mod:`.validate` run on whatever structured successfully; with ``preflight=True``,
    :func:`load_config` also runs the filesystem checks of :mod:`.preflight` in the same pass.
 
-Relative paths (``data_dir``, ``log_file``, ``tls_cert``, ``tls_key`` and ``[[mcp]].cwd``) are resolved
-against the directory of the config file, so the gateway behaves the same whatever its working directory
-(systemd starts services in ``/``).
+Relative paths (``data_dir``, ``log_file``, ``tls_cert``, ``tls_key``, ``[[mcp]].cwd`` and
+``[[mcp]].ca_file``) are resolved against the directory of the config file, so the gateway behaves
+the same whatever its working directory (systemd starts services in ``/``).
 """
 
 from __future__ import annotations
@@ -447,6 +447,15 @@ def parse_config(text: str, *, path: str, env: Mapping[str, str]) -> Config:
     return _parse_config(text, path=path, env=env, check_files=None)
 
 
+def _resolve_paths(m: McpServer, base_dir: str, env: Mapping[str, str]) -> McpServer:
+    """An ``[[mcp]]`` entry with its ``cwd`` and ``ca_file`` anchored at the config file's directory."""
+    if m.cwd:
+        m = attrs.evolve(m, cwd=_resolve(base_dir, m.cwd, env))
+    if m.ca_file:
+        m = attrs.evolve(m, ca_file=_resolve(base_dir, m.ca_file, env))
+    return m
+
+
 def _under(path: str, failed: Mapping[str, str]) -> bool:
     """Whether an interpolation failed at ``path`` or below it."""
     return any(key == path or key.startswith((path + ".", path + "[")) for key in failed)
@@ -565,7 +574,7 @@ def _parse_config(text: str, *, path: str, env: Mapping[str, str], check_files: 
             log_level=server.log_level.lower(),
             log_format=server.log_format.lower(),
         )
-    servers = [(i, attrs.evolve(m, cwd=_resolve(base_dir, m.cwd, env)) if m.cwd else m) for i, m in servers]
+    servers = [(i, _resolve_paths(m, base_dir, env)) for i, m in servers]
 
     if check_files is not None:
         # What serve would trip over on disk, in the same pass; only for servers that will start and

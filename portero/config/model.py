@@ -29,6 +29,9 @@ __all__ = [
 GATEWAY_LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")  # [server].log_format
 AUTH_MODES = ("bearer", "none")
+# A remote [[mcp]] server's transport and how Portero authenticates to it.
+REMOTE_TRANSPORTS = ("auto", "streamable-http", "sse", "websocket")
+REMOTE_AUTH_MODES = ("none", "bearer", "oauth")
 MIN_TOKEN_LENGTH = 16
 
 
@@ -110,8 +113,10 @@ class PoliciesSection:
 
 @attrs.frozen
 class McpServer:
+    """One ``[[mcp]]`` entry: a local process (``command``) or a remote server (``url``)."""
+
     name: str
-    command: str
+    command: str = ""
     args: tuple[str, ...] = ()
     env: dict[str, str] = attrs.field(factory=dict, repr=False)  # often holds tokens
     cwd: str = ""
@@ -125,8 +130,24 @@ class McpServer:
     # Names of the gateway's environment variables this server also gets (besides PATH, HOME,
     # LANG, TZ, TMPDIR and the like); its own `env` comes on top.
     inherit_env: tuple[str, ...] = ()
+    # -- remote servers (instead of command/args) --
+    url: str = ""  # http(s):// for Streamable HTTP or legacy SSE, ws(s):// for WebSocket
+    transport: str = "auto"  # REMOTE_TRANSPORTS; auto: Streamable HTTP, falling back to legacy SSE
+    headers: dict[str, str] = attrs.field(factory=dict, repr=False)  # static, may hold credentials
+    auth: str = "none"  # REMOTE_AUTH_MODES
+    token: str = attrs.field(default="", repr=False)  # auth = "bearer": sent as Authorization
+    # auth = "oauth": a pre-registered client (else Client ID Metadata Document or dynamic registration)
+    client_id: str = ""
+    client_secret: str = attrs.field(default="", repr=False)
+    scopes: tuple[str, ...] = ()
+    ca_file: str = ""  # a CA bundle trusted besides the system's (TLS verification stays on)
+    connect_timeout: float = _duration(default=10.0)
     # Not a TOML key: set by parse_config when a required_env variable is unset or empty.
     skip_reason: str | None = None
+
+    @property
+    def remote(self) -> bool:
+        return bool(self.url)
 
     @property
     def runnable(self) -> bool:

@@ -126,13 +126,13 @@ def _check_command(
 
 
 def _check_readable(value: str, key: str, problems: list[str]) -> bool:
-    if not _stat_kind(value, f"server.{key}", False, problems):
+    if not _stat_kind(value, key, False, problems):
         return False
     try:
         with open(value, "rb") as f:
             f.read(1)
     except OSError as exc:
-        problems.append(f"server.{key}: cannot read {value}: {exc.strerror or exc}")
+        problems.append(f"{key}: cannot read {value}: {exc.strerror or exc}")
         return False
     return True
 
@@ -149,8 +149,8 @@ def _no_passphrase() -> str:
 def _check_tls(server: ServerSection, problems: list[str]) -> None:
     if not (server.tls_cert and server.tls_key):
         return  # none, or only one (validate reports that)
-    cert_ok = _check_readable(server.tls_cert, "tls_cert", problems)
-    key_ok = _check_readable(server.tls_key, "tls_key", problems)
+    cert_ok = _check_readable(server.tls_cert, "server.tls_cert", problems)
+    key_ok = _check_readable(server.tls_key, "server.tls_key", problems)
     if not (cert_ok and key_ok):
         return
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -183,6 +183,10 @@ def check_files(
         _check_tls(server, problems)
     for index, m in servers:
         path = f"mcp[{index}]"
+        if m.remote:
+            if m.ca_file:
+                _check_readable(m.ca_file, f"{path}.ca_file", problems)
+            continue
         cwd_ok = _check_cwd(m, path, problems)
         _check_command(m, path, env, cwd_ok, problems)
     return problems

@@ -31,6 +31,8 @@ from .model import (
     GATEWAY_LOG_LEVELS,
     LOG_FORMATS,
     MIN_TOKEN_LENGTH,
+    REMOTE_AUTH_MODES,
+    REMOTE_TRANSPORTS,
     McpServer,
     PoliciesSection,
     Replacement,
@@ -272,8 +274,15 @@ def _check_unique_name(m: McpServer, index: int, seen: dict[str, int], problems:
 
 def _check_mcp(m: McpServer, path: str, problems: list[str]) -> None:
     _check_mcp_name(m.name, path, problems)
-    if not m.command.strip():
-        problems.append(f"{path}.command: must not be empty")
+    if m.url:
+        _check_remote(m, path, problems)
+    elif not m.command.strip():
+        what = "must not be empty" if m.command else "missing"
+        problems.append(f"{path}.command: {what} (a local server needs `command`, a remote one `url`)")
+    else:
+        for key in _REMOTE_KEYS:
+            if getattr(m, key) != getattr(_LOCAL_DEFAULTS, key):
+                problems.append(f"{path}.{key}: only for a remote server (with `url`), not with `command`")
     for key in m.env:
         if not key or "=" in key or "\0" in key:
             problems.append(f"{_join(path + '.env', key)}: invalid environment variable name")
@@ -288,6 +297,66 @@ def _check_mcp(m: McpServer, path: str, problems: list[str]) -> None:
                 f"{path}.inherit_env[{index}]: invalid environment variable name {_describe(name)} "
                 "(letters, digits and '_', not starting with a digit)"
             )
+
+
+_LOCAL_DEFAULTS = McpServer(name="-", command="-")
+_REMOTE_KEYS = ("transport", "auth", "headers", "token", "client_id", "client_secret", "scopes", "ca_file")
+_REMOTE_SCHEMES = {"http", "https", "ws", "wss"}
+
+
+def _check_remote(m: McpServer, path: str, problems: list[str]) -> None:
+    """A remote server: a URL Portero can reach, a transport its scheme allows, credentials that fit."""
+    if m.command:
+        problems.append(f"{path}: has both `command` and `url`; a server is one or the other")
+    for key in ("args", "env", "cwd", "inherit_env", "per_session"):
+        if getattr(m, key) != getattr(_LOCAL_DEFAULTS, key):
+            problems.append(f"{path}.{key}: only for a local server (with `command`), not with `url`")
+    url = urllib.parse.urlsplit(m.url)
+    scheme = url.scheme.lower()
+    if scheme not in _REMOTE_SCHEMES or not url.hostname:
+        problems.append(
+            f"{path}.url: {_describe(m.url)} is not an http://, https://, ws:// or wss:// URL with a host"
+        )
+    elif url.username or url.password:
+        problems.append(f"{path}.url: put credentials in `token` or `headers`, not in the URL")
+    if m.transport not in REMOTE_TRANSPORTS:
+        choices = ", ".join(REMOTE_TRANSPORTS)
+        problems.append(f"{path}.transport: must be one of {choices}, got {_describe(m.transport)}")
+    elif scheme in ("ws", "wss") and m.transport not in ("auto", "websocket"):
+        problems.append(f"{path}.transport: {m.transport!r} needs an http(s):// url; ws(s):// is WebSocket")
+    elif scheme in ("http", "https") and m.transport == "websocket":
+        problems.append(f"{path}.transport: 'websocket' needs a ws:// or wss:// url")
+    if m.auth not in REMOTE_AUTH_MODES:
+        choices = ", ".join(REMOTE_AUTH_MODES)
+        problems.append(f"{path}.auth: must be one of {choices}, got {_describe(m.auth)}")
+    elif m.auth == "bearer" and not m.token:
+        problems.append(f'{path}.token: auth = "bearer" needs a token (e.g. token = "${{LINEAR_TOKEN}}")')
+    elif m.auth != "bearer" and m.token:
+        problems.append(f'{path}.token: only used with auth = "bearer"')
+    if m.auth != "oauth":
+        for key in ("client_id", "client_secret", "scopes"):
+            if getattr(m, key):
+                problems.append(f'{path}.{key}: only used with auth = "oauth"')
+    elif scheme in ("ws", "wss"):
+        problems.append(f"{path}.auth: oauth is for http(s):// servers")
+    for key, value in m.headers.items():
+        if not _HEADER_NAME_RE.match(key) or "\n" in value or "\r" in value or "\0" in value:
+            problems.append(f"{_join(path + '.headers', key)}: not a valid HTTP header")
+        elif key.lower() in _RESERVED_HEADERS:
+            problems.append(f"{_join(path + '.headers', key)}: set by Portero itself")
+        elif key.lower() == "authorization" and m.auth != "none":
+            problems.append(f"{_join(path + '.headers', key)}: auth = {m.auth!r} sets Authorization itself")
+    if m.connect_timeout <= 0:
+        problems.append(f"{path}.connect_timeout: must be positive")
+
+
+_HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# Headers the transports own: the session, the protocol version, framing, and the server's own token.
+_RESERVED_HEADERS = {
+    "mcp-session-id", "mcp-protocol-version", "content-type", "content-length",
+    "accept", "host", "connection", "transfer-encoding", "last-event-id", "upgrade",
+    "sec-websocket-protocol", "sec-websocket-key", "sec-websocket-version",
+}  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------- warnings

@@ -34,8 +34,8 @@ from ..core.catalog import Catalog, ChildListing, Entry
 from ..core.jsonrpc import RpcError
 from ..core.policy import Decision, PolicyEngine
 from ..upstream.peer import Peer, UpstreamGone
-from ..upstream.stdio import StdioTransport
 from ..upstream.supervisor import INIT_TIMEOUT, Upstream
+from ..upstream.transports import transport_for
 from .attribution import Attribution
 from .sessions import LATEST_PROTOCOL, SUPPORTED_PROTOCOLS, ClientSession, RequestContext, Sessions
 
@@ -126,7 +126,7 @@ class Router:
     def _new_upstream(self, cfg: McpServer) -> Upstream:
         return Upstream(
             cfg,
-            StdioTransport(cfg, self._env, clean_log=self._clean_log),
+            transport_for(cfg, self._env, clean_log=self._clean_log),
             max_message_bytes=self.config.server.max_message_bytes,
             handler=self.on_upstream_message,
             on_catalog_change=self.rebuild_catalog,
@@ -954,7 +954,7 @@ class Router:
             assert self._nursery is not None
             up = shared.clone(
                 f"{shared.name}@{session.id[:8]}",
-                StdioTransport(shared.cfg, self._env, clean_log=self._clean_log),
+                transport_for(shared.cfg, self._env, clean_log=self._clean_log),
             )
             scope = trio.CancelScope()
             self._session_upstreams[key] = (up, scope)

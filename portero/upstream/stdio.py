@@ -160,6 +160,9 @@ class StdioTransport:
             await stop_process(proc, name)
             self.returncode = proc.returncode
 
+    async def login_changed(self) -> None:
+        await trio.sleep_forever()  # a local process never needs a login
+
     async def _watch_exit(self, proc: trio.Process, peer: Peer) -> None:
         await proc.wait()
         # Give the reader a moment to drain the last responses before failing waiters.

@@ -23,6 +23,7 @@ import trio
 from ..config import McpServer
 from ..core import jsonrpc
 from ..core.jsonrpc import RpcError
+from .auth import NeedsLogin
 from .peer import MessageHandler, Peer
 
 log = logging.getLogger("portero.upstream")
@@ -37,11 +38,18 @@ PAGE_LIMIT = 50  # pages followed for a paginated list
 
 
 class Transport(Protocol):
-    returncode: int | None
+    returncode: int | None  # a local process's exit status; always None for a remote server
 
     def open(
         self, name: str, handler: MessageHandler, max_message_bytes: int
-    ) -> AbstractAsyncContextManager[Peer]: ...
+    ) -> AbstractAsyncContextManager[Peer]:
+        """Connect (start the process, open the session); yield a running peer. May raise
+        ``OSError`` (cannot start or connect) or :class:`~portero.upstream.auth.NeedsLogin`."""
+        ...
+
+    async def login_changed(self) -> None:
+        """Return when a login may have made :class:`NeedsLogin` go away (never, for most)."""
+        ...
 
 
 @attrs.define
@@ -53,8 +61,9 @@ class Listing:
 
 
 class Upstream:
-    """One configured server, supervised. ``state`` is one of: starting, ready, restarting,
-    skipped (a ``required_env`` is unset), disabled (``enabled = false``)."""
+    """One configured server, supervised. ``state`` is one of: starting (a local process) or
+    connecting (a remote server), ready, restarting, needs-login (a remote server's OAuth login is
+    missing or was revoked), skipped (a ``required_env`` is unset), disabled (``enabled = false``)."""
 
     def __init__(
         self,
@@ -78,7 +87,7 @@ class Upstream:
         self._on_catalog_change = on_catalog_change
         self._client_info = client_info
         self._clock = clock
-        self.state = "skipped" if cfg.skip_reason else "starting"
+        self.state = "skipped" if cfg.skip_reason else self._starting
         if not cfg.enabled:
             self.state = "disabled"
         self.restarts = 0
@@ -102,6 +111,10 @@ class Upstream:
             name=name,
             clock=self._clock,
         )
+
+    @property
+    def _starting(self) -> str:
+        return "connecting" if self.cfg.remote else "starting"
 
     @property
     def enabled(self) -> bool:
@@ -128,6 +141,15 @@ class Upstream:
             started = self._clock()
             try:
                 await self._run_once()
+            except NeedsLogin as exc:
+                self.state = "needs-login"
+                self.last_error = str(exc) or f"needs a login: portero login {self.cfg.name}"
+                log.warning("server %s %s", self.name, self.last_error)
+                self.ready.set()
+                self._on_catalog_change()
+                await self.transport.login_changed()
+                backoff = BACKOFF_START
+                continue
             except OSError as exc:
                 self.last_error = f"cannot start: {exc}"
                 log.error("server %s %s", self.name, self.last_error)
@@ -145,7 +167,7 @@ class Upstream:
             self.restarts += 1
 
     async def _run_once(self) -> None:
-        self.state = "starting"
+        self.state = self._starting
         try:
             async with self.transport.open(self.name, self._handler, self._max_message_bytes) as peer:
                 try:

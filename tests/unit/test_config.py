@@ -185,7 +185,7 @@ default = "maybe"
     assert sorted(problems) == sorted(
         [
             'portero.toml: server.port: expected an integer, got "abc"',
-            "portero.toml: mcp[1].command: missing required key",
+            "portero.toml: mcp[1].command: missing (a local server needs `command`, a remote one `url`)",
             'portero.toml: policies.default: expected one of allow, deny, require-approval, got "maybe"',
         ]
     )
@@ -368,7 +368,7 @@ def test_server_name_charset(name: str) -> None:
 
 def test_empty_command() -> None:
     assert problems_of(MINIMAL.replace('command = "python"', 'command = " "')) == [
-        "portero.toml: mcp[0].command: must not be empty"
+        "portero.toml: mcp[0].command: must not be empty (a local server needs `command`, a remote one `url`)"
     ]
 
 
@@ -857,3 +857,66 @@ def test_load_data_dir_errors(tmp_path: Path, text: str, message: str) -> None:
         load_data_dir(path, {})
     assert len(info.value.problems) == 1
     assert info.value.problems[0].startswith(f"{path}: {message}")
+
+
+# ------------------------------------------------------------------------------------ remote servers
+
+REMOTE = f"""
+[server]
+bearer_token = "{TOKEN}"
+
+[[mcp]]
+name = "linear"
+url = "https://mcp.linear.app/mcp"
+"""
+
+
+def test_a_remote_server_parses_with_its_defaults() -> None:
+    text = REMOTE + 'headers = { "X-Team" = "${TEAM}" }\nauth = "bearer"\ntoken = "${LINEAR_TOKEN}"\n'
+    cfg = parse(text, {"TEAM": "core", "LINEAR_TOKEN": "lin-secret"}, path="portero.toml")
+    (m,) = cfg.mcp
+    assert m.remote and m.command == "" and m.transport == "auto"
+    assert m.headers == {"X-Team": "core"} and m.token == "lin-secret"
+    assert "lin-secret" not in repr(m)
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ('auth = "bearer"\n', 'mcp[0].token: auth = "bearer" needs a token'),
+        ('token = "t"\n', 'mcp[0].token: only used with auth = "bearer"'),
+        ('args = ["x"]\n', "mcp[0].args: only for a local server (with `command`)"),
+        ('command = "node"\n', "mcp[0]: has both `command` and `url`"),
+        ('transport = "websocket"\n', "mcp[0].transport: 'websocket' needs a ws:// or wss:// url"),
+        ('transport = "grpc"\n', "mcp[0].transport: must be one of auto, streamable-http, sse, websocket"),
+        ('auth = "basic"\n', "mcp[0].auth: must be one of none, bearer, oauth"),
+        ('client_id = "c"\n', 'mcp[0].client_id: only used with auth = "oauth"'),
+        ('headers = { "Mcp-Session-Id" = "1" }\n', "mcp[0].headers.Mcp-Session-Id: set by Portero itself"),
+        ('headers = { "X-A" = "1\\r\\nX-B: 2" }\n', "mcp[0].headers.X-A: not a valid HTTP header"),
+        (
+            'auth = "oauth"\nheaders = { Authorization = "x" }\n',
+            "mcp[0].headers.Authorization: auth = 'oauth'",
+        ),
+    ],
+)
+def test_remote_server_mistakes_name_the_key(extra: str, expected: str) -> None:
+    problems = problems_of(REMOTE + extra)
+    assert any(p.startswith(f"portero.toml: {expected}") for p in problems), problems
+
+
+@pytest.mark.parametrize("url", ["ftp://host/x", "https://", "mcp.linear.app/mcp", "https://u:p@host/mcp"])
+def test_remote_server_urls_that_cannot_work(url: str) -> None:
+    problems = problems_of(REMOTE.replace("https://mcp.linear.app/mcp", url))
+    assert len(problems) == 1 and problems[0].startswith("portero.toml: mcp[0].url: "), problems
+
+
+def test_local_only_keys_are_refused_on_a_local_server() -> None:
+    problems = problems_of(MINIMAL + 'transport = "sse"\n')
+    assert problems == [
+        "portero.toml: mcp[0].transport: only for a remote server (with `url`), not with `command`"
+    ]
+
+
+def test_a_websocket_url_needs_no_transport_key() -> None:
+    (m,) = parse(REMOTE.replace("https://mcp.linear.app/mcp", "wss://h.example/mcp"), None, path="p.toml").mcp
+    assert m.transport == "auto" and m.url.startswith("wss://")
