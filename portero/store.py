@@ -118,6 +118,17 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE audit_watermark (settled_below INTEGER NOT NULL);
     INSERT INTO audit_watermark (settled_below) VALUES (0);
     """,
+    # OAuth logins of remote servers (portero/upstream/oauth.py): one JSON record per server (tokens,
+    # client registration, token endpoint); version goes up on every write, so a gateway notices a
+    # `portero login` done by another process with one indexed read.
+    """
+    CREATE TABLE oauth_tokens (
+        server TEXT PRIMARY KEY,
+        data TEXT NOT NULL,
+        updated_at REAL NOT NULL,
+        version INTEGER NOT NULL
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -748,6 +759,115 @@ class Store:
             return [{"ts": ts, "kind": kind, "detail": _loads(d)} for ts, kind, d in rows]
 
         return await self._run(run)
+
+    # === OAuth tokens of remote servers ===================================================================
+    # One record per ``[[mcp]]`` server with ``auth = "oauth"``: ``data`` is the JSON text
+    # portero.upstream.oauth writes (tokens, client registration, the authorization server's token
+    # endpoint); the store never parses it, logs it or shows it. The async methods serve the gateway;
+    # the ``*_in_file`` static methods serve ``portero login``/``logout``, another process, with a short
+    # connection of their own (creating and migrating the database if needed, and never touching the
+    # audit rows a running gateway may be writing). A stamp ``(version, updated_at)`` changes on every
+    # write, so a reader can tell a new login from the record it already has.
+
+    async def oauth_tokens(self, server: str) -> tuple[str, tuple[int, float]] | None:
+        """``(data, stamp)`` of ``server``'s record, or None when it has none."""
+
+        def run(conn: sqlite3.Connection) -> tuple[str, tuple[int, float]] | None:
+            return Store._oauth_read(conn, server)
+
+        return await self._run(run)
+
+    async def oauth_tokens_stamp(self, server: str) -> tuple[int, float] | None:
+        """The stamp of ``server``'s record (cheap: no data read), or None when it has none."""
+
+        def run(conn: sqlite3.Connection) -> tuple[int, float] | None:
+            row = conn.execute(
+                "SELECT version, updated_at FROM oauth_tokens WHERE server = ?", (server,)
+            ).fetchone()
+            return None if row is None else (int(row[0]), float(row[1]))
+
+        return await self._run(run)
+
+    async def save_oauth_tokens(self, server: str, data: str) -> tuple[int, float]:
+        """Write ``server``'s record (replacing any); returns its new stamp."""
+        return await self._write(Store._oauth_write, server, data, time.time())
+
+    async def delete_oauth_tokens(self, server: str) -> bool:
+        """Delete ``server``'s record; False when it had none."""
+        return await self._write(Store._oauth_delete, server)
+
+    @staticmethod
+    def oauth_tokens_in_file(db_path: str, server: str) -> tuple[str, tuple[int, float]] | None:
+        """:meth:`oauth_tokens`, synchronously, from the database file at ``db_path``."""
+        if not os.path.exists(db_path):
+            return None
+        return Store._oauth_in_file(db_path, Store._oauth_read, server)
+
+    @staticmethod
+    def save_oauth_tokens_in_file(db_path: str, server: str, data: str) -> tuple[int, float]:
+        """:meth:`save_oauth_tokens`, synchronously, to the database file at ``db_path``."""
+        return Store._oauth_in_file(db_path, Store._oauth_write, server, data, time.time())
+
+    @staticmethod
+    def delete_oauth_tokens_in_file(db_path: str, server: str) -> bool:
+        """:meth:`delete_oauth_tokens`, synchronously, in the database file at ``db_path``."""
+        if not os.path.exists(db_path):
+            return False
+        return Store._oauth_in_file(db_path, Store._oauth_delete, server)
+
+    @staticmethod
+    def _oauth_read(conn: sqlite3.Connection, server: str) -> tuple[str, tuple[int, float]] | None:
+        row = conn.execute(
+            "SELECT data, version, updated_at FROM oauth_tokens WHERE server = ?", (server,)
+        ).fetchone()
+        return None if row is None else (str(row[0]), (int(row[1]), float(row[2])))
+
+    @staticmethod
+    def _oauth_write(conn: sqlite3.Connection, server: str, data: str, now: float) -> tuple[int, float]:
+        # Above every version in the table (not just this row's): with the wall-clock time beside it,
+        # a logout then a login does not give a reader the stamp it already saw.
+        (version,) = conn.execute("SELECT coalesce(max(version), 0) + 1 FROM oauth_tokens").fetchone()
+        conn.execute(
+            "INSERT INTO oauth_tokens (server, data, updated_at, version) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (server) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at, "
+            "version = excluded.version",
+            (server, data, now, version),
+        )
+        return int(version), now
+
+    @staticmethod
+    def _oauth_delete(conn: sqlite3.Connection, server: str) -> bool:
+        return conn.execute("DELETE FROM oauth_tokens WHERE server = ?", (server,)).rowcount == 1
+
+    @staticmethod
+    def _oauth_transaction(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn, *args)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    @staticmethod
+    def _oauth_in_file(db_path: str, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(conn, *args)`` in one transaction on a short connection of this (another) process: the
+        file made owner-only, the schema brought up to date, WAL mode as the gateway's."""
+        _make_private_dirs(os.path.dirname(os.path.abspath(db_path)))
+        os.close(os.open(db_path, os.O_RDWR | os.O_CREAT, 0o600))
+        _owner_only(db_path)
+        conn = sqlite3.connect(db_path, isolation_level=None, timeout=WORKER_BUSY_MS / 1000)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            _migrate(conn)
+            for suffix in ("-wal", "-shm"):
+                _owner_only(db_path + suffix)
+            return Store._oauth_transaction(conn, fn, *args)
+        finally:
+            conn.close()
+
+    # === end of OAuth tokens ==============================================================================
 
 
 def _audit_dict(row: Sequence[Any], *, iso: bool) -> dict[str, Any]:
