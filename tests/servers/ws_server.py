@@ -5,7 +5,8 @@ stdout as the first line), or in-process with :func:`serve` (``await nursery.sta
 returns the port).
 
 It requires the ``mcp`` subprotocol (400 otherwise) and, with ``--require-token T``, the header
-``Authorization: Bearer T`` (401 with ``WWW-Authenticate: Bearer`` otherwise).
+``Authorization: Bearer T`` (401 with ``WWW-Authenticate: Bearer`` otherwise). With ``--record PATH``
+it appends each tools/call's name and arguments to PATH as a JSON line (what really reached it).
 
 Tools:
   echo {text}       answer the text
@@ -63,8 +64,9 @@ def text_result(text: str, is_error: bool = False) -> dict[str, Any]:
 class Session:
     """One client connection: a reader loop, each request handled in its own task."""
 
-    def __init__(self, ws: WebSocketConnection, headers: dict[str, str], name: str) -> None:
+    def __init__(self, ws: WebSocketConnection, headers: dict[str, str], name: str, record: str = "") -> None:
         self.ws = ws
+        self.record = record
         self.headers = headers
         self.name = name
         self.waiting: dict[str, tuple[trio.Event, list[dict[str, Any]]]] = {}
@@ -149,6 +151,9 @@ class Session:
         if method == "tools/call":
             args = params.get("arguments") or {}
             meta = params.get("_meta") or {}
+            if self.record:
+                with open(self.record, "a") as f:  # noqa: ASYNC230 - a test server, one short line
+                    f.write(json.dumps({"tool": params.get("name"), "arguments": args}) + "\n")
             return await self.call(str(params.get("name")), args, meta)
         raise LookupError(f"no method {method}")
 
@@ -201,6 +206,7 @@ async def serve(
     *,
     require_token: str = "",
     name: str = "ws",
+    record: str = "",
     ssl_context: ssl.SSLContext | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -217,7 +223,7 @@ async def serve(
             return
         ws = await request.accept(subprotocol="mcp")
         seen = {k: v for k, v in headers.items() if k in REPORTED_HEADERS or k.startswith("x-")}
-        await Session(ws, seen, name).run()
+        await Session(ws, seen, name, record).run()
 
     async with trio.open_nursery() as nursery:
         server = await nursery.start(serve_websocket, handler, "127.0.0.1", port, ssl_context)
@@ -229,12 +235,15 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--require-token", default="")
     parser.add_argument("--name", default="ws")
+    parser.add_argument("--record", default="")
     args = parser.parse_args()
 
     async def run() -> None:
         async with trio.open_nursery() as nursery:
             port = await nursery.start(
-                functools.partial(serve, args.port, require_token=args.require_token, name=args.name)
+                functools.partial(
+                    serve, args.port, require_token=args.require_token, name=args.name, record=args.record
+                )
             )
             sys.stdout.write(f"{port}\n")
             sys.stdout.flush()
