@@ -179,3 +179,35 @@ def test_health_without_the_token_hides_details(setup: tuple[GatewayProcess, WsS
     r = httpx.get(g.url + "/health", timeout=5)
     assert WS_TOKEN not in r.text and "X-Team" not in r.text
     assert WS_TOKEN not in g.log_text()
+
+
+async def test_sampling_from_the_remote_server_reaches_the_client(
+    setup: tuple[GatewayProcess, WsServer],
+) -> None:
+    """The official SDK as the client: the WebSocket server's sampling/createMessage, sent mid-call,
+    goes through the gateway to the client's callback and the answer back to the server."""
+    mcp = pytest.importorskip("mcp")
+    import trio
+    from mcp.client.session import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.shared._httpx_utils import create_mcp_http_client
+
+    g, _ = setup
+    prompts: list[str] = []
+
+    async def sampling(ctx: Any, params: Any) -> Any:
+        prompts.append(params.messages[0].content.text)
+        return mcp.types.CreateMessageResult(
+            role="assistant", content=mcp.types.TextContent(type="text", text="an answer"), model="fake"
+        )
+
+    http = create_mcp_http_client(headers={"Authorization": f"Bearer {TOKEN}"})
+    with trio.fail_after(20):
+        async with (
+            streamable_http_client(g.url + "/mcp", http_client=http) as (read, write),
+            ClientSession(read, write, sampling_callback=sampling) as session,
+        ):
+            await session.initialize()
+            res = await session.call_tool("remote__ask", {"prompt": "what is up?"})
+    assert "".join(getattr(c, "text", "") for c in res.content) == "sampled: an answer"
+    assert prompts == ["what is up?"]
