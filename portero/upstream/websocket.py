@@ -182,8 +182,9 @@ class WebSocketTransport:
         ssl_context = self._ssl_context() if target.tls else None
         retried = False
         while True:
-            deadline = trio.current_time() + self.cfg.connect_timeout
             headers = handshake_headers(await self.credentials.headers(), name)
+            # One deadline for TCP, TLS and the upgrade (an OAuth refresh above is not counted).
+            deadline = trio.current_time() + self.cfg.connect_timeout
             stream = await self._open_stream(target, ssl_context, deadline)
             rejected: ConnectionRejected | None = None
             try:
