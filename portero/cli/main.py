@@ -22,6 +22,7 @@ from typing import Any, TextIO
 import portero
 from portero.cli.audit import cmd_audit
 from portero.cli.common import build_env, create_private_or_say, load_for_command
+from portero.cli.login import add_parsers as add_login_parsers
 from portero.cli.migrate import cmd_migrate
 from portero.cli.tools import cmd_tools
 from portero.config import Config
@@ -340,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     config_options(p)
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(func=cmd_tools)
+
+    add_login_parsers(sub, config_options)  # login, logout: OAuth of remote servers
     return parser
 
 
