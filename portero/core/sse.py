@@ -182,6 +182,14 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     return scheme, (parts.hostname or "").lower(), port
 
 
+def same_origin(a: str, b: str) -> bool:
+    """True when two absolute URLs share scheme, host and port (a default port counts as written)."""
+    try:
+        return _origin(a) == _origin(b)
+    except BadEndpoint:
+        return False
+
+
 def resolve_endpoint(stream_url: str, data: str) -> str:
     """The URL the legacy transport POSTs to: the ``endpoint`` event's data resolved against the
     event stream's URL. Refused (:class:`BadEndpoint`) unless it is an http(s) URL on the same
@@ -194,6 +202,6 @@ def resolve_endpoint(stream_url: str, data: str) -> str:
     scheme, host, port = _origin(resolved)
     if scheme not in ("http", "https") or not host:
         raise BadEndpoint("the endpoint event is not an http(s) URL")
-    if (scheme, host, port) != _origin(stream_url):
+    if not same_origin(resolved, stream_url):
         raise BadEndpoint(f"the endpoint event points to another origin ({scheme}://{host}:{port})")
     return resolved
