@@ -386,4 +386,10 @@ async def _start_bot(
     bot = TelegramBot(config.telegram, broker, status, store)
     broker.approver = bot
     await nursery.start(bot.run)
+
+    def needs_login(name: str) -> None:
+        bot.notify_admin(f"Server {name} needs a login: run `portero login {name}` on the gateway's machine.")
+
+    router.on_needs_login = needs_login
+    router.tell_needs_login()  # the servers that needed one before the bot was up
     return bot

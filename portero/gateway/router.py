@@ -33,6 +33,7 @@ from ..core.anonymize import Anonymizer
 from ..core.catalog import Catalog, ChildListing, Entry
 from ..core.jsonrpc import RpcError
 from ..core.policy import Decision, PolicyEngine
+from ..upstream.oauth import oauth_factory
 from ..upstream.peer import Peer, UpstreamGone
 from ..upstream.supervisor import INIT_TIMEOUT, Upstream
 from ..upstream.transports import transport_for
@@ -108,6 +109,11 @@ class Router:
         self._env = env
         self._clean_log = clean_log
         self._client_info = {"name": "portero", "version": __version__}
+        # auth = "oauth" servers: their logins are in the store, one credentials object per server.
+        self._oauth = oauth_factory(store) if store is not None else None
+        # Told a server's name once each time it enters needs-login (app.py: a Telegram message).
+        self.on_needs_login: Callable[[str], None] | None = None
+        self._told_needs_login: set[str] = set()
         self.upstreams: dict[str, Upstream] = {cfg.name: self._new_upstream(cfg) for cfg in config.mcp}
         self._scopes: dict[str, trio.CancelScope] = {}  # each running upstream's, for reloads
         self.catalog = Catalog()
@@ -126,7 +132,7 @@ class Router:
     def _new_upstream(self, cfg: McpServer) -> Upstream:
         return Upstream(
             cfg,
-            transport_for(cfg, self._env, clean_log=self._clean_log),
+            transport_for(cfg, self._env, clean_log=self._clean_log, oauth=self._oauth),
             max_message_bytes=self.config.server.max_message_bytes,
             handler=self.on_upstream_message,
             on_catalog_change=self.rebuild_catalog,
@@ -234,6 +240,19 @@ class Router:
                 self._warned.add(w)
                 log.warning("%s", w)
         self._announce_changes(before)
+        self.tell_needs_login()
+
+    def tell_needs_login(self) -> None:
+        """Call :attr:`on_needs_login` for each server that entered needs-login since it was last
+        ready (once, however many times it retries)."""
+        for up in self.upstreams.values():
+            if up.state == "ready":
+                self._told_needs_login.discard(up.name)
+            elif up.state == "needs-login" and up.name not in self._told_needs_login:
+                if self.on_needs_login is None:
+                    continue  # told once someone listens
+                self._told_needs_login.add(up.name)
+                self.on_needs_login(up.name)
 
     def _exposed(self) -> dict[str, list[Any]]:
         """What clients see of each list now (after policy): to tell whether a change is visible."""
@@ -954,7 +973,7 @@ class Router:
             assert self._nursery is not None
             up = shared.clone(
                 f"{shared.name}@{session.id[:8]}",
-                transport_for(shared.cfg, self._env, clean_log=self._clean_log),
+                transport_for(shared.cfg, self._env, clean_log=self._clean_log, oauth=self._oauth),
             )
             scope = trio.CancelScope()
             self._session_upstreams[key] = (up, scope)

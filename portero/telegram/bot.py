@@ -198,6 +198,18 @@ class TelegramBot:
         text = render.settled_text(approval, state=str(approval.state), source=str(approval.source))
         await self._finalize(approval.id, text)
 
+    def notify_admin(self, text: str) -> None:
+        """Send the admin a plain-text message through the outbound queue, without waiting (a full
+        queue or a stopped bot drops it, with a warning). For news the admin should act on, such as
+        a remote server that needs ``portero login``."""
+        if self._send_channel is None or self._stopped:
+            log.warning("Telegram: a message to the admin was dropped: the bot is not running")
+            return
+        try:
+            self._send_channel.send_nowait(_Outbound("sendMessage", {"chat_id": self._chat_id, "text": text}))
+        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            log.warning("Telegram: a message to the admin was dropped: the outbound queue is full or closed")
+
     # ------------------------------------------------------------------------------------ run
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
