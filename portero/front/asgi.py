@@ -5,7 +5,9 @@
 
 The MCP endpoint and ``/health`` are plain ASGI callables rather than Quart routes: they sit on the
 hot path (every tool call; monitors poll health), and Quart's disconnect watcher would hold
-keep-alive connections open at shutdown. Everything else (``/``, 404s) is a Quart-Trio app.
+keep-alive connections open at shutdown. So is the deprecated HTTP+SSE transport of 2024-11-05
+(``GET /sse`` and ``POST /messages``, :mod:`.legacy_sse`), behind the same checks. Everything else
+(``/``, 404s) is a Quart-Trio app.
 
 Every path is behind the Host/Origin checks. ``/.well-known/oauth-*`` answers a JSON 404: MCP clients
 probe it for OAuth discovery, and an HTML 404 makes them report a confusing registration error.
@@ -25,12 +27,14 @@ from ..core import jsonrpc
 from ..gateway.router import Router
 from ..gateway.sessions import Sessions
 from .health import health
+from .legacy_sse import LEGACY_PATHS, SSE_PATH, LegacySse
 from .mcp_http import (
     MCP_PATHS,
     McpEndpoint,
     Receive,
     Scope,
     Send,
+    request_headers,
     send_error,
     send_json,
     send_raw,
@@ -52,6 +56,13 @@ def build_app(router: Router, sessions: Sessions, server: ServerSection) -> Asgi
 
     guard = Guard(server)
     mcp = McpEndpoint(router, sessions, guard, server)
+    legacy = LegacySse(
+        router,
+        sessions,
+        keepalive=server.sse_keepalive,
+        read_body=mcp.read_body,
+        max_body=server.max_body_bytes,
+    )
     registry = metrics.scrape_registry(
         metrics.StateCollector(
             upstreams=router.upstream_status,
@@ -69,7 +80,20 @@ def build_app(router: Router, sessions: Sessions, server: ServerSection) -> Asgi
                 except trio.BrokenResourceError:
                     pass  # the client went away mid-request
                 return
-            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            headers = request_headers(scope)
+            if path in LEGACY_PATHS:
+                if await mcp.admit(headers, send):
+                    try:
+                        if path == SSE_PATH and scope["method"] == "GET":
+                            await legacy.stream(scope, receive, send, headers)
+                        elif path != SSE_PATH and scope["method"] == "POST":
+                            await legacy.message(scope, receive, send, headers)
+                        else:
+                            allow = b"GET" if path == SSE_PATH else b"POST"
+                            await send_error(send, 405, "Method not allowed", extra=[(b"allow", allow)])
+                    except trio.BrokenResourceError:
+                        pass  # the client went away mid-request
+                return
             if not guard.host_ok(headers.get("host")) or not guard.origin_ok(headers.get("origin")):
                 return await send_error(send, 403, "Forbidden: Host or Origin not allowed")
             if path == "/health" and scope["method"] in ("GET", "HEAD"):

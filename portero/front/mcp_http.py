@@ -40,6 +40,11 @@ EMIT_WAIT = 5.0
 _NAT_RE = re.compile(r"[0-9]{1,18}")
 
 
+def request_headers(scope: Scope) -> dict[str, str]:
+    """An ASGI request's headers by lower-case name (the last one wins)."""
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+
 def _nat(text: str) -> int | None:
     """A non-negative decimal number of ASCII digits, else None (``Last-Event-ID`` is client input)."""
     return int(text) if _NAT_RE.fullmatch(text) else None
@@ -57,24 +62,10 @@ class McpEndpoint:
 
     # -- ASGI ------------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers: dict[str, str] = {}
-        for k, v in scope["headers"]:
-            headers[k.decode("latin-1").lower()] = v.decode("latin-1")
+        headers = request_headers(scope)
+        if not await self.admit(headers, send):
+            return
         method = scope["method"]
-        if not self.guard.host_ok(headers.get("host")):
-            refused(
-                logging.WARNING,
-                "host",
-                "refused a request with Host %r (not a loopback name)",
-                headers.get("host"),
-            )
-            return await send_error(send, 403, "Forbidden: Host not allowed")
-        if not self.guard.origin_ok(headers.get("origin")):
-            refused(logging.WARNING, "origin", "refused a request from Origin %r", headers.get("origin"))
-            return await send_error(send, 403, "Forbidden: Origin not allowed")
-        if not self.guard.token_ok(headers.get("authorization")):
-            refused(logging.WARNING, "token", "refused a request: bearer token missing or invalid")
-            return await unauthorized(send)
         if method == "POST":
             return await self.post(scope, receive, send, headers)
         if method == "GET":
@@ -85,7 +76,30 @@ class McpEndpoint:
             return await send_raw(send, 204, b"", [(b"allow", b"GET, POST, DELETE, OPTIONS")])
         return await send_error(send, 405, "Method not allowed", extra=[(b"allow", b"GET, POST, DELETE")])
 
-    async def _read_body(self, receive: Receive, headers: dict[str, str]) -> bytes | None:
+    async def admit(self, headers: dict[str, str], send: Send) -> bool:
+        """The checks every MCP request passes first (Host, Origin, bearer token); False when refused
+        (the refusal has been sent)."""
+        if not self.guard.host_ok(headers.get("host")):
+            refused(
+                logging.WARNING,
+                "host",
+                "refused a request with Host %r (not a loopback name)",
+                headers.get("host"),
+            )
+            await send_error(send, 403, "Forbidden: Host not allowed")
+            return False
+        if not self.guard.origin_ok(headers.get("origin")):
+            refused(logging.WARNING, "origin", "refused a request from Origin %r", headers.get("origin"))
+            await send_error(send, 403, "Forbidden: Origin not allowed")
+            return False
+        if not self.guard.token_ok(headers.get("authorization")):
+            refused(logging.WARNING, "token", "refused a request: bearer token missing or invalid")
+            await unauthorized(send)
+            return False
+        return True
+
+    async def read_body(self, receive: Receive, headers: dict[str, str]) -> bytes | None:
+        """The request body; None when it is over ``max_body_bytes``."""
         declared = headers.get("content-length")
         size_declared = _nat(declared) if declared is not None else None
         if size_declared is not None and size_declared > self.max_body:
@@ -109,7 +123,7 @@ class McpEndpoint:
         if not sid:
             return None, 400, "Bad Request: Mcp-Session-Id header required"
         session = self.sessions.get(sid)
-        if session is None:
+        if session is None or session.legacy:  # a legacy session lives on its /sse stream only
             return None, 404, "Session not found"
         version = headers.get("mcp-protocol-version")
         if version is not None and version not in SUPPORTED_PROTOCOLS:
@@ -125,7 +139,7 @@ class McpEndpoint:
         ctype = headers.get("content-type", "application/json").lower()
         if "json" not in ctype:
             return await send_error(send, 415, "Unsupported Media Type: expected application/json")
-        body = await self._read_body(receive, headers)
+        body = await self.read_body(receive, headers)
         if body is None:
             return await send_error(send, 413, f"Payload Too Large: limit is {self.max_body} bytes")
         try:

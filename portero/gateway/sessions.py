@@ -34,7 +34,7 @@ from ..core import jsonrpc
 log = logging.getLogger("portero.sessions")
 
 LATEST_PROTOCOL = "2025-11-25"
-SUPPORTED_PROTOCOLS = ("2025-11-25", "2025-06-18", "2025-03-26")
+SUPPORTED_PROTOCOLS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")
 REPLAY_EVENTS = 256  # per session, for `Last-Event-ID` on the GET stream
 MAX_SESSIONS = 1000  # bounded state: one client can't grow the gateway without limit
 STREAM_KEEP = 300.0  # seconds a finished, undelivered POST stream waits for its client to resume it
@@ -131,6 +131,7 @@ class ClientSession:
     # Server→client requests awaiting the client's answer: our id -> slot.
     waiting: dict[str, AnswerSlot] = attrs.Factory(dict)
     closed: bool = False
+    legacy: bool = False  # a session of the deprecated HTTP+SSE transport (its stream is the session)
 
     @property
     def listening(self) -> bool:

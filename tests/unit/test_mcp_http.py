@@ -330,7 +330,7 @@ async def test_delete_ends_the_session(gw: Gateway, sid: str) -> None:
     assert (await gw.client.request("DELETE", "/mcp", headers=headers)).status == 404
 
 
-@pytest.mark.parametrize("version", ["2024-11-05", "2099-01-01", "latest", ""])
+@pytest.mark.parametrize("version", ["2024-10-07", "2099-01-01", "latest", ""])
 async def test_unsupported_protocol_version_header_is_400(gw: Gateway, sid: str, version: str) -> None:
     resp = await gw.post(rpc("ping"), sid=sid, headers={"mcp-protocol-version": version})
     assert resp.status == 400
