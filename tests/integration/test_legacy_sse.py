@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import queue
+import shutil
 import sqlite3
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,13 +16,15 @@ from typing import Any
 import httpx
 import pytest
 
-from .harness import TOKEN, GatewayProcess, child_toml, server_toml
+from .harness import ROOT, TOKEN, GatewayProcess, child_toml, server_toml
 
 mcp = pytest.importorskip("mcp")
 from mcp.client.session import ClientSession  # noqa: E402
 from mcp.client.sse import sse_client  # noqa: E402
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+OLD_CLIENT = ROOT / "tests" / "node" / "old_client.mjs"
+OLD_SDK = ROOT / "tests" / "node" / "node_modules" / "sdk-1-10"
 POLICY = '[policies]\ndefault = "allow"\n[policies.rules]\n"test/add" = "deny"\n'
 
 
@@ -183,3 +187,21 @@ def test_the_legacy_endpoints_keep_the_gateway_checks(gw: GatewayProcess) -> Non
         assert r.status_code == 404
     finally:
         reader.close()
+
+
+@pytest.mark.skipif(
+    not OLD_SDK.exists() or shutil.which("node") is None,
+    reason="run `npm install --prefix tests/node` first (.ci/run does)",
+)
+@pytest.mark.parametrize("kind", ["http", "sse"])
+def test_the_typescript_sdk_1_10_connects_over_both_transports(gw: GatewayProcess, kind: str) -> None:
+    # SDK 1.10.2 asks for 2024-11-05 and refuses any other answer ("Server's protocol version is not
+    # supported"), over Streamable HTTP as over the legacy transport.
+    out = subprocess.run(
+        ["node", str(OLD_CLIENT), gw.url, kind, TOKEN], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["server"]["name"] == "portero"
+    assert "test__echo" in got["tools"] and "test__add" not in got["tools"]
+    assert "from 2024" in got["text"]
