@@ -685,6 +685,7 @@ class OAuthCredentials:
         self._record: OAuthRecord | None = None
         self._stamp: tuple[int, float] | None = None  # of the record in memory, or last seen missing
         self._fresh_at = -float("inf")  # trio time new tokens came (a refresh, or a login read)
+        self._retried: str | None = None  # the fresh access token a 401 was already answered "retry" for
         self._lock = trio.Lock()
 
     def __repr__(self) -> str:
@@ -710,8 +711,12 @@ class OAuthCredentials:
             wanted = challenge.get("scope")
             raise self._login_needed("the server needs more scopes" + (f" ({wanted})" if wanted else ""))
         async with self._lock:
-            if trio.current_time() - self._fresh_at < RECENT:
-                return True  # new tokens came since that request was sent
+            current = self._record.access_token if self._record else None
+            if trio.current_time() - self._fresh_at < RECENT and self._retried != current:
+                # New tokens came just now: that request was likely sent with the old ones. Once per
+                # token: a second 401 for the same fresh token goes on to a refresh.
+                self._retried = current
+                return True
             found = await self._store.oauth_tokens(self.cfg.name)
             if found is not None and found[1] != self._stamp:
                 self._use(found)  # a login (or another refresh) wrote new tokens meanwhile
