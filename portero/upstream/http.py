@@ -377,7 +377,13 @@ class _Connection:
         if last_event_id:
             own["Last-Event-ID"] = last_event_id
         taken = {k.lower() for k in own} | _FRAMING
-        headers = {k: v for k, v in (await self.credentials.headers()).items() if k.lower() not in taken}
+        try:
+            configured = await self.credentials.headers()
+        except (OSError, httpx.HTTPError) as exc:  # e.g. a token refresh that could not connect
+            raise RemoteError(
+                f"credentials for {self.origin} unavailable ({exc.__class__.__name__})"
+            ) from None
+        headers = {k: v for k, v in configured.items() if k.lower() not in taken}
         headers.update(own)
         return headers
 
@@ -410,7 +416,13 @@ class _Connection:
                 return resp
             challenge = resp.headers.get("www-authenticate")
             await resp.aclose()
-            if attempt == 0 and await self.credentials.unauthorized(challenge):
+            try:
+                fresh = attempt == 0 and await self.credentials.unauthorized(challenge)
+            except (OSError, httpx.HTTPError) as exc:
+                raise RemoteError(
+                    f"credentials for {self.origin} unavailable ({exc.__class__.__name__})"
+                ) from None
+            if fresh:
                 continue
             break
         raise RemoteError(f"{self.origin} refused the credentials (HTTP 401)")

@@ -75,6 +75,7 @@ class FakeServer:
         self.answered = trio.Event()
         self.tools: dict[str, Callable[[dict[str, Any]], Awaitable[httpx.Response]]] = {}
         self.status_for_initialize = 200
+        self.unknown_session_status = 404  # the spec's; server-everything answers a GET 400
 
     def posts(self, method: str | None = None) -> list[Any]:
         return [b for m, _, b in self.seen if m == "POST" and (method is None or b.get("method") == method)]
@@ -88,7 +89,7 @@ class FakeServer:
             return httpx.Response(200)
         if request.method == "GET":
             if session not in self.sessions:
-                return httpx.Response(404)
+                return httpx.Response(self.unknown_session_status)
             if self.get_status != 200:
                 return httpx.Response(self.get_status)
             stream = Stream()
@@ -273,10 +274,12 @@ async def test_404_with_a_session_ends_the_peer(autojump_clock: trio.testing.Moc
     assert [m for m, _, _ in server.seen].count("DELETE") == 0  # nothing left to end
 
 
+@pytest.mark.parametrize(("status", "reason"), [(404, "session expired"), (400, "answered HTTP 400")])
 async def test_the_supervisor_reinitializes_after_the_session_expired(
-    autojump_clock: trio.testing.MockClock,
+    status: int, reason: str, autojump_clock: trio.testing.MockClock
 ) -> None:
     server = FakeServer()
+    server.unknown_session_status = status
     server.get_status = 200
     cfg = McpServer(name="remote", url=URL)
     up = Upstream(
@@ -299,7 +302,7 @@ async def test_the_supervisor_reinitializes_after_the_session_expired(
         server.sessions.add("s-2")
         server.get_streams[0].end()  # the GET stream breaks; the reconnect is told 404
         await until(lambda: up.state != "ready")
-        assert "session expired" in up.last_error
+        assert reason in up.last_error
         await until(lambda: up.state == "ready")
         assert up.peer is not None
         assert (await up.peer.request("tools/list", timeout=5))["result"]["tools"] == [{"name": "echo"}]
