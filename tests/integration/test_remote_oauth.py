@@ -252,3 +252,74 @@ async def test_login_errors(tmp_path: Path) -> None:
     assert r.returncode == 1 and "login to remote failed" in r.stderr, r.stderr
     r = run("logout", "remote")
     assert r.returncode == 0 and "had no stored login" in r.stdout
+
+
+def login_by_pasting(config: Path, server: str) -> tuple[int, str, str]:
+    """``portero login --paste``: the browser's redirect is not served, its address is pasted."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "portero",
+            "login",
+            "--config",
+            str(config),
+            server,
+            "--paste",
+            "--timeout",
+            "20",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdin is not None
+    url = None
+    for _ in range(10):
+        m = re.search(r"(http://127\.0\.0\.1:\d+/authorize\?\S+)", proc.stdout.readline())
+        if m:
+            url = m.group(1)
+            break
+    assert url is not None
+    with httpx.Client(timeout=10) as browser:
+        consent_url = httpx.URL(url).join(browser.get(url).headers["location"])
+        req = re.search(r"name=req value='([^']*)'", browser.get(consent_url).text)
+        assert req is not None
+        r = browser.post(consent_url.copy_with(query=None), data={"req": req.group(1), "decision": "approve"})
+        redirect = r.headers["location"]  # nothing listens there: the admin copies it from the address bar
+    out, err = proc.communicate(redirect + "\n", timeout=15)
+    return proc.returncode, out, err
+
+
+async def test_login_by_pasting_then_logout(tmp_path: Path) -> None:
+    oauth, base = await trio.to_thread.run_sync(start_oauth_server)
+    try:
+        config = tmp_path / "portero.toml"
+        remote = f'[[mcp]]\nname = "remote"\nurl = "{base}/mcp"\nauth = "oauth"\n'
+        config.write_text(server_toml(tmp_path) + remote)
+        code, out, err = await trio.to_thread.run_sync(login_by_pasting, config, "remote")
+        assert code == 0, out + err
+        assert "logged in to remote (with a refresh token" in out
+        record = stored_tokens(tmp_path, "remote")
+        assert record["access_token"] and record["resource"] == f"{base}/mcp"
+        assert record["access_token"] not in out + err
+        r = await trio.to_thread.run_sync(
+            lambda: subprocess.run(
+                [sys.executable, "-m", "portero", "logout", "remote", "--config", str(config)],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+        )
+        assert r.returncode == 0 and "logged out of remote" in r.stdout
+        conn = sqlite3.connect(tmp_path / "data" / "gateway.db")
+        try:
+            assert conn.execute("SELECT count(*) FROM oauth_tokens").fetchone() == (0,)
+        finally:
+            conn.close()
+    finally:
+        oauth.terminate()
+        await trio.to_thread.run_sync(oauth.wait, 10)
+        if oauth.stdout is not None:
+            oauth.stdout.close()
