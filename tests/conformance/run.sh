@@ -9,8 +9,15 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
 [ -x "$PY" ] || PY="$(command -v python3)"
 
-# 1. The suite and Node 22 (the `node` npm package), installed here once.
-if [ ! -x "$HERE/node_modules/.bin/conformance" ] || [ ! -x "$HERE/node_modules/node/bin/node" ]; then
+# 1. The suites and Node 22 (the `node` npm package), installed here once. CONFORMANCE_SUITE picks
+#    the suite: 0.1.16 (the handshake era, default) or 2026 (0.2.0-alpha.12, which also runs the
+#    2026-07-28 scenarios; CONFORMANCE_ARGS adds options such as `--spec-version 2026-07-28`).
+case "${CONFORMANCE_SUITE:-0.1.16}" in
+  2026) SUITE="$HERE/node_modules/conformance-2026/dist/index.js" ;;
+  *) SUITE="$HERE/node_modules/@modelcontextprotocol/conformance/dist/index.js" ;;
+esac
+read -r -a SUITE_ARGS <<<"${CONFORMANCE_ARGS:-}"
+if [ ! -f "$SUITE" ] || [ ! -x "$HERE/node_modules/node/bin/node" ]; then
   command -v npm >/dev/null 2>&1 || { echo "run.sh: npm is needed to install the conformance suite" >&2; exit 2; }
   npm install --prefix "$HERE" --no-audit --no-fund --loglevel=error >&2
 fi
@@ -78,12 +85,12 @@ echo "portero at $URL (log: gateway.log); conformance $(node -e 'console.log(req
 if [ "$#" -gt 0 ]; then
   SCENARIOS=("$@")
 else
-  mapfile -t SCENARIOS < <("$HERE/node_modules/.bin/conformance" list --server | sed -n 's/^  - \([a-z0-9-]*\).*/\1/p')
+  mapfile -t SCENARIOS < <(node "$SUITE" list --server | sed -n 's/^  - \([a-z0-9-]*\).*/\1/p')
 fi
 [ "${#SCENARIOS[@]}" -gt 0 ] || { echo "run.sh: no scenarios listed" >&2; exit 2; }
 mkdir -p "$WORK/results"
 for s in "${SCENARIOS[@]}"; do
-  if ! "$HERE/node_modules/.bin/conformance" server --url "$URL/mcp" --scenario "$s" -o "$WORK/results" \
+  if ! node "$SUITE" server --url "$URL/mcp" --scenario "$s" "${SUITE_ARGS[@]}" -o "$WORK/results" \
       >"$WORK/results/$s.out" 2>&1; then
     echo "--- $s failed; suite output:"; cat "$WORK/results/$s.out"
   fi
