@@ -21,9 +21,17 @@ from typing import Any
 import trio
 
 from ..config import ServerSection
-from ..core import jsonrpc
+from ..core import jsonrpc, modern
 from ..gateway.router import Router
-from ..gateway.sessions import SUPPORTED_PROTOCOLS, ClientSession, PostStream, RequestContext, Sessions
+from ..gateway.sessions import (
+    MAX_LISTENERS,
+    SUPPORTED_PROTOCOLS,
+    ClientSession,
+    Listener,
+    PostStream,
+    RequestContext,
+    Sessions,
+)
 from ..logs import Throttled
 from .security import Guard
 
@@ -155,22 +163,12 @@ class McpEndpoint:
                 send, 400, jsonrpc.error_response(None, jsonrpc.INVALID_REQUEST, "Invalid Request")
             )
 
-        if not batch and payload.get("method") == "server/discover" and "mcp-session-id" not in headers:
-            # A 2026-07-28-era client probing: Portero speaks the handshake era, so say which
-            # versions it supports; such clients then fall back to `initialize`.
-            return await send_json(
-                send,
-                200,
-                jsonrpc.error_response(
-                    payload.get("id") if jsonrpc.valid_id(payload.get("id")) else None,
-                    jsonrpc.UNSUPPORTED_PROTOCOL_VERSION,
-                    "Unsupported protocol version: this server speaks the initialize handshake",
-                    {
-                        "supported": list(SUPPORTED_PROTOCOLS),
-                        "requested": _get(payload.get("params"), "protocolVersion"),
-                    },
-                ),
-            )
+        if "mcp-session-id" not in headers and (
+            modern.is_modern(payload.get("method"), payload.get("params"), headers, SUPPORTED_PROTOCOLS)
+            if not batch
+            else headers.get("mcp-protocol-version") in modern.MODERN_PROTOCOLS
+        ):
+            return await self._modern(scope, receive, send, headers, payload, wants_sse)
         is_init = any(m.get("method") == "initialize" for m in messages)
         extra: list[tuple[bytes, bytes]] = []
         session: ClientSession | None
@@ -238,7 +236,7 @@ class McpEndpoint:
         stream: its events have ids `<stream>/<n>` (after a priming event), the call goes on, its
         events are kept (bounded), and the client can resume with `GET` + `Last-Event-ID`.
         """
-        resumable = wants_sse and session.protocol_version >= "2025-11-25"
+        resumable = wants_sse and not session.modern and session.protocol_version >= "2025-11-25"
         send_ch, recv_ch = trio.open_memory_channel[tuple[str, Any]](STREAM_BUFFER)
         # Cancelled to wake this request's task when the call has something for it (see below).
         wake = trio.CancelScope()
@@ -301,7 +299,7 @@ class McpEndpoint:
                 if value is None:
                     await send_raw(send, 202, b"", extra)
                 else:
-                    await send_json(send, 200, value, extra)
+                    await send_json(send, _status_of(session, value), value, extra)
                 return
             streaming = True
             await self._stream_answer(
@@ -310,6 +308,108 @@ class McpEndpoint:
         finally:
             if not streaming:
                 recv_ch.close()
+
+    async def _modern(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: dict[str, str],
+        payload: Any,
+        wants_sse: bool,
+    ) -> None:
+        """A request of the stateless era (2026-07-28): no session, everything in ``_meta`` and the
+        routing headers (see :mod:`portero.core.modern`); answered like any other once it passes."""
+        if not isinstance(payload, dict):
+            error = jsonrpc.error_response(
+                None, jsonrpc.INVALID_REQUEST, "Invalid Request: batches were removed"
+            )
+            return await send_json(send, 400, error)
+        kind = jsonrpc.kind(payload)
+        if kind == "notification":
+            return await send_raw(send, 202, b"")
+        rid = payload.get("id")
+        if kind != "request" or not isinstance(payload.get("params", {}), dict):
+            return await send_json(
+                send, 400, modern.Rejection(jsonrpc.INVALID_REQUEST, "Invalid Request").response(rid)
+            )
+        raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+        duplicated = modern.duplicated_routing_header(raw)
+        verdict = (
+            modern.Rejection(modern.HEADER_MISMATCH, f"the {duplicated} header appears more than once")
+            if duplicated
+            else modern.classify(payload, headers)
+        )
+        if isinstance(verdict, modern.Rejection):
+            return await send_json(send, verdict.status, verdict.response(rid))
+        method = payload["method"]
+        if method in modern.REMOVED_METHODS:
+            error = jsonrpc.error_response(
+                rid,
+                jsonrpc.METHOD_NOT_FOUND,
+                f"Method not found: {method} (removed in {verdict.protocol_version})",
+            )
+            return await send_json(send, 404, error)
+        session = self.sessions.transient(
+            verdict.protocol_version, verdict.capabilities, verdict.client_info, verdict.log_level
+        )
+        msg = {**payload, "params": modern.strip_envelope(payload.get("params") or {})}
+        if method == "subscriptions/listen":
+            return await self._listen(receive, send, rid, msg["params"], wants_sse)
+        await self._answer(receive, send, msg, session, wants_sse, [])
+
+    async def _listen(
+        self, receive: Receive, send: Send, rid: Any, params: dict[str, Any], wants_sse: bool
+    ) -> None:
+        """``subscriptions/listen``: an SSE stream of the list changes and resource updates asked for,
+        acknowledged first, each tagged with the request's id; ended with a result at shutdown."""
+        if not wants_sse:
+            return await send_error(send, 406, "Not Acceptable: subscriptions/listen needs text/event-stream")
+        if len(self.sessions.listeners) >= MAX_LISTENERS:
+            error = jsonrpc.error_response(
+                rid, jsonrpc.INTERNAL_ERROR, "too many subscriptions/listen streams"
+            )
+            return await send_json(send, 200, error)
+        listener = Listener.from_filter(params.get("notifications"))
+        tag = {modern.SUBSCRIPTION_ID_META: rid}
+        self.sessions.listeners.add(listener)
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": list(_SSE_HEADERS)})
+            ack = jsonrpc.notification(
+                "notifications/subscriptions/acknowledged",
+                {"notifications": listener.honoured(), "_meta": tag},
+            )
+            await _sse(send, jsonrpc.dumps(ack))
+            graceful = False
+            async with trio.open_nursery() as nursery:
+
+                async def shutdown() -> None:
+                    nonlocal graceful
+                    await self.sessions.closing.wait()
+                    graceful = True
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(_watch_disconnect, receive, nursery.cancel_scope.cancel)
+                nursery.start_soon(shutdown)
+                while not listener.overflowed:
+                    while listener.queue:
+                        event = listener.queue.popleft()
+                        params_out = event.get("params")
+                        params_out = {**(params_out if isinstance(params_out, dict) else {}), "_meta": tag}
+                        await _sse(send, jsonrpc.dumps({**event, "params": params_out}))
+                    with trio.move_on_after(self.keepalive) as idle:
+                        await listener.new_event.wait()
+                    if idle.cancelled_caught:
+                        await _chunk(send, b": keepalive\n\n")
+                nursery.cancel_scope.cancel()
+            if graceful or listener.overflowed:
+                done = jsonrpc.result_response(rid, {"_meta": tag, "resultType": "complete"})
+                with trio.move_on_after(1):
+                    await _sse(send, jsonrpc.dumps(done))
+            with trio.move_on_after(1):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            self.sessions.listeners.discard(listener)
 
     async def _stream_answer(
         self,
@@ -515,6 +615,15 @@ async def _sse(send: Send, data: bytes, event_id: int | str | None = None) -> No
     """One SSE event carrying ``data``, a JSON-RPC message already encoded."""
     head = f"id: {event_id}\n" if event_id is not None else ""
     await _chunk(send, head.encode() + b"event: message\ndata: " + data + b"\n\n")
+
+
+def _status_of(session: ClientSession, resp: dict[str, Any]) -> int:
+    """The HTTP status of a JSON answer: 200, except for the stateless era's errors (400, 404)."""
+    if not session.modern:
+        return 200
+    error = resp.get("error")
+    code = error.get("code") if isinstance(error, dict) else None
+    return modern.HTTP_STATUS.get(code, 200) if isinstance(code, int) else 200
 
 
 def _get(obj: Any, key: str) -> Any:

@@ -28,7 +28,7 @@ import trio
 
 from .. import __version__, metrics
 from ..config import Config, McpServer
-from ..core import jsonrpc
+from ..core import jsonrpc, modern
 from ..core.anonymize import Anonymizer
 from ..core.catalog import Catalog, ChildListing, Entry
 from ..core.jsonrpc import RpcError
@@ -61,6 +61,7 @@ Handler = Callable[["Router", dict[str, Any], RequestContext], Awaitable[Any]]
 
 
 AUDIT_UNAVAILABLE = "audit log unavailable: the call was not run"
+SERVER_INFO = {"name": "portero", "title": "Portero MCP gateway", "version": __version__}
 CANONICAL_META = "io.portero/canonical"  # tools/list items: _meta key holding "<server>/<tool>"
 
 
@@ -319,11 +320,26 @@ class Router:
             sid = ctx.session.id[:6] if ctx.session else "-"
             log.debug("%s%s (session %s…)", method, self.anonymizer.to_fake_text(what), sid)
         if self.tracing is None:
-            return await self._dispatch(rid, params, handler, ctx)
-        tool = self._span_tool(params) if method == "tools/call" else None
-        session_id = ctx.session.id if ctx.session else None
-        with self.tracing.request(method, params, rid, session_id, tool) as finish:
-            return finish(await self._dispatch(rid, params, handler, ctx))
+            resp = await self._dispatch(rid, params, handler, ctx)
+        else:
+            tool = self._span_tool(params) if method == "tools/call" else None
+            session_id = ctx.session.id if ctx.session else None
+            with self.tracing.request(method, params, rid, session_id, tool) as finish:
+                resp = finish(await self._dispatch(rid, params, handler, ctx))
+        if resp is not None and ctx.session is not None and ctx.session.modern:
+            return self._modern_response(method, resp)
+        return resp
+
+    def _modern_response(self, method: str, resp: dict[str, Any]) -> dict[str, Any]:
+        """A response as the stateless era (2026-07-28) sends it (see :func:`portero.core.modern.decorate`);
+        a resource that does not exist is -32602 there."""
+        result = resp.get("result")
+        if isinstance(result, dict):
+            return {**resp, "result": modern.decorate(method, result, SERVER_INFO)}
+        error = resp.get("error")
+        if isinstance(error, dict) and error.get("code") == jsonrpc.RESOURCE_NOT_FOUND:
+            return {**resp, "error": {**error, "code": jsonrpc.INVALID_PARAMS}}
+        return resp
 
     def _span_tool(self, params: dict[str, Any]) -> str | None:
         """A tools/call's tool for its span: the canonical name if known, else as the client sent it."""
@@ -342,6 +358,8 @@ class Router:
         try:
             with scope:
                 result = await handler(self, params, ctx)
+            if ctx.failure is not None:
+                raise ctx.failure  # the call was ended on purpose (see _refuse_mid_call)
             if scope.cancelled_caught:
                 return None  # cancelled by the client: no response is sent
             return jsonrpc.result_response(rid, result)
@@ -404,9 +422,29 @@ class Router:
                 "logging": {},
                 "completions": {},
             },
-            "serverInfo": {"name": "portero", "title": "Portero MCP gateway", "version": __version__},
-            "instructions": "Portero aggregates several MCP servers; tool names are <server>"
-            f"{self.separator}<tool>.",
+            "serverInfo": SERVER_INFO,
+            "instructions": self._instructions(),
+        }
+
+    def _instructions(self) -> str:
+        return f"Portero aggregates several MCP servers; tool names are <server>{self.separator}<tool>."
+
+    async def m_server_discover(self, params: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+        """The stateless era's ``server/discover`` (a handshake-era session has ``initialize``)."""
+        if ctx.session is None or not ctx.session.modern:
+            raise RpcError(
+                jsonrpc.METHOD_NOT_FOUND, "Method not found: server/discover (this session used initialize)"
+            )
+        return {
+            "supportedVersions": [*modern.MODERN_PROTOCOLS, *SUPPORTED_PROTOCOLS],
+            "capabilities": {
+                "tools": {"listChanged": True},
+                "prompts": {"listChanged": True},
+                "resources": {"subscribe": True, "listChanged": True},
+                "logging": {},
+                "completions": {},
+            },
+            "instructions": self._instructions(),
         }
 
     async def m_ping(self, params: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
@@ -422,6 +460,9 @@ class Router:
                 if self.policy.visible(e.canonical)
             ]
             self._tool_list_cache = self.anonymizer.to_fake(tools)
+        if ctx.session is not None and ctx.session.modern:
+            # The stateless era asks for a deterministic order (its caches compare lists).
+            return {"tools": sorted(self._tool_list_cache, key=lambda t: str(t.get("name")))}
         return {"tools": self._tool_list_cache}
 
     async def m_tools_call(self, params: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
@@ -672,7 +713,8 @@ class Router:
         """Send one request to a server on behalf of a client request, with progress remapping.
 
         ``up_params`` are already on the real side; the client's ``_meta`` is anonymized here."""
-        if up.cfg.per_session and ctx.session is not None:
+        if up.cfg.per_session and ctx.session is not None and not ctx.session.modern:
+            # A stateless-era request has no session to own a process: it uses the shared one.
             up = await self._session_upstream(ctx.session, up)
         peer = up.peer
         if peer is None:
@@ -868,6 +910,7 @@ class Router:
         "resources/unsubscribe": m_resources_unsubscribe,
         "completion/complete": m_completion_complete,
         "logging/setLevel": m_logging_set_level,
+        "server/discover": m_server_discover,
     }
 
     # -- upstream → gateway ------------------------------------------------------------------
@@ -900,9 +943,7 @@ class Router:
         if method == "notifications/resources/updated":
             uri = self.anonymizer.to_fake_text(str(params.get("uri", "")))
             out = jsonrpc.notification(method, self.anonymizer.to_fake(params))
-            for s in self.sessions.all():
-                if uri in s.subscriptions:
-                    s.push(out)
+            self.sessions.resource_updated(out, uri)
             return None
         if method == "ping" and "id" in msg:
             return jsonrpc.result_response(msg["id"], {})
@@ -938,6 +979,8 @@ class Router:
                 else "no client session can answer this now"
             )
             return jsonrpc.error_response(msg["id"], jsonrpc.METHOD_NOT_FOUND, f"{method}: {why}")
+        if attributed.session.modern:
+            return self._refuse_mid_call(peer.name, attributed, msg)
         needed = CLIENT_CAPABILITY.get(method)
         if needed is not None and not attributed.session.wants(needed):
             return jsonrpc.error_response(
@@ -947,6 +990,28 @@ class Router:
             return await self._ask_client(peer.name, attributed, msg, out)
         finally:
             self.attribution.forget_ask(peer.name, msg["id"])
+
+    def _refuse_mid_call(self, server: str, ctx: RequestContext, msg: dict[str, Any]) -> dict[str, Any]:
+        """A server asked a stateless-era (2026-07-28) client something in the middle of a call:
+        such a client takes no request then. The call ends at once with an error that says why
+        (whatever the server answers later is dropped), and the server is told no."""
+        method = msg.get("method")
+        why = (
+            f"server {server} asked the client for {method} during the call; a client of MCP "
+            f"{ctx.session.protocol_version if ctx.session else '2026-07-28'} cannot be asked anything "
+            "in the middle of a call (use a 2025-era session for this tool)"
+        )
+        needed = CLIENT_CAPABILITY.get(str(method))
+        declared = ctx.session is not None and needed is not None and ctx.session.wants(needed)
+        data: dict[str, Any] | None = None
+        if needed is not None and not declared:
+            data = {"requiredCapabilities": {needed: {}}}
+        ctx.failure = RpcError(modern.MISSING_REQUIRED_CLIENT_CAPABILITY, why, data)
+        scope = ctx.session.inflight.get(ctx.request_id) if ctx.session is not None else None
+        if scope is not None:
+            scope.cancel()
+        log.warning("%s", why)
+        return jsonrpc.error_response(msg["id"], jsonrpc.METHOD_NOT_FOUND, f"{method}: {why}")
 
     async def _refresh_upstream(self, up: Upstream, peer: Peer, what: str) -> None:
         key = (peer.name, what)
@@ -1018,9 +1083,12 @@ class Router:
 
 
 def wants_log(session: ClientSession | None, msg: dict[str, Any]) -> bool:
-    """False for a log message below the level the session asked for with logging/setLevel."""
-    if session is None or session.log_level is None or msg.get("method") != "notifications/message":
+    """False for a log message below the level the session asked for with logging/setLevel (or, in
+    the stateless era, in the request's ``_meta``: without one, no logs at all)."""
+    if session is None or msg.get("method") != "notifications/message":
         return True
+    if session.log_level is None:
+        return not session.modern
     params = msg.get("params")
     level = params.get("level") if isinstance(params, dict) else None
     if level not in MCP_LOG_LEVELS:

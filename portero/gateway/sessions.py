@@ -132,6 +132,9 @@ class ClientSession:
     waiting: dict[str, AnswerSlot] = attrs.Factory(dict)
     closed: bool = False
     legacy: bool = False  # a session of the deprecated HTTP+SSE transport (its stream is the session)
+    # One request of the stateless era (2026-07-28): not registered, gone with its request. Such a
+    # client cannot be sent a request in the middle of a call, and gets logs only when it asked.
+    modern: bool = False
 
     @property
     def listening(self) -> bool:
@@ -190,6 +193,55 @@ class ClientSession:
         self.new_event = _wake(self.new_event)
 
 
+LISTEN_KINDS = {
+    "toolsListChanged": "notifications/tools/list_changed",
+    "promptsListChanged": "notifications/prompts/list_changed",
+    "resourcesListChanged": "notifications/resources/list_changed",
+}
+LISTEN_BACKLOG = 64  # events a listen stream holds for a client that is not reading; then it ends
+MAX_LISTENERS = 256
+MAX_LISTEN_URIS = 256
+
+
+@attrs.define(eq=False)
+class Listener:
+    """One ``subscriptions/listen`` stream (2026-07-28): the notifications it asked for, queued until
+    its request sends them. A stream whose client stops reading is ended (``overflowed``): each
+    event only says "this changed, fetch again", so the client re-listens and loses nothing."""
+
+    methods: frozenset[str]
+    uris: frozenset[str]
+    queue: collections.deque[Message] = attrs.Factory(collections.deque)
+    new_event: trio.Event = attrs.Factory(trio.Event)
+    overflowed: bool = False
+
+    @classmethod
+    def from_filter(cls, wanted: Any) -> Listener:
+        """The part of a client's ``notifications`` filter the gateway honours."""
+        wanted = wanted if isinstance(wanted, dict) else {}
+        uris = wanted.get("resourceSubscriptions")
+        uris = [u for u in uris if isinstance(u, str)][:MAX_LISTEN_URIS] if isinstance(uris, list) else []
+        methods = frozenset(m for key, m in LISTEN_KINDS.items() if wanted.get(key) is True)
+        return cls(methods=methods, uris=frozenset(uris))
+
+    def honoured(self) -> dict[str, Any]:
+        """The filter as the acknowledgement echoes it."""
+        out: dict[str, Any] = {key: True for key, m in LISTEN_KINDS.items() if m in self.methods}
+        if self.uris:
+            out["resourceSubscriptions"] = sorted(self.uris)
+        return out
+
+    def offer(self, msg: Message) -> None:
+        method = msg.get("method")
+        if method != "notifications/resources/updated" and method not in self.methods:
+            return
+        if len(self.queue) >= LISTEN_BACKLOG:
+            self.overflowed = True
+        else:
+            self.queue.append(msg)
+        self.new_event = _wake(self.new_event)
+
+
 @attrs.define(eq=False)
 class RequestContext:
     """One client request being served: where its own notifications and requests go."""
@@ -197,6 +249,7 @@ class RequestContext:
     session: ClientSession | None
     request_id: Any = None
     emit: Emit | None = None  # sends a message on this request's response stream (SSE), if any
+    failure: Exception | None = None  # set when the gateway ends the call on purpose: its error
 
     async def send(self, msg: Message) -> bool:
         if self.emit is not None:
@@ -227,6 +280,7 @@ class Sessions:
         self.by_id: dict[str, ClientSession] = {}
         self.on_end: list[Callable[[ClientSession], None]] = []
         self.closing = trio.Event()  # set at shutdown: GET streams end so HTTP can drain
+        self.listeners: set[Listener] = set()  # the open `subscriptions/listen` streams (2026-07-28)
         self._nursery: trio.Nursery | None = None
 
     def __len__(self) -> int:
@@ -271,6 +325,27 @@ class Sessions:
         self.by_id[s.id] = s
         log.debug("session %s… opened", s.id[:6])
         return s
+
+    def transient(
+        self,
+        protocol_version: str,
+        capabilities: dict[str, Any],
+        client_info: dict[str, Any],
+        log_level: str | None,
+    ) -> ClientSession:
+        """The session of one stateless-era request: what its ``_meta`` says, for as long as it runs.
+        Not registered: nothing finds it by id, and it ends with its request."""
+        now = self.clock()
+        return ClientSession(
+            id="req-" + secrets.token_urlsafe(12),
+            created=now,
+            last_seen=now,
+            protocol_version=protocol_version,
+            client_info=client_info,
+            capabilities=capabilities,
+            log_level=log_level,
+            modern=True,
+        )
 
     def touch(self, session: ClientSession) -> None:
         session.last_seen = self.clock()
@@ -330,6 +405,18 @@ class Sessions:
         return dropped
 
     def broadcast(self, msg: Message) -> None:
-        """Queue a message for every session's GET stream (kept for replay while none is open)."""
+        """Queue a message for every session's GET stream (kept for replay while none is open), and
+        for every ``subscriptions/listen`` stream that asked for it."""
         for s in self.by_id.values():
             s.push(msg)
+        for listener in list(self.listeners):
+            listener.offer(msg)
+
+    def resource_updated(self, msg: Message, uri: str) -> None:
+        """``notifications/resources/updated`` for ``uri``: to the sessions and listen streams subscribed."""
+        for s in self.by_id.values():
+            if uri in s.subscriptions:
+                s.push(msg)
+        for listener in list(self.listeners):
+            if uri in listener.uris:
+                listener.offer(msg)

@@ -111,6 +111,13 @@ TOOLS: list[dict[str, Any]] = [
         "description": "Takes a moment, for the SSE polling scenario",
         "inputSchema": NO_ARGS,
     },
+    # The 2026 suite's diagnostic tools (server-stateless): a server→client request mid-call
+    # (which a stateless-era client cannot take), logging, and changes to the tool and prompt lists.
+    {"name": "test_missing_capability", "description": "Asks the client to sample", "inputSchema": NO_ARGS},
+    {"name": "test_streaming_elicitation", "description": "Asks the user mid-call", "inputSchema": NO_ARGS},
+    {"name": "test_logging_tool", "description": "Logs while running", "inputSchema": NO_ARGS},
+    {"name": "test_trigger_tool_change", "description": "Adds a tool", "inputSchema": NO_ARGS},
+    {"name": "test_trigger_prompt_change", "description": "Adds a prompt", "inputSchema": NO_ARGS},
     {
         "name": "json_schema_2020_12_tool",
         "description": "Tool with JSON Schema 2020-12 features",
@@ -224,6 +231,23 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> dict[str, 
                 },
             ]
         }
+    if name == "test_missing_capability":
+        name = "test_sampling"
+        args = {"prompt": "a capability the client did not declare"}
+    if name == "test_streaming_elicitation":
+        name, args = "test_elicitation", {"message": "asked in the middle of the call"}
+    if name == "test_logging_tool":
+        name = "test_tool_with_logging"
+    if name in ("test_trigger_tool_change", "test_trigger_prompt_change"):
+        kind = "tool" if name.endswith("tool_change") else "prompt"
+        added = {"name": f"test_added_{kind}_{len(TOOLS) + len(PROMPTS)}", "description": "Added at run time"}
+        if kind == "tool":
+            TOOLS.append({**added, "inputSchema": NO_ARGS})
+            await session.send_tool_list_changed()
+        else:
+            PROMPTS.append(added)
+            await session.send_prompt_list_changed()
+        return {"content": [text(f"added {added['name']}")]}
     if name == "test_tool_with_logging":
         for i, message in enumerate(
             ("Tool execution started", "Tool processing data", "Tool execution completed")

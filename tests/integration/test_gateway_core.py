@@ -410,19 +410,27 @@ def test_http_edges(gw: GatewayProcess) -> None:
     assert httpx.get(gw.url + "/mcp", headers={**auth, "Mcp-Session-Id": c.session_id}).status_code == 406
     r = httpx.get(gw.url + "/mcp", headers={**auth, "Accept": "text/event-stream", "Mcp-Session-Id": "x"})
     assert r.status_code == 404
-    # A 2026-era probe is told which versions this server speaks.
+    # A 2026-era probe is answered in that era: a malformed envelope is a 400 naming what is missing,
+    # a proper one gets the versions and capabilities (no session either way).
+    probe = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "server/discover",
+        "params": {"protocolVersion": "2026-07-28"},
+    }
     r = httpx.post(
-        gw.url + "/mcp",
-        json={
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "server/discover",
-            "params": {"protocolVersion": "2026-07-28"},
-        },
-        headers={**auth, "Accept": "application/json, text/event-stream"},
+        gw.url + "/mcp", json=probe, headers={**auth, "Accept": "application/json, text/event-stream"}
     )
-    err = r.json()["error"]
-    assert err["code"] == -32022 and "2025-11-25" in err["data"]["supported"]
+    assert r.status_code == 400 and r.json()["error"]["code"] == -32602 and r.json()["id"] == 1
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    probe["params"] = {"_meta": meta}
+    modern_headers = {"MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "server/discover"}
+    r = httpx.post(gw.url + "/mcp", json=probe, headers={**auth, **modern_headers})
+    assert r.status_code == 200 and "mcp-session-id" not in r.headers
+    assert {"2026-07-28", "2025-11-25"} <= set(r.json()["result"]["supportedVersions"])
     # /health needs no token; everything else does.
     assert httpx.get(gw.url + "/health").status_code == 200
     assert httpx.get(gw.url + "/mcp", headers={"Accept": "text/event-stream"}).status_code == 401

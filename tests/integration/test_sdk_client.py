@@ -49,9 +49,12 @@ def transport(url: str):
 
 
 @needs_node
-async def test_sdk_client_lists_and_calls_two_children(gw: GatewayProcess) -> None:
-    # `Client` in auto mode first probes `server/discover`, then falls back to initialize.
-    async with Client(transport(gw.url)) as client:
+@pytest.mark.parametrize(("mode", "era"), [("auto", "2026-07-28"), ("legacy", "2025-11-25")])
+async def test_sdk_client_lists_and_calls_two_children(gw: GatewayProcess, mode: str, era: str) -> None:
+    # `Client` in auto mode probes `server/discover` and stays in the 2026-07-28 era (it would fall
+    # back to initialize if the probe failed); in legacy mode it uses the initialize handshake.
+    async with Client(transport(gw.url), mode=mode) as client:
+        assert client.protocol_version == era
         assert client.server_info is not None and client.server_info.name == "portero"
         tools = (await client.list_tools()).tools
         names = {t.name for t in tools}

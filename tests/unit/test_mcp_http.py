@@ -533,34 +533,6 @@ async def test_notifications_and_client_responses_get_202(
 # -------------------------------------------------------------------------------------- server/discover
 
 
-@pytest.mark.parametrize(
-    "params",
-    [
-        {"protocolVersion": "2026-07-28"},
-        None,
-        [1, 2],
-        ["2026-07-28"],
-        "2026-07-28",
-        5,
-        {"protocolVersion": {}},
-    ],
-)
-async def test_server_discover_without_session_lists_the_versions(gw: Gateway, params: Any) -> None:
-    msg = rpc("server/discover", id="d")
-    if params is not None:
-        msg["params"] = params
-    resp = await gw.post(msg)
-    assert resp.status == 200
-    body = resp.json()
-    assert body["id"] == "d"
-    assert body["error"]["code"] == jsonrpc.UNSUPPORTED_PROTOCOL_VERSION == -32022
-    data = body["error"]["data"]
-    assert data["supported"] == list(SUPPORTED_PROTOCOLS)
-    expected = params.get("protocolVersion") if isinstance(params, dict) else None
-    assert data["requested"] == expected
-    assert len(gw.sessions) == 0
-
-
 async def test_server_discover_in_a_session_is_an_unknown_method(gw: Gateway, sid: str) -> None:
     resp = await gw.post(rpc("server/discover", {}), sid=sid)
     assert resp.status == 200
