@@ -23,6 +23,7 @@ import httpx
 from portero.cli.common import load_for_command
 from portero.config import Config
 from portero.core.policy import Grant, PolicyEngine, apply_grant, glob_match
+from portero.telegram.render import server_state
 
 CANONICAL_META = "io.portero/canonical"  # the key portero.gateway.router puts in each item's _meta
 PROTOCOL_VERSION = "2025-06-18"
@@ -128,6 +129,24 @@ class _Client:
                     return result
         raise GatewayError(f"the gateway at {self.base} sent no answer to {method}")
 
+    def servers(self) -> list[dict[str, Any]]:
+        """The servers ``GET /health`` lists (with the token: name, state, error); [] when it says none."""
+        try:
+            body = self._get_health()
+        except (GatewayError, ValueError):
+            return []
+        children = body.get("children") if isinstance(body, dict) else None
+        return [c for c in children or [] if isinstance(c, dict) and isinstance(c.get("name"), str)]
+
+    def _get_health(self) -> Any:
+        try:
+            r = self.http.get(
+                self.base + "/health", headers={"Authorization": self.headers.get("Authorization", "")}
+            )
+        except httpx.HTTPError as exc:
+            raise GatewayError(str(exc)) from exc
+        return r.json()  # 200 or 503 (a server not ready): the same body
+
     def notify(self, method: str) -> None:
         self._send("POST", method, {"jsonrpc": "2.0", "method": method})
 
@@ -139,8 +158,9 @@ class _Client:
                 pass  # the listing is what matters; an idle session expires anyway
 
 
-def list_tools(config: Config, base: str) -> list[dict[str, Any]]:
-    """Every tool the running gateway at ``base`` lists (all pages). Raises :class:`GatewayError`."""
+def list_tools(config: Config, base: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every tool the running gateway at ``base`` lists (all pages), and its servers as ``/health``
+    shows them. Raises :class:`GatewayError`."""
     token = config.server.bearer_token if config.server.auth == "bearer" else None
     client = _Client(base, token, _verify(config))
     try:
@@ -162,7 +182,7 @@ def list_tools(config: Config, base: str) -> list[dict[str, Any]]:
             if not cursor:
                 break
         client.end()
-        return tools
+        return tools, client.servers()
     finally:
         client.close()
 
@@ -253,7 +273,7 @@ def cmd_tools(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     engine = PolicyEngine(config.policies.default, dict(config.policies.rules))
     base = gateway_url(config)
     try:
-        tools = list_tools(config, base)
+        tools, servers = list_tools(config, base)
     except GatewayError as exc:
         print(str(exc), file=err)
         return 2
@@ -261,8 +281,9 @@ def cmd_tools(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     grants = _grants(config, err)
     rows = [describe(t, engine, grants, now) for t in tools]
     denials = whole_server_denials(config)
+    not_ready = not_ready_servers(servers)
     if args.json:
-        for obj in [*rows, *denials]:
+        for obj in [*rows, *denials, *not_ready]:
             print(json.dumps(obj, ensure_ascii=False, separators=(",", ":")), file=out)
         return 0
     if rows:
@@ -279,7 +300,19 @@ def cmd_tools(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             else:
                 rule = d["deny"].removeprefix("rule:")
                 print(f"  rule {rule} = deny: all of {', '.join(d['servers'])}", file=out)
+    if not_ready:
+        print(file=out)
+        print("Not ready, so their tools are not listed:", file=out)
+        for s in not_ready:
+            hint = f" (run `portero login {s['server']}`)" if s["state"] == "needs-login" else ""
+            print(f"  {s['server']}: {s['state']}{hint}", file=out)
     return 0
 
 
-__all__ = ["GatewayError", "cmd_tools", "describe", "list_tools", "whole_server_denials"]
+def not_ready_servers(servers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``{"server": name, "state": ...}`` for each server ``/health`` shows as not ready, its state as
+    ``/status`` words it (a remote server that is down: ``failed: <last error>``)."""
+    return [{"server": c["name"], "state": server_state(c)} for c in servers if c.get("state") != "ready"]
+
+
+__all__ = ["GatewayError", "cmd_tools", "describe", "list_tools", "not_ready_servers", "whole_server_denials"]

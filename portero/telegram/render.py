@@ -57,6 +57,7 @@ __all__ = [
     "parse_logs_count",
     "revoke_text",
     "settled_text",
+    "server_state",
     "status_text",
     "utf16_len",
     "validate_pattern",
@@ -639,6 +640,17 @@ def _lines_within(lines: Iterable[str], budget: int, more: str) -> str:
     return "\n".join(out)
 
 
+def server_state(child: Mapping[str, Any]) -> str:
+    """A server's state as a user reads it (``/status``, ``portero tools``): its ``state``, except that a
+    remote server that is down reads ``failed: <last error>``. A local process keeps ``restarting``,
+    which is what is being done to it; a remote server is only being reconnected to, with back-off."""
+    state = str(child.get("state", "?"))
+    if child.get("remote") is True and state == "restarting":
+        error = child.get("error")
+        return f"failed: {error}" if error else "failed"
+    return state
+
+
 def status_text(
     status: Mapping[str, Any],
     *,
@@ -659,7 +671,7 @@ def status_text(
         if not isinstance(child, Mapping):
             continue
         lines.append(
-            f"• <code>{_field(child.get('name', '?'))}</code> {_field(child.get('state', '?'))}, "
+            f"• <code>{_field(child.get('name', '?'))}</code> {_field(server_state(child))}, "
             f"{_field(child.get('tools', 0))} tools, {_field(child.get('restarts', 0))} restarts"
         )
     if not children:

@@ -129,6 +129,8 @@ class Upstream:
         }
         if self.last_error and self.state != "ready":
             st["error"] = self.last_error
+        if self.cfg.remote:  # shown as "failed: <error>" rather than "restarting" (render.server_state)
+            st["remote"] = True
         return st
 
     async def run(self) -> None:
@@ -151,7 +153,8 @@ class Upstream:
                 backoff = BACKOFF_START
                 continue
             except OSError as exc:
-                self.last_error = f"cannot start: {exc}"
+                # A remote transport's OSError already says what failed ("cannot reach …").
+                self.last_error = str(exc) if self.cfg.remote else f"cannot start: {exc}"
                 log.error("server %s %s", self.name, self.last_error)
             except Exception as exc:  # a bug or a hostile server must not take the gateway down
                 self.last_error = f"internal error: {exc.__class__.__name__}"

@@ -600,3 +600,26 @@ def test_audit_names_an_unusable_data_dir(tmp_path: Path, capsys: pytest.Capture
     path.write_text('[server]\ndata_dir = "${PORTERO_DATA_UNSET}"\n')
     assert main(["audit", "--config", str(path)]) == 2
     assert capsys.readouterr().err.strip() == f"{path}: server.data_dir: ${{PORTERO_DATA_UNSET}} is not set"
+
+
+def test_portero_tools_names_the_servers_that_are_not_ready_as_status_does() -> None:
+    from portero.cli.tools import not_ready_servers
+
+    health_children = [
+        {"name": "alpha", "state": "ready", "tools": 3, "restarts": 0},
+        {"name": "linear", "state": "needs-login", "tools": 0, "restarts": 0, "remote": True},
+        {
+            "name": "sentry",
+            "state": "restarting",
+            "tools": 0,
+            "restarts": 2,
+            "error": "cannot reach x",
+            "remote": True,
+        },
+        {"name": "beta", "state": "restarting", "tools": 0, "restarts": 1, "error": "exit status 1"},
+    ]
+    assert not_ready_servers(health_children) == [
+        {"server": "linear", "state": "needs-login"},
+        {"server": "sentry", "state": "failed: cannot reach x"},
+        {"server": "beta", "state": "restarting"},
+    ]

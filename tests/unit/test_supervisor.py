@@ -351,6 +351,21 @@ async def test_peer_death_restarts_with_doubling_back_off(autojump_clock: trio.t
         assert up.restarts == 4
 
 
+async def test_a_remote_server_says_so_in_its_status(autojump_clock: trio.testing.MockClock) -> None:
+    cfg = McpServer(name="x", url="https://mcp.example.com/mcp")
+    h = Harness(FakeTransport(OSError("cannot reach https://mcp.example.com"), FakeServer()), cfg)
+    async with running(h) as up:
+        await up.ready.wait()
+        assert up.status() == {
+            "name": "x",
+            "state": "restarting",
+            "tools": 0,
+            "restarts": 0,
+            "error": "cannot reach https://mcp.example.com",
+            "remote": True,  # /status and portero tools show it as "failed: <error>"
+        }
+
+
 async def test_state_while_a_dead_server_waits_for_its_restart(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -176,6 +176,36 @@ def test_status_lists_children_pending_and_grants() -> None:
     assert "Telegram: polling" in st and "Uptime: 59s" in st
 
 
+def test_status_says_failed_with_the_error_for_a_remote_server_that_is_down() -> None:
+    children = [
+        {
+            "name": "linear",
+            "state": "restarting",
+            "tools": 0,
+            "restarts": 3,
+            "error": "cannot reach x",
+            "remote": True,
+        },
+        {
+            "name": "notion",
+            "state": "needs-login",
+            "tools": 0,
+            "restarts": 0,
+            "error": "not logged in",
+            "remote": True,
+        },
+        {"name": "local", "state": "restarting", "tools": 0, "restarts": 1, "error": "exit status 1"},
+    ]
+    st = visible(
+        r.status_text({"children": children}, pending=[], grants=[], telegram_state="polling", now=NOW)
+    )
+    assert "linear failed: cannot reach x, 0 tools, 3 restarts" in st
+    assert "notion needs-login, 0 tools" in st
+    assert "local restarting, 0 tools, 1 restarts" in st  # a local process keeps its state's name
+    assert r.server_state({"state": "restarting", "remote": True}) == "failed"
+    assert r.server_state({"state": "connecting", "remote": True, "error": "old"}) == "connecting"
+
+
 # ------------------------------------------------------------------------------------- buttons
 
 
