@@ -6,9 +6,10 @@ log record never reaches the log), by ``portero check`` on what it prints, and b
 the ``httpx`` loggers (the bot token is in every Bot API URL).
 
 Which values count as secrets (:func:`secret_values`): the bearer token, the bot token, every
-``[[mcp]].env`` value, and environment variables whose names look secret (they may have been
-interpolated anywhere). Values shorter than :data:`MIN_SECRET_LENGTH` are left alone: they are not
-credentials, and blanking ``"1"`` everywhere would make logs unreadable.
+``[[mcp]].env`` value, a remote server's ``token``, ``client_secret`` and ``headers`` values, and
+environment variables whose names look secret (they may have been interpolated anywhere). Values
+shorter than :data:`MIN_SECRET_LENGTH` are left alone: they are not credentials, and blanking ``"1"``
+everywhere would make logs unreadable.
 """
 
 from __future__ import annotations
@@ -128,6 +129,8 @@ def secret_values(config: Config, env: Mapping[str, str]) -> list[str]:
     values += [value for name, value in env.items() if _SECRET_NAME_RE.search(name)]
     for m in config.mcp:
         values += list(m.env.values())
+        # A remote server's credentials: its token, OAuth client secret and configured headers.
+        values += [m.token, m.client_secret, *m.headers.values()]
     return [v for v in values if v and len(v) >= MIN_SECRET_LENGTH]
 
 

@@ -37,6 +37,18 @@ def test_secret_values_cover_config_and_secret_looking_environment() -> None:
     assert "/root" not in values and "1" not in values  # not secrets; too short to matter
 
 
+def test_secret_values_cover_a_remote_servers_credentials() -> None:
+    # Written literally (or from a variable whose name does not look secret), they are still secrets.
+    toml = TOML + (
+        '[[mcp]]\nname = "remote"\nurl = "https://mcp.example.com/mcp"\nauth = "bearer"\n'
+        'token = "literal-remote-token-1"\nheaders = { "X-Api-Key" = "literal-api-key-22" }\n'
+        '[[mcp]]\nname = "linear"\nurl = "https://mcp.example.com/2"\nauth = "oauth"\n'
+        'client_id = "portero"\nclient_secret = "literal-client-secret-3"\n'
+    )
+    values = secret_values(parse_config(toml, path="/tmp/p.toml", env={}), {})
+    assert {"literal-remote-token-1", "literal-api-key-22", "literal-client-secret-3"} <= set(values)
+
+
 def test_redactor_removes_the_longest_secret_first() -> None:
     r = Redactor(["abcd", "abcdefgh"])
     assert r("x abcdefgh y abcd") == "x *** y ***"
