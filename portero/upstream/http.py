@@ -70,6 +70,7 @@ DELETE_TIMEOUT = 2.0  # ending the session when the block exits: best effort
 WRITE_TIMEOUT = 30.0  # sending one request body
 RECONNECT_DELAY = 1.0  # before reconnecting a stream, unless the server said otherwise (`retry`)
 MAX_RECONNECT_DELAY = 30.0  # a server's `retry` beyond this is not waited for
+MIN_RECONNECT_DELAY = 0.25  # `retry: 0` from a server that ends each GET at once is not a busy loop
 STREAM_ATTEMPTS = 3  # failed reconnections of a stream in a row before giving up on it
 REQUEST_GRACE = 60.0  # a request's POST lives at most max(call_timeout, INIT) + this
 INIT_BOUND = 120.0
@@ -167,8 +168,10 @@ class _Stream:
 
 
 def _retry_delay(parser: SseParser) -> float:
-    """How long to wait before reconnecting a stream: the server's ``retry``, bounded."""
-    return RECONNECT_DELAY if parser.retry is None else min(parser.retry / 1000, MAX_RECONNECT_DELAY)
+    """How long to wait before reconnecting a stream: the server's ``retry``, bounded both ways."""
+    if parser.retry is None:
+        return RECONNECT_DELAY
+    return min(max(parser.retry / 1000, MIN_RECONNECT_DELAY), MAX_RECONNECT_DELAY)
 
 
 def _resumed_parser(old: SseParser) -> SseParser:

@@ -17,7 +17,7 @@ import trio.testing
 from portero.config import McpServer
 from portero.core import jsonrpc
 from portero.upstream.auth import NeedsLogin, StaticCredentials
-from portero.upstream.http import HttpTransport, RemoteError
+from portero.upstream.http import MIN_RECONNECT_DELAY, HttpTransport, RemoteError
 from portero.upstream.peer import Peer, UpstreamGone
 from portero.upstream.supervisor import Upstream
 
@@ -336,6 +336,27 @@ async def test_get_stream_reconnects_with_last_event_id(autojump_clock: trio.tes
         "notifications/tools/list_changed",
         "notifications/prompts/list_changed",
     ]
+
+
+async def test_a_get_stream_that_ends_at_once_with_retry_0_is_not_reopened_in_a_busy_loop(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    server = FakeServer()
+    server.get_status = 200
+    opened_at: list[float] = []
+    serve = server.__call__
+
+    async def app(request: httpx.Request) -> httpx.Response:
+        if request.method != "GET" or len(opened_at) >= 10:
+            return await serve(request)
+        opened_at.append(trio.current_time())
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=b"retry: 0\n\n")
+
+    async with transport(app).open("remote", no_handler, MAX) as peer:
+        await initialize(peer)
+        await until(lambda: len(opened_at) == 10)
+    gaps = [b - a for a, b in zip(opened_at, opened_at[1:], strict=False)]
+    assert min(gaps) >= MIN_RECONNECT_DELAY, gaps
 
 
 async def test_a_lost_post_stream_is_resumed_with_get(autojump_clock: trio.testing.MockClock) -> None:
