@@ -32,6 +32,7 @@ AUTH_MODES = ("bearer", "none")
 # A remote [[mcp]] server's transport and how Portero authenticates to it.
 REMOTE_TRANSPORTS = ("auto", "streamable-http", "sse", "websocket")
 REMOTE_AUTH_MODES = ("none", "bearer", "oauth")
+CHILD_PROTOCOLS = ("handshake", "auto")  # [[mcp]].protocol
 MIN_TOKEN_LENGTH = 16
 
 
@@ -127,6 +128,11 @@ class McpServer:
     # One child process per client session (exact attribution of the child's own messages),
     # besides the shared one that serves listings. Costs a process per session.
     per_session: bool = False
+    # "handshake" (default): the initialize handshake, which every server speaks. "auto": ask the
+    # server (server/discover) whether it speaks the stateless era (2026-07-28) and use it if so --
+    # then its input_required results reach clients; but its tools can no longer ask a client
+    # anything in the middle of a call. Local servers only.
+    protocol: str = "handshake"
     # Names of the gateway's environment variables this server also gets (besides PATH, HOME,
     # LANG, TZ, TMPDIR and the like); its own `env` comes on top.
     inherit_env: tuple[str, ...] = ()

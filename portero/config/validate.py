@@ -28,6 +28,7 @@ from ..core.policy import PolicyEngine, validate_pattern
 from .model import (
     ACTIONS,
     AUTH_MODES,
+    CHILD_PROTOCOLS,
     GATEWAY_LOG_LEVELS,
     LOG_FORMATS,
     MIN_TOKEN_LENGTH,
@@ -286,6 +287,9 @@ def _check_mcp(m: McpServer, path: str, problems: list[str]) -> None:
     for key in m.env:
         if not key or "=" in key or "\0" in key:
             problems.append(f"{_join(path + '.env', key)}: invalid environment variable name")
+    if m.protocol not in CHILD_PROTOCOLS:
+        choices = ", ".join(CHILD_PROTOCOLS)
+        problems.append(f"{path}.protocol: must be one of {choices}, got {_describe(m.protocol)}")
     for index, name in enumerate(m.required_env):
         if not _VAR_NAME_RE.match(name):
             problems.append(
@@ -308,7 +312,7 @@ def _check_remote(m: McpServer, path: str, problems: list[str]) -> None:
     """A remote server: a URL Portero can reach, a transport its scheme allows, credentials that fit."""
     if m.command:
         problems.append(f"{path}: has both `command` and `url`; a server is one or the other")
-    for key in ("args", "env", "cwd", "inherit_env", "per_session"):
+    for key in ("args", "env", "cwd", "inherit_env", "per_session", "protocol"):
         if getattr(m, key) != getattr(_LOCAL_DEFAULTS, key):
             problems.append(f"{path}.{key}: only for a local server (with `command`), not with `url`")
     url = urllib.parse.urlsplit(m.url)

@@ -195,12 +195,14 @@ def unsupported(requested: Any) -> Rejection:
 
 
 def strip_envelope(params: dict[str, Any]) -> dict[str, Any]:
-    """``params`` without the envelope's keys in ``_meta`` (the children speak the handshake era and
-    learn nothing of the client from the gateway); ``progressToken``, ``traceparent`` and the rest stay."""
+    """``params`` as a child gets them: of the envelope in ``_meta`` only the client's capabilities
+    (a child that answers with ``input_required`` asks only for what the client can give); not its
+    identity, version or log level (the child speaks the handshake era with the gateway).
+    ``progressToken``, ``traceparent`` and the rest stay."""
     meta = params.get("_meta")
     if not isinstance(meta, dict):
         return params
-    kept = {k: v for k, v in meta.items() if not k.startswith(ENVELOPE_PREFIX)}
+    kept = {k: v for k, v in meta.items() if not k.startswith(ENVELOPE_PREFIX) or k == CAPABILITIES_META}
     out = {k: v for k, v in params.items() if k != "_meta"}
     if kept:
         out["_meta"] = kept

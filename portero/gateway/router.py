@@ -556,9 +556,8 @@ class Router:
         result: dict[str, Any]
         error: str | None = None
         try:
-            resp = await self._upstream_request(
-                up, "tools/call", {"name": entry.original, "arguments": args_real}, ctx, params
-            )
+            up_params = {"name": entry.original, "arguments": args_real, **self._input_responses(params)}
+            resp = await self._upstream_request(up, "tools/call", up_params, ctx, params)
         except UpstreamGone as exc:
             result = tool_error(f"Server {entry.server} failed during the call: {exc.message}")
         except ValueError as exc:  # the arguments cannot be encoded (nested too deeply): nothing was sent
@@ -579,7 +578,7 @@ class Router:
             )
 
         # 6. anonymize the answer (real → fake)
-        answer: dict[str, Any] = self.anonymizer.to_fake(result)
+        answer: dict[str, Any] = self._to_fake_result(result)
         if answer.get("isError"):
             record.outcome = "error"
             error = _first_text(answer)
@@ -731,15 +730,62 @@ class Router:
             self.tracing.inject(meta)
         if meta:
             up_params = {**up_params, "_meta": meta}
+        session = ctx.session
+        if up.modern:
+            level = session.log_level if session is not None else None
+            up_params = up.with_envelope(up_params, _client_capabilities(session), level) or {}
         self.attribution.begin(up.name, ctx)
         try:
             # The peer delivers the response only after the server's notifications read before it
             # were routed, so progress and log messages precede the answer.
-            return await peer.request(method, up_params, timeout=up.call_timeout)
+            resp = await peer.request(method, up_params, timeout=up.call_timeout)
+            for _ in range(MAX_INPUT_ROUNDS):
+                result = resp.get("result")
+                if session is None or session.modern or not _input_required(result):
+                    break
+                # A stateless-era server needs input from a handshake-era client: ask the client
+                # as a server of its era would (sampling, elicitation, roots), then ask again.
+                assert isinstance(result, dict)
+                answers = await self._fulfil_input_requests(up.name, ctx, result.get("inputRequests"))
+                retry = {**up_params, "inputResponses": answers}
+                retry.pop("requestState", None)
+                if isinstance(result.get("requestState"), str):
+                    retry["requestState"] = result["requestState"]
+                resp = await peer.request(method, retry, timeout=up.call_timeout)
+            return resp
         finally:
             self.attribution.end(up.name, ctx)
             if gw_token is not None:
                 self.attribution.release_progress(gw_token)
+
+    async def _fulfil_input_requests(self, server: str, ctx: RequestContext, requests: Any) -> dict[str, Any]:
+        """The client's answers to a server's ``inputRequests``, each asked as a request of the
+        client's own era; a request the client cannot answer ends the call with the reason."""
+        if not isinstance(requests, dict) or not requests or len(requests) > MAX_INPUT_REQUESTS:
+            raise RpcError(
+                jsonrpc.INTERNAL_ERROR, f"Server {server} asked for input in a form the gateway cannot relay"
+            )
+        answers: dict[str, Any] = {}
+        for key, request in requests.items():
+            method = request.get("method") if isinstance(request, dict) else None
+            needed = CLIENT_CAPABILITY.get(method) if isinstance(method, str) else None
+            if needed is None or ctx.session is None or not ctx.session.wants(needed):
+                raise RpcError(
+                    modern.MISSING_REQUIRED_CLIENT_CAPABILITY,
+                    f"Server {server} needs {method} from the client, which it does not support",
+                )
+            msg = jsonrpc.request(f"input-{key}", str(method), request.get("params") or {})
+            try:
+                reply = await self._ask_client(server, ctx, msg, self.anonymizer.to_fake(msg))
+            finally:
+                self.attribution.forget_ask(server, msg["id"])
+            if reply is None or "result" not in reply:
+                error = (reply or {}).get("error") or {}
+                raise RpcError(
+                    jsonrpc.INTERNAL_ERROR, f"The client did not answer {method}: {error.get('message')}"
+                )
+            answers[key] = reply["result"]
+        return answers
 
     async def _forward(
         self, server: str, method: str, up_params: dict[str, Any], ctx: RequestContext, params: dict[str, Any]
@@ -747,11 +793,36 @@ class Router:
         up = self.upstreams.get(server)
         if up is None:
             raise RpcError(jsonrpc.INVALID_PARAMS, f"Unknown server {server}")
-        resp = await self._upstream_request(up, method, self.anonymizer.to_real(up_params), ctx, params)
+        state = up_params.get("requestState")
+        up_params = self.anonymizer.to_real({k: v for k, v in up_params.items() if k != "requestState"})
+        if isinstance(state, str):
+            up_params["requestState"] = state
+        resp = await self._upstream_request(up, method, up_params, ctx, params)
         if "error" in resp:
             raise jsonrpc.error_from_message(resp.get("error"))  # anonymized in handle()
         result = resp.get("result")
-        return self.anonymizer.to_fake(result if isinstance(result, dict) else {})
+        return self._to_fake_result(result if isinstance(result, dict) else {})
+
+    # A server of the 2026-07-28 era may answer tools/call, prompts/get and resources/read with an
+    # ``input_required`` result: what it needs from the client (``inputRequests``) and an opaque
+    # ``requestState``; the client asks again with ``inputResponses`` and that state. The gateway
+    # relays both ways, anonymizing what is readable and leaving the state byte for byte.
+    def _input_responses(self, params: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if isinstance(params.get("inputResponses"), dict):
+            out["inputResponses"] = self.anonymizer.to_real(params["inputResponses"])
+        if isinstance(params.get("requestState"), str):
+            out["requestState"] = params["requestState"]
+        return out
+
+    def _to_fake_result(self, result: dict[str, Any]) -> dict[str, Any]:
+        state = result.get("requestState")
+        answer: dict[str, Any] = self.anonymizer.to_fake(
+            {k: v for k, v in result.items() if k != "requestState"} if state is not None else result
+        )
+        if state is not None:
+            answer["requestState"] = state
+        return answer
 
     async def _audited_forward(
         self,
@@ -889,7 +960,8 @@ class Router:
         levels = [s.log_level for s in self.sessions.all() if s.log_level in MCP_LOG_LEVELS] or [level]
         up_level = min(levels, key=MCP_LOG_LEVELS.index)
         for up in self.upstreams.values():
-            if up.peer is not None and "logging" in up.capabilities:
+            if up.peer is not None and "logging" in up.capabilities and not up.modern:
+                # (A stateless-era server gets the level in each request's _meta instead.)
                 try:
                     await up.peer.request("logging/setLevel", {"level": up_level}, timeout=5)
                 except RpcError:
@@ -1080,6 +1152,25 @@ class Router:
             return {**reply, "id": msg["id"]}
         finally:
             session.waiting.pop(our_id, None)
+
+
+MAX_INPUT_ROUNDS = 8  # input_required rounds the gateway answers for a handshake-era client
+MAX_INPUT_REQUESTS = 16  # input requests in one round
+
+
+def _input_required(result: Any) -> bool:
+    return isinstance(result, dict) and result.get("resultType") == "input_required"
+
+
+def _client_capabilities(session: ClientSession | None) -> dict[str, Any]:
+    """What the client on whose behalf a stateless-era server is asked can answer: a modern client's
+    own declaration; for a handshake-era client, what it declared at initialize of those the gateway
+    can relay (it asks such a client mid-call); nothing without a session."""
+    if session is None:
+        return {}
+    if session.modern:
+        return session.capabilities
+    return {name: {} for name in ("sampling", "elicitation", "roots") if session.wants(name)}
 
 
 def wants_log(session: ClientSession | None, msg: dict[str, Any]) -> bool:

@@ -21,15 +21,17 @@ import attrs
 import trio
 
 from ..config import McpServer
-from ..core import jsonrpc
+from ..core import jsonrpc, modern
 from ..core.jsonrpc import RpcError
 from .auth import NeedsLogin
-from .peer import MessageHandler, Peer
+from .peer import MessageHandler, Peer, UpstreamGone
 
 log = logging.getLogger("portero.upstream")
 
 PROTOCOL_VERSION = "2025-06-18"
+MODERN_PROTOCOL = modern.MODERN_PROTOCOLS[0]
 INIT_TIMEOUT = 120.0  # npx may download the package on first start
+DISCOVER_TIMEOUT = 10.0  # a server that does not answer server/discover by then gets initialize
 LIST_TIMEOUT = 30.0
 BACKOFF_START = 0.5
 BACKOFF_CAP = 30.0
@@ -97,6 +99,9 @@ class Upstream:
         self.capabilities: dict[str, Any] = {}
         self.server_info: dict[str, Any] = {}
         self.ready = trio.Event()  # set the first time the server is ready or gives up for now
+        # True when the server speaks the stateless era with us: every request then carries the
+        # envelope (with_envelope), and its list changes come on a subscriptions/listen stream.
+        self.modern = False
         self._refresh_lock = trio.Lock()
 
     def clone(self, name: str, transport: Transport) -> Upstream:
@@ -184,8 +189,13 @@ class Upstream:
                 self.last_error = ""
                 self.ready.set()
                 self._on_catalog_change()
-                log.info("server %s ready (%d tools)", self.name, len(self.listing.tools))
-                await peer.dead.wait()
+                era = f"MCP {MODERN_PROTOCOL}" if self.modern else "initialize handshake"
+                log.info("server %s ready (%d tools, %s)", self.name, len(self.listing.tools), era)
+                async with trio.open_nursery() as nursery:
+                    if self.modern:
+                        nursery.start_soon(self._listen, peer)
+                    await peer.dead.wait()
+                    nursery.cancel_scope.cancel()
                 # Not ready from this moment on, while the process is being stopped.
                 self.peer = None
                 self.state = "restarting"
@@ -198,7 +208,77 @@ class Upstream:
             if code is not None and code != 0 and "exit" not in self.last_error:
                 self.last_error = (self.last_error + f" (exit status {code})").strip()
 
+    def with_envelope(
+        self,
+        params: dict[str, Any] | None,
+        capabilities: dict[str, Any] | None = None,
+        log_level: str | None = None,
+    ) -> dict[str, Any] | None:
+        """``params`` for a request to this server: with the stateless era's envelope in ``_meta`` when
+        the server speaks it (``capabilities``: what the client on whose behalf we ask can answer)."""
+        if not self.modern:
+            return params
+        envelope: dict[str, Any] = {
+            modern.PROTOCOL_META: MODERN_PROTOCOL,
+            modern.CAPABILITIES_META: capabilities if capabilities is not None else {},
+            modern.CLIENT_INFO_META: self._client_info,
+        }
+        if log_level is not None:
+            envelope[modern.LOG_LEVEL_META] = log_level
+        out = dict(params or {})
+        meta = out.get("_meta")
+        out["_meta"] = {**(meta if isinstance(meta, dict) else {}), **envelope}
+        return out
+
+    async def _discover(self, peer: Peer) -> bool:
+        """Whether the server speaks the stateless era (then it is set up for it, without initialize)."""
+        self.modern = False
+        if self.cfg.protocol != "auto" or self.cfg.remote:
+            return False
+        envelope = {
+            modern.PROTOCOL_META: MODERN_PROTOCOL,
+            modern.CAPABILITIES_META: {},
+            modern.CLIENT_INFO_META: self._client_info,
+        }
+        try:
+            resp = await peer.request("server/discover", {"_meta": envelope}, timeout=DISCOVER_TIMEOUT)
+        except RpcError as exc:
+            if isinstance(exc, UpstreamGone):
+                raise
+            return False  # no answer in time: a handshake-era server that ignores unknown methods
+        result = resp.get("result")
+        versions = result.get("supportedVersions") if isinstance(result, dict) else None
+        if not isinstance(result, dict) or not isinstance(versions, list) or MODERN_PROTOCOL not in versions:
+            return False
+        caps, meta = result.get("capabilities"), result.get("_meta")
+        info = meta.get(modern.SERVER_INFO_META) if isinstance(meta, dict) else None
+        self.capabilities = caps if isinstance(caps, dict) else {}
+        self.server_info = info if isinstance(info, dict) else {}
+        self.modern = True
+        return True
+
+    async def _listen(self, peer: Peer) -> None:
+        """The stateless era's list changes: one subscriptions/listen stream for as long as the peer
+        lives (its notifications reach the handler like any other); reopened if the server ends it."""
+        wanted = {
+            key: True
+            for key, cap in (("toolsListChanged", "tools"), ("promptsListChanged", "prompts"),
+                             ("resourcesListChanged", "resources"))
+            if isinstance(self.capabilities.get(cap), dict) and self.capabilities[cap].get("listChanged")
+        }  # fmt: skip
+        if not wanted:
+            return
+        while not peer.closed:
+            try:
+                await peer.request("subscriptions/listen", self.with_envelope({"notifications": wanted}))
+            except RpcError as exc:
+                log.debug("server %s: subscriptions/listen ended: %s", self.name, exc.message)
+            await trio.sleep(BACKOFF_CAP)  # the server ended the stream (or refused it): not in a hurry
+
     async def _initialize(self, peer: Peer) -> None:
+        if await self._discover(peer):
+            await self.refresh(peer)
+            return
         resp = await peer.request(
             "initialize",
             {
@@ -241,7 +321,8 @@ class Upstream:
         items: list[Any] = []
         cursor = None
         for _ in range(PAGE_LIMIT):
-            resp = await peer.request(method, {"cursor": cursor} if cursor else None, timeout=LIST_TIMEOUT)
+            params = self.with_envelope({"cursor": cursor} if cursor else None)
+            resp = await peer.request(method, params, timeout=LIST_TIMEOUT)
             if "error" in resp:
                 if optional:
                     return items

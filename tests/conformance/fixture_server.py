@@ -9,15 +9,21 @@ Handlers return plain dicts so schemas reach the wire untouched (``$schema``, ``
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
+import secrets
 import warnings
 from typing import Any
 
 import anyio
 import mcp_types as types
 from mcp.server import Server
+from mcp.server.lowlevel.server import NotificationOptions
 from mcp.server.stdio import stdio_server
+from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler
 from mcp.shared.exceptions import MCPError
+from mcp.shared.subscriptions import PromptsListChanged, ToolsListChanged
 
 warnings.simplefilter(
     "ignore"
@@ -189,6 +195,128 @@ SEP1330_SCHEMA = {
 }
 
 
+# ---- input_required results (MRTR, 2026-07-28): what a server of that era answers instead of
+# asking the client mid-call. The gateway relays them (and the client's inputResponses and the
+# opaque requestState) untouched.
+MRTR_TOOLS = (
+    "elicitation",
+    "sampling",
+    "list_roots",
+    "request_state",
+    "multiple_inputs",
+    "multi_round",
+    "tampered_state",
+    "capabilities",
+)
+TOOLS += [
+    {"name": f"test_input_required_result_{t}", "description": f"input_required: {t}", "inputSchema": NO_ARGS}
+    for t in MRTR_TOOLS
+]
+STATE_KEY = secrets.token_bytes(32)
+
+
+def elicit(message: str, prop: str, kind: str = "string") -> dict[str, Any]:
+    schema = {"type": "object", "properties": {prop: {"type": kind}}, "required": [prop]}
+    return {"method": "elicitation/create", "params": {"message": message, "requestedSchema": schema}}
+
+
+def sample(text_: str, max_tokens: int) -> dict[str, Any]:
+    messages = [{"role": "user", "content": {"type": "text", "text": text_}}]
+    return {"method": "sampling/createMessage", "params": {"messages": messages, "maxTokens": max_tokens}}
+
+
+ROOTS = {"method": "roots/list", "params": {}}
+
+
+def sign(state: dict[str, Any]) -> str:
+    body = base64.urlsafe_b64encode(json.dumps(state, sort_keys=True).encode()).decode()
+    mac = hmac.new(STATE_KEY, body.encode(), hashlib.sha256).hexdigest()
+    return f"{body}.{mac}"
+
+
+def verify(token: str | None) -> dict[str, Any] | None:
+    if not token or "." not in token:
+        return None
+    body, mac = token.rsplit(".", 1)
+    if not hmac.compare_digest(mac, hmac.new(STATE_KEY, body.encode(), hashlib.sha256).hexdigest()):
+        return None
+    return json.loads(base64.urlsafe_b64decode(body))  # type: ignore[no-any-return]
+
+
+def answered(params: Any) -> dict[str, Any]:
+    raw = getattr(params, "input_responses", None) or {}
+    return {
+        k: (v.model_dump(mode="json", by_alias=True) if hasattr(v, "model_dump") else v)
+        for k, v in raw.items()
+    }
+
+
+def need(requests: dict[str, Any], state: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"resultType": "input_required", "inputRequests": requests}
+    if state is not None:
+        out["requestState"] = sign(state)
+    return out
+
+
+def mrtr(name: str, params: Any, meta: dict[str, Any]) -> dict[str, Any]:
+    got = answered(params)
+    token = getattr(params, "request_state", None)
+    if name == "elicitation":
+        reply = got.get("user_name")
+        if not isinstance(reply, dict) or not isinstance(reply.get("content"), dict):
+            return need({"user_name": elicit("What is your name?", "name")})
+        return {"content": [text(f"Hello, {reply['content'].get('name')}!")]}
+    if name == "sampling":
+        if "capital_question" not in got:
+            return need({"capital_question": sample("What is the capital of France?", 100)})
+        content = got["capital_question"].get("content") or {}
+        return {"content": [text(f"The answer: {content.get('text', '')}")]}
+    if name == "list_roots":
+        if "client_roots" not in got:
+            return need({"client_roots": ROOTS})
+        roots = [r.get("uri") for r in got["client_roots"].get("roots") or []]
+        return {"content": [text(f"Roots: {', '.join(map(str, roots))}")]}
+    if name in ("request_state", "tampered_state"):
+        if token is None:
+            return need({"confirm": elicit("Please confirm", "ok", "boolean")}, {"tool": name})
+        if verify(token) != {"tool": name}:
+            raise MCPError(code=-32602, message="requestState failed its integrity check")
+        return {"content": [text("state-ok: confirmed")]}
+    if name == "multiple_inputs":
+        keys = {"user_name", "greeting", "client_roots"}
+        if token is None or not keys <= set(got) or verify(token) != {"tool": name}:
+            requests = {
+                "user_name": elicit("What is your name?", "name"),
+                "greeting": sample("Generate a greeting", 50),
+                "client_roots": ROOTS,
+            }
+            return need(requests, {"tool": name})
+        return {"content": [text("All three inputs received")]}
+    if name == "multi_round":
+        state = verify(token) or {}
+        step = state.get("round", 0) if state.get("tool") == name else 0
+        first = {"step1": elicit("Step 1: What is your name?", "name")}
+        second = {"step2": elicit("Step 2: What is your favorite color?", "color")}
+        if step == 0 or (step == 1 and "step1" not in got):
+            return need(first, {"tool": name, "round": 1})
+        if step == 1 or "step2" not in got:
+            return need(second, {"tool": name, "round": 2})
+        return {"content": [text("Both steps done")]}
+    if name == "capabilities":
+        caps = meta.get("io.modelcontextprotocol/clientCapabilities") or {}
+        requests = {}
+        if "sampling" in caps:
+            requests["question"] = sample("Say something", 20)
+        if "elicitation" in caps:
+            requests["user_name"] = elicit("What is your name?", "name")
+        if "roots" in caps:
+            requests["client_roots"] = ROOTS
+        if requests and not set(requests) <= set(got):
+            return need(requests)
+        return {"content": [text(f"Capabilities honoured: {sorted(caps)}")]}
+    return {"isError": True, "content": [text(f"Unknown tool: {name}")]}
+
+
 async def list_tools(ctx: Any, params: Any) -> dict[str, Any]:
     return {"tools": TOOLS}
 
@@ -197,6 +325,9 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> dict[str, 
     name = params.name
     args = params.arguments or {}
     session = ctx.session
+    meta = dict(ctx.meta or {})
+    if name.startswith("test_input_required_result_"):
+        return mrtr(name.removeprefix("test_input_required_result_"), params, meta)
     if name == "test_simple_text":
         return {"content": [text("This is a simple text response for testing.")]}
     if name == "test_image_content":
@@ -231,6 +362,17 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> dict[str, 
                 },
             ]
         }
+    caps = meta.get("io.modelcontextprotocol/clientCapabilities")
+    if name in ("test_missing_capability", "test_streaming_elicitation") and isinstance(caps, dict):
+        # Asked in the stateless era (the gateway speaks it with this server): no mid-call request.
+        wanted = "sampling" if name == "test_missing_capability" else "elicitation"
+        if wanted not in caps:
+            raise MCPError(
+                code=-32021, message=f"this tool needs {wanted}", data={"requiredCapabilities": {wanted: {}}}
+            )
+        if "ask" not in answered(params):
+            return need({"ask": elicit("Asked during the call", "answer")})
+        return {"content": [text("answered")]}
     if name == "test_missing_capability":
         name = "test_sampling"
         args = {"prompt": "a capability the client did not declare"}
@@ -241,12 +383,20 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> dict[str, 
     if name in ("test_trigger_tool_change", "test_trigger_prompt_change"):
         kind = "tool" if name.endswith("tool_change") else "prompt"
         added = {"name": f"test_added_{kind}_{len(TOOLS) + len(PROMPTS)}", "description": "Added at run time"}
+        # A handshake-era client hears of it through a notification; a stateless-era one through
+        # its subscriptions/listen stream (the bus).
         if kind == "tool":
             TOOLS.append({**added, "inputSchema": NO_ARGS})
-            await session.send_tool_list_changed()
+            if "io.modelcontextprotocol/clientCapabilities" in meta:
+                await BUS.publish(ToolsListChanged())
+            else:
+                await session.send_tool_list_changed()
         else:
             PROMPTS.append(added)
-            await session.send_prompt_list_changed()
+            if "io.modelcontextprotocol/clientCapabilities" in meta:
+                await BUS.publish(PromptsListChanged())
+            else:
+                await session.send_prompt_list_changed()
         return {"content": [text(f"added {added['name']}")]}
     if name == "test_tool_with_logging":
         for i, message in enumerate(
@@ -404,6 +554,7 @@ PROMPTS = [
         ],
     },
     {"name": "test_prompt_with_image", "description": "A prompt with an image"},
+    {"name": "test_input_required_result_prompt", "description": "A prompt that needs the user's context"},
 ]
 
 
@@ -435,6 +586,12 @@ async def get_prompt(ctx: Any, params: types.GetPromptRequestParams) -> dict[str
                 {"role": "user", "content": text("Please process the embedded resource above.")},
             ]
         }
+    if params.name == "test_input_required_result_prompt":
+        reply = answered(params).get("user_context")
+        if not isinstance(reply, dict):
+            return need({"user_context": elicit("What context should the prompt use?", "context")})
+        context = (reply.get("content") or {}).get("context", "")
+        return {"messages": [{"role": "user", "content": text(f"Use this context: {context}")}]}
     if params.name == "test_prompt_with_image":
         return {
             "messages": [
@@ -455,26 +612,43 @@ async def set_level(ctx: Any, params: Any) -> dict[str, Any]:
     return {}
 
 
+def typed(model: Any, handler: Any) -> Any:
+    """``handler`` answering with ``model`` (or an InputRequiredResult): the SDK serializes typed
+    results for either era (a plain dict lacks what 2026-07-28 requires: resultType, ttlMs...)."""
+
+    async def run(ctx: Any, params: Any) -> Any:
+        out = await handler(ctx, params)
+        if isinstance(out, dict) and out.get("resultType") == "input_required":
+            return types.InputRequiredResult.model_validate(out)
+        return model.model_validate(out) if isinstance(out, dict) else out
+
+    return run
+
+
+BUS = InMemorySubscriptionBus()
 server = Server(
     "portero-conformance-fixture",
     version="1.0.0",
-    on_list_tools=list_tools,
-    on_call_tool=call_tool,
-    on_list_resources=list_resources,
-    on_list_resource_templates=list_templates,
-    on_read_resource=read_resource,
+    on_list_tools=typed(types.ListToolsResult, list_tools),
+    on_call_tool=typed(types.CallToolResult, call_tool),
+    on_list_resources=typed(types.ListResourcesResult, list_resources),
+    on_list_resource_templates=typed(types.ListResourceTemplatesResult, list_templates),
+    on_read_resource=typed(types.ReadResourceResult, read_resource),
     on_subscribe_resource=subscribe,
     on_unsubscribe_resource=unsubscribe,
-    on_list_prompts=list_prompts,
-    on_get_prompt=get_prompt,
-    on_completion=complete,
+    on_list_prompts=typed(types.ListPromptsResult, list_prompts),
+    on_get_prompt=typed(types.GetPromptResult, get_prompt),
+    on_completion=typed(types.CompleteResult, complete),
     on_set_logging_level=set_level,
+    on_subscriptions_listen=ListenHandler(BUS),
 )
 
 
 async def main() -> None:
     async with stdio_server() as (read_stream, write_stream):
-        await server.run(read_stream, write_stream, server.create_initialization_options())
+        changes = NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
+        options = server.create_initialization_options(notification_options=changes)
+        await server.run(read_stream, write_stream, options)
 
 
 if __name__ == "__main__":

@@ -54,6 +54,7 @@ name = "conformance"
 command = "$PY"
 args = ["$HERE/fixture_server.py"]
 prefix = false
+protocol = "${CHILD_PROTOCOL:-handshake}"
 TOML
 
 (cd "$ROOT" && exec "$PY" -m portero serve --config "$WORK/portero.toml") 2>"$WORK/gateway.log" &
@@ -119,6 +120,6 @@ print(f"\n{len(sys.argv) - 2 - bad}/{len(sys.argv) - 2} scenarios pass")
 sys.exit(1 if bad else 0)
 PYEOF
 if [ "$status" -ne 0 ]; then
-  echo "--- gateway log (tail):"; tail -n 40 "$WORK/gateway.log"
+  echo "--- gateway log (tail):"; tail -n "${CONFORMANCE_LOG_LINES:-40}" "$WORK/gateway.log"
 fi
 exit "$status"

@@ -81,13 +81,13 @@ def test_a_duplicated_routing_header_is_found() -> None:
     assert modern.duplicated_routing_header([("Mcp-Method", "a"), ("X-Other", "b"), ("x-other", "c")]) is None
 
 
-def test_the_envelope_is_not_passed_on_but_the_rest_of_meta_is() -> None:
+def test_only_the_capabilities_of_the_envelope_are_passed_on() -> None:
     params = {"name": "x", "_meta": {**META, "progressToken": 3, "traceparent": "00-ab-cd-01"}}
-    assert modern.strip_envelope(params) == {
-        "name": "x",
-        "_meta": {"progressToken": 3, "traceparent": "00-ab-cd-01"},
-    }
-    assert modern.strip_envelope({"name": "x", "_meta": META}) == {"name": "x"}
+    kept = {modern.CAPABILITIES_META: {"sampling": {}}, "progressToken": 3, "traceparent": "00-ab-cd-01"}
+    assert modern.strip_envelope(params) == {"name": "x", "_meta": kept}
+    caps_only = {"name": "x", "_meta": {modern.CAPABILITIES_META: {"sampling": {}}}}
+    assert modern.strip_envelope({"name": "x", "_meta": {**META, modern.CLIENT_INFO_META: {}}}) == caps_only
+    assert modern.strip_envelope({"name": "x"}) == {"name": "x"}
 
 
 def test_results_are_decorated_by_kind() -> None:

@@ -51,9 +51,21 @@ class FakeServer:
     exit_code: int | None = None
     first_words: bytes = b""
     endless_tools: bool = False
+    modern: bool = False  # answers server/discover: speaks the stateless era (2026-07-28)
+    silent_on_discover: bool = False  # never answers server/discover (a server that ignores it)
 
     def answer(self, method: str, params: dict[str, Any]) -> Any:
         """The result for a request; raises RpcError for an error reply."""
+        if method == "server/discover":
+            if not self.modern:
+                raise jsonrpc.RpcError(jsonrpc.METHOD_NOT_FOUND, "no server/discover")
+            return {
+                "supportedVersions": ["2026-07-28"],
+                "capabilities": self.capabilities,
+                "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "fake", "version": "2.0"}},
+            }
+        if method == "subscriptions/listen":
+            raise jsonrpc.RpcError(jsonrpc.METHOD_NOT_FOUND, "no listen")
         if method == "initialize":
             if self.init_error:
                 raise jsonrpc.RpcError(jsonrpc.INTERNAL_ERROR, self.init_error)
@@ -130,7 +142,9 @@ class FakeTransport:
                     seen.append(msg)
                     if msg.get("method") == "notifications/initialized" and script.first_words:
                         await stream.send_all(script.first_words)
-                    if "id" not in msg:
+                    if "id" not in msg or (
+                        msg.get("method") == "server/discover" and script.silent_on_discover
+                    ):
                         continue
                     try:
                         reply = jsonrpc.result_response(
@@ -481,3 +495,57 @@ async def test_disabled_and_skipped_servers_never_open_the_transport(
     if error is not None:
         expected["error"] = error
     assert up.status() == expected
+
+
+# ------------------------------------------------------------------ the stateless era (protocol = "auto")
+ENVELOPE_KEYS = {"io.modelcontextprotocol/protocolVersion", "io.modelcontextprotocol/clientCapabilities"}
+
+
+def auto(name: str = "x") -> McpServer:
+    return McpServer(name=name, command="unused", protocol="auto")
+
+
+async def test_a_stateless_server_is_used_without_initialize(autojump_clock: trio.testing.MockClock) -> None:
+    server = FakeServer(modern=True, pages={"tools/list": [[tool("a")], [tool("b")]]})
+    h = Harness(FakeTransport(server), auto())
+    async with running(h) as up:
+        await up.ready.wait()
+        assert up.state == "ready" and up.modern
+        assert [t["name"] for t in up.listing.tools] == ["a", "b"]
+        assert up.server_info == {"name": "fake", "version": "2.0"}
+        seen = h.transport.received[0]
+        assert [m.get("method") for m in seen][:1] == ["server/discover"]
+        assert not any(m.get("method") in ("initialize", "notifications/initialized") for m in seen)
+        for m in seen:  # every request carries the envelope
+            assert ENVELOPE_KEYS <= set(m["params"]["_meta"]), m
+        assert up.with_envelope({"name": "t"}, {"sampling": {}}, "info") == {
+            "name": "t",
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {"sampling": {}},
+                "io.modelcontextprotocol/clientInfo": {"name": "portero-tests", "version": "0"},
+                "io.modelcontextprotocol/logLevel": "info",
+            },
+        }
+
+
+async def test_a_handshake_server_gets_initialize_after_the_probe(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    pages = {"tools/list": [[tool("a")]]}
+    for server in (FakeServer(pages=pages), FakeServer(pages=pages, silent_on_discover=True)):
+        h = Harness(FakeTransport(server), auto())
+        async with running(h) as up:
+            await up.ready.wait()
+            assert up.state == "ready" and not up.modern
+            methods = [m.get("method") for m in h.transport.received[0]]
+            assert methods[0] == "server/discover" and "initialize" in methods
+            assert up.with_envelope({"a": 1}) == {"a": 1}
+
+
+async def test_the_default_never_probes(autojump_clock: trio.testing.MockClock) -> None:
+    h = Harness(FakeTransport(FakeServer(modern=True)))
+    async with running(h) as up:
+        await up.ready.wait()
+        assert not up.modern
+        assert h.transport.received[0][0]["method"] == "initialize"
