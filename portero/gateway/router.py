@@ -39,6 +39,7 @@ from ..upstream.supervisor import INIT_TIMEOUT, Upstream
 from ..upstream.transports import transport_for
 from .attribution import Attribution
 from .sessions import LATEST_PROTOCOL, SUPPORTED_PROTOCOLS, ClientSession, RequestContext, Sessions
+from .tasks import TASKS_EXTENSION, Task, Tasks, wants_tasks
 
 if TYPE_CHECKING:
     from ..approvals import ApprovalBroker, Outcome
@@ -122,6 +123,7 @@ class Router:
         self._tool_list_cache: list[dict[str, Any]] | None = None
         self._warned: set[str] = set()
         self.attribution = Attribution()
+        self.tasks = Tasks()  # calls waiting for approval, as tasks for the clients that ask for them
         # `per_session = true` servers: (session id, server) -> (its own upstream, the scope running it)
         self._session_upstreams: dict[tuple[str, str], tuple[Upstream, trio.CancelScope]] = {}
         self._nursery: trio.Nursery | None = None
@@ -443,6 +445,7 @@ class Router:
                 "resources": {"subscribe": True, "listChanged": True},
                 "logging": {},
                 "completions": {},
+                "extensions": {TASKS_EXTENSION: {}},
             },
             "instructions": self._instructions(),
         }
@@ -466,7 +469,67 @@ class Router:
         return {"tools": self._tool_list_cache}
 
     async def m_tools_call(self, params: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+        task = self._approval_task(params, ctx)
+        if task is not None:
+            return task
         return await self.call_tool(params, ctx)
+
+    # -- approvals as tasks (the tasks extension of 2026-07-28; see gateway/tasks.py) -------------
+    def _approval_task(self, params: dict[str, Any], ctx: RequestContext) -> dict[str, Any] | None:
+        """For a stateless-era client that declared the tasks extension, a call that needs the admin's
+        approval becomes a task: the call goes on in the background and this returns the task."""
+        session = ctx.session
+        if session is None or not session.modern or not wants_tasks(session.capabilities):
+            return None
+        name = params.get("name")
+        entry = self.catalog.tools.get(name) if isinstance(name, str) else None
+        if entry is None:
+            return None
+        decision = self.policy.decide(entry.canonical)
+        if self.broker is not None:
+            decision = self.broker.grants.apply(decision, entry.canonical)
+        if decision.action != "require-approval" or self.broker is None:
+            return None
+        waiting = f"Waiting for the admin's approval of {self.anonymizer.to_fake_text(entry.canonical)}."
+        task = self.tasks.create(session.client, waiting)
+        if task is None:
+            return None  # too many tasks: the call blocks as for any other client
+        self.sessions.start_call(lambda: self._run_task(task, params, RequestContext(session=session)))
+        return {**task.wire(), "resultType": "task"}
+
+    async def _run_task(self, task: Task, params: dict[str, Any], ctx: RequestContext) -> None:
+        with task.scope:
+            try:
+                result = await self.call_tool(params, ctx)
+            except RpcError as exc:
+                self.tasks.finish(task, "failed", error=self._client_error(exc), message=exc.message)
+            except Exception as exc:  # a bug costs this task, never the gateway
+                log.exception("task %s failed", task.id[:6])
+                self.tasks.finish(task, "failed", error=jsonrpc.error_from_exception(exc))
+            else:
+                self.tasks.finish(task, "completed", result=result, message=_first_text(result) or "")
+        if task.scope.cancelled_caught:
+            self.tasks.finish(task, "cancelled", message="cancelled by the client")
+
+    def _own_task(self, params: dict[str, Any], ctx: RequestContext) -> Task:
+        session = ctx.session
+        if session is None or not session.modern:
+            raise RpcError(jsonrpc.METHOD_NOT_FOUND, "Method not found: tasks are a 2026-07-28 extension")
+        task = self.tasks.get(params.get("taskId"), session.client)
+        if task is None:
+            raise RpcError(jsonrpc.INVALID_PARAMS, "Unknown task")
+        return task
+
+    async def m_tasks_get(self, params: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+        return self._own_task(params, ctx).wire()
+
+    async def m_tasks_update(self, params: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+        self._own_task(params, ctx)  # the gateway's tasks never ask for input: nothing to deliver
+        return {}
+
+    async def m_tasks_cancel(self, params: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
+        self._own_task(params, ctx).scope.cancel()  # the approval is withdrawn, the call not run
+        return {}
 
     # -- the tools/call pipeline -----------------------------------------------------------------
     async def call_tool(self, params: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
@@ -983,6 +1046,9 @@ class Router:
         "completion/complete": m_completion_complete,
         "logging/setLevel": m_logging_set_level,
         "server/discover": m_server_discover,
+        "tasks/get": m_tasks_get,
+        "tasks/update": m_tasks_update,
+        "tasks/cancel": m_tasks_cancel,
     }
 
     # -- upstream → gateway ------------------------------------------------------------------

@@ -135,6 +135,7 @@ class ClientSession:
     # One request of the stateless era (2026-07-28): not registered, gone with its request. Such a
     # client cannot be sent a request in the middle of a call, and gets logs only when it asked.
     modern: bool = False
+    client: str = "default"  # who the client is (the one bearer token today), for what it owns (tasks)
 
     @property
     def listening(self) -> bool:

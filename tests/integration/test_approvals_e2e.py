@@ -707,3 +707,115 @@ async def test_exact_grants_lookalike_names_and_full_arguments(
         ("evil/create_*", "allow", "grant:evil/create_\\*", "ok"),
         ("evil/create_anything", "rejected", "admin", "refused"),
     ]
+
+
+# ----------------------------------------------- approvals as tasks (2026-07-28, the tasks extension)
+V2026 = "2026-07-28"
+TASKS = "io.modelcontextprotocol/tasks"
+
+
+async def modern(
+    gw: GatewayProcess, method: str, params: dict[str, Any], *, tasks: bool = True, name: str | None = None
+) -> tuple[int, dict[str, Any]]:
+    """One stateless-era request (no session): the envelope in _meta, the routing headers."""
+    caps: dict[str, Any] = {"extensions": {TASKS: {}}} if tasks else {}
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": V2026,
+        "io.modelcontextprotocol/clientCapabilities": caps,
+    }
+    headers = {
+        "Accept": "application/json, text/event-stream",
+        "Authorization": f"Bearer {BEARER}",
+        "MCP-Protocol-Version": V2026,
+        "Mcp-Method": method,
+    }
+    if name is not None:
+        headers["Mcp-Name"] = name
+    body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": {**params, "_meta": meta}}
+    async with httpx.AsyncClient(timeout=30) as http:
+        r = await http.post(gw.url + "/mcp", json=body, headers=headers)
+    return r.status_code, r.json()
+
+
+async def task_state(gw: GatewayProcess, task_id: str) -> dict[str, Any]:
+    status, body = await modern(gw, "tasks/get", {"taskId": task_id}, name=task_id)
+    assert status == 200, body
+    result: dict[str, Any] = body["result"]
+    return result
+
+
+async def settled(gw: GatewayProcess, task_id: str) -> dict[str, Any]:
+    """The task once it has left ``working`` (polled, as a client of tasks does), within 20 s."""
+    for _ in range(200):
+        state = await task_state(gw, task_id)
+        if state["status"] != "working":
+            return state
+        await trio.sleep(0.1)
+    raise AssertionError(f"task {task_id} still working: {state}")
+
+
+async def test_an_approval_is_a_task_for_a_2026_client_that_asks(
+    tmp_path: Path, fake: FakeBotAPI, gw: GatewayProcess
+) -> None:
+    status, body = await modern(gw, "server/discover", {})
+    assert TASKS in body["result"]["capabilities"]["extensions"]
+
+    # 1. The call that needs approval comes back at once as a task, working, with the waiting message.
+    since = len(fake.calls)
+    status, body = await modern(gw, "tools/call", {"name": DELETE, "arguments": {"what": "x"}}, name=DELETE)
+    assert status == 200, body
+    task = body["result"]
+    assert task["resultType"] == "task" and task["status"] == "working"
+    assert "approval of t/delete_thing" in task["statusMessage"]
+    msg = await asked(fake, since)  # the admin is asked as for any call
+    assert (await task_state(gw, task["taskId"]))["status"] == "working"
+    fake.press(msg, "✅ Approve")
+    state = await settled(gw, task["taskId"])
+    assert state["status"] == "completed" and state["resultType"] == "complete"
+    assert text_of(state["result"]) == "deleted x"
+
+    # 2. Denied: the task completes with the refusal as the tool's result (isError), as a blocking call.
+    since = len(fake.calls)
+    _, body = await modern(gw, "tools/call", {"name": DELETE, "arguments": {"what": "y"}}, name=DELETE)
+    fake.press(await asked(fake, since), "❌ Deny")
+    state = await settled(gw, body["result"]["taskId"])
+    assert state["status"] == "completed" and state["result"]["isError"] is True
+
+    # 3. Cancelled by the client: the approval is withdrawn, the call never runs.
+    since = len(fake.calls)
+    _, body = await modern(gw, "tools/call", {"name": DELETE, "arguments": {"what": "z"}}, name=DELETE)
+    await asked(fake, since)
+    task_id = body["result"]["taskId"]
+    status, ack = await modern(gw, "tasks/cancel", {"taskId": task_id}, name=task_id)
+    assert status == 200 and ack["result"]["resultType"] == "complete"
+    state = await settled(gw, task_id)
+    assert state["status"] == "cancelled"
+
+    # An unknown task id is an error; a client that did not ask for tasks keeps the blocking call.
+    status, body = await modern(gw, "tasks/get", {"taskId": "no-such-task"}, name="no-such-task")
+    assert status == 400 and body["error"]["code"] == -32602
+    since = len(fake.calls)
+    blocking = trio.Event()
+    result: dict[str, Any] = {}
+
+    async def call_without_tasks() -> None:
+        _, answer = await modern(
+            gw, "tools/call", {"name": DELETE, "arguments": {"what": "w"}}, tasks=False, name=DELETE
+        )
+        result.update(answer)
+        blocking.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(call_without_tasks)
+        fake.press(await asked(fake, since), "✅ Approve")
+        with trio.fail_after(20):
+            await blocking.wait()
+    assert text_of(result["result"]) == "deleted w" and "taskId" not in result["result"]
+    done = [row for row in audit(tmp_path) if row[0] == "t/delete_thing"]
+    # approved, denied, cancelled while waiting (as a client that goes away), approved
+    assert [(row[1], row[3]) for row in done][-4:] == [
+        ("approved", "ok"),
+        ("rejected", "refused"),
+        ("expired", "error"),
+        ("approved", "ok"),
+    ]
