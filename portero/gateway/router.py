@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -124,6 +125,8 @@ class Router:
         self._warned: set[str] = set()
         self.attribution = Attribution()
         self.tasks = Tasks()  # calls waiting for approval, as tasks for the clients that ask for them
+        # Tasks of stateless-era servers, relayed as "<server>/<their id>" -> the client they belong to.
+        self._child_tasks: dict[str, str] = {}
         # `per_session = true` servers: (session id, server) -> (its own upstream, the scope running it)
         self._session_upstreams: dict[tuple[str, str], tuple[Upstream, trio.CancelScope]] = {}
         self._nursery: trio.Nursery | None = None
@@ -511,6 +514,36 @@ class Router:
         if task.scope.cancelled_caught:
             self.tasks.finish(task, "cancelled", message="cancelled by the client")
 
+    def _relayed_task(self, server: str, ctx: RequestContext, result: dict[str, Any]) -> dict[str, Any]:
+        """A server's task handle (its CreateTaskResult), as the client sees it: the id namespaced
+        ``<server>/<id>`` (so tasks/get finds the server, and two servers' ids never collide), and
+        bound to the client that got it."""
+        task_id = result.get("taskId")
+        if result.get("resultType") != "task" or not isinstance(task_id, str) or ctx.session is None:
+            return result
+        ours = f"{server}/{task_id}"
+        self._child_tasks[ours] = ctx.session.client
+        while len(self._child_tasks) > MAX_CHILD_TASKS:
+            del self._child_tasks[next(iter(self._child_tasks))]  # the oldest
+        return {**result, "taskId": ours}
+
+    async def _child_task(
+        self, method: str, params: dict[str, Any], ctx: RequestContext
+    ) -> dict[str, Any] | None:
+        """tasks/get, tasks/update or tasks/cancel of a relayed task, asked of its server; None when
+        the id is not of the ``<server>/<id>`` form (then it is one of the gateway's own)."""
+        task_id = params.get("taskId")
+        if not isinstance(task_id, str) or "/" not in task_id:
+            return None
+        owner = self._child_tasks.get(task_id)
+        if owner is None or ctx.session is None or not secrets.compare_digest(owner, ctx.session.client):
+            raise RpcError(jsonrpc.INVALID_PARAMS, "Unknown task")
+        server, _, theirs = task_id.partition("/")
+        result = await self._forward(server, method, {**params, "taskId": theirs}, ctx, params)
+        if isinstance(result, dict) and result.get("taskId") == theirs:
+            result = {**result, "taskId": task_id}
+        return result if isinstance(result, dict) else {}
+
     def _own_task(self, params: dict[str, Any], ctx: RequestContext) -> Task:
         session = ctx.session
         if session is None or not session.modern:
@@ -521,14 +554,19 @@ class Router:
         return task
 
     async def m_tasks_get(self, params: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
-        return self._own_task(params, ctx).wire()
+        relayed = await self._child_task("tasks/get", params, ctx) if _is_modern(ctx) else None
+        return relayed if relayed is not None else self._own_task(params, ctx).wire()
 
     async def m_tasks_update(self, params: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
-        self._own_task(params, ctx)  # the gateway's tasks never ask for input: nothing to deliver
+        relayed = await self._child_task("tasks/update", params, ctx) if _is_modern(ctx) else None
+        if relayed is None:
+            self._own_task(params, ctx)  # the gateway's tasks never ask for input: nothing to deliver
         return {}
 
     async def m_tasks_cancel(self, params: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
-        self._own_task(params, ctx).scope.cancel()  # the approval is withdrawn, the call not run
+        relayed = await self._child_task("tasks/cancel", params, ctx) if _is_modern(ctx) else None
+        if relayed is None:
+            self._own_task(params, ctx).scope.cancel()  # the approval is withdrawn, the call not run
         return {}
 
     # -- the tools/call pipeline -----------------------------------------------------------------
@@ -641,7 +679,7 @@ class Router:
             )
 
         # 6. anonymize the answer (real → fake)
-        answer: dict[str, Any] = self._to_fake_result(result)
+        answer: dict[str, Any] = self._relayed_task(entry.server, ctx, self._to_fake_result(result))
         if answer.get("isError"):
             record.outcome = "error"
             error = _first_text(answer)
@@ -1218,6 +1256,13 @@ class Router:
             return {**reply, "id": msg["id"]}
         finally:
             session.waiting.pop(our_id, None)
+
+
+MAX_CHILD_TASKS = 10_000  # relayed task handles remembered (the oldest are forgotten first)
+
+
+def _is_modern(ctx: RequestContext) -> bool:
+    return ctx.session is not None and ctx.session.modern
 
 
 MAX_INPUT_ROUNDS = 8  # input_required rounds the gateway answers for a handshake-era client

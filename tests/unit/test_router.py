@@ -714,3 +714,49 @@ async def test_every_invalid_tools_call_is_audited_once(gw: Gateway) -> None:
     ]
     await trio.testing.wait_all_tasks_blocked()
     assert tool_calls(gw.servers["files"]) == []
+
+
+# ----------------------------------------------------------------- tasks of a stateless-era server
+async def test_a_servers_task_is_relayed_namespaced_and_bound_to_its_client(gw: Gateway) -> None:
+    files = gw.servers["files"]
+    gw.router.upstreams["files"].modern = True  # as after server/discover with protocol = "auto"
+    task = {"resultType": "task", "taskId": "t-1", "status": "working", "ttlMs": None}
+
+    async def create(server: FakeServer, params: Message) -> Message:
+        return {"result": task}
+
+    async def get(server: FakeServer, params: Message) -> Message:
+        assert params["taskId"] == "t-1"  # the server sees its own id
+        done = {
+            **task,
+            "status": "completed",
+            "result": {"content": [{"type": "text", "text": f"for {REAL}"}]},
+        }
+        return {"result": done}
+
+    files.handlers["tools/call"] = create
+    files.handlers["tasks/get"] = get
+    caps = {"extensions": {"io.modelcontextprotocol/tasks": {}}}
+    mine = gw.sessions.transient("2026-07-28", caps, {}, None)
+    resp = await gw.call(RequestContext(session=mine), "files__read", {"path": "/x"})
+    assert resp is not None and resp["result"]["taskId"] == "files/t-1"
+    assert resp["result"]["resultType"] == "task"
+    sent = files.requests("tools/call")[-1]["params"]["_meta"]
+    assert sent["io.modelcontextprotocol/clientCapabilities"] == caps  # the server knows it may make tasks
+
+    get_it = jsonrpc.request(9, "tasks/get", {"taskId": "files/t-1"})
+    got = await gw.router.handle(get_it, RequestContext(session=mine))
+    assert (
+        got is not None and got["result"]["taskId"] == "files/t-1" and got["result"]["status"] == "completed"
+    )
+    assert REAL not in json.dumps(got)  # anonymized like any answer
+    # Another client, or an id the gateway never handed out, is told the task does not exist.
+    other = gw.sessions.transient("2026-07-28", caps, {}, None)
+    other.client = "someone-else"
+    for ctx, task_id in (
+        (RequestContext(session=other), "files/t-1"),
+        (RequestContext(session=mine), "files/t-2"),
+    ):
+        refused = await gw.router.handle(jsonrpc.request(10, "tasks/get", {"taskId": task_id}), ctx)
+        assert refused is not None and refused["error"]["code"] == jsonrpc.INVALID_PARAMS
+    assert len(files.requests("tasks/get")) == 1
