@@ -129,6 +129,32 @@ MIGRATIONS: tuple[str, ...] = (
         version INTEGER NOT NULL
     );
     """,
+    # Pinned tool definitions (the trust issue): the definition a server's tool had when the admin
+    # approved it, by hash. state: approved | quarantined (new or changed, waiting for the admin) |
+    # blocked (the admin said no). `definition` is the JSON of the definition the hash is over;
+    # `approved_definition` the last approved one, for the diff when it changes.
+    """
+    CREATE TABLE pins (
+        server TEXT NOT NULL,
+        tool TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        definition TEXT NOT NULL,
+        state TEXT NOT NULL,
+        approved_hash TEXT,
+        approved_definition TEXT,
+        first_seen REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        decided_by TEXT,
+        PRIMARY KEY (server, tool)
+    );
+    """,
+    # A token per client (the trust issue): which client made each call, asked for each approval,
+    # and holds each grant (NULL: before clients existed, or any client for a grant).
+    """
+    ALTER TABLE audit ADD COLUMN client TEXT;
+    ALTER TABLE approvals ADD COLUMN client TEXT;
+    ALTER TABLE grants ADD COLUMN client TEXT;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
