@@ -45,6 +45,7 @@ from cattrs.gen import make_dict_structure_fn, override
 
 from ..durations import parse_duration
 from .model import (
+    ClientSection,
     Config,
     ConfigError,
     McpServer,
@@ -57,6 +58,8 @@ from .model import (
 from .validate import (
     _VAR_NAME_RE,
     _check_anonymizer,
+    _check_client,
+    _check_clients,
     _check_mcp,
     _check_mcp_name,
     _check_policies,
@@ -80,7 +83,7 @@ __all__ = [
     "read_env_file",
 ]
 
-_TOP_LEVEL_KEYS = ("server", "telegram", "policies", "replacements", "mcp")
+_TOP_LEVEL_KEYS = ("server", "telegram", "policies", "replacements", "mcp", "client")
 
 
 class _Invalid(Exception):
@@ -296,7 +299,7 @@ def _make_converter() -> cattrs.Converter:
     converter.register_structure_hook_func(lambda t: t == tuple[str, ...], tuple_hook)
     converter.register_structure_hook_func(lambda t: t == dict[str, str], dict_hook)
 
-    for cls in (ServerSection, TelegramSection, PoliciesSection, Replacement, McpServer):
+    for cls in (ServerSection, TelegramSection, PoliciesSection, Replacement, McpServer, ClientSection):
         overrides: dict[str, Any] = {}
         for field in attrs.fields(cls):
             if field.metadata.get("duration"):
@@ -487,7 +490,7 @@ def _parse_config(text: str, *, path: str, env: Mapping[str, str], check_files: 
 
     # Interpolate, section by section (each [[mcp]] entry on its own, so skipped ones can be lenient).
     sections: dict[str, Any] = {}
-    for key in ("server", "telegram", "policies", "replacements"):
+    for key in ("server", "telegram", "policies", "replacements", "client"):
         if key in raw:
             sections[key] = _interpolate_tree(raw[key], key, env, failed, strict=True)
 
@@ -551,9 +554,21 @@ def _parse_config(text: str, *, path: str, env: Mapping[str, str], check_files: 
             item = attrs.evolve(item, skip_reason=reason)
         servers.append((index, item))
 
+    clients: list[tuple[int, ClientSection]] = []
+    raw_clients = sections.get("client", [])
+    if isinstance(raw_clients, list):
+        for index, entry in enumerate(raw_clients):
+            client = _structure(entry, ClientSection, f"client[{index}]", problems)
+            if client is not None:
+                _check_client(client, f"client[{index}]", problems)
+                clients.append((index, attrs.evolve(client, token_sha256=client.token_sha256.lower())))
+    else:
+        problems.append(f"client: expected an array of tables ([[client]]), got {_describe(raw_clients)}")
+    _check_clients(clients, server, problems)
+
     # Cross-field checks, and the policy engine and anonymizer exactly as serve builds them.
     if server is not None:
-        _check_server(server, problems)
+        _check_server(server, problems, has_clients=bool(raw_clients))
     if telegram is not None:
         _check_telegram(telegram, problems)
     if policies is not None:
@@ -600,6 +615,7 @@ def _parse_config(text: str, *, path: str, env: Mapping[str, str], check_files: 
         mcp=tuple(mcp),
         path=abs_path,
         warnings=tuple(warnings),
+        clients=tuple(c for _, c in clients),
     )
 
 

@@ -15,7 +15,9 @@ from ..core.policy import ACTIONS  # one list of policy actions, the engine's
 
 __all__ = [
     "ACTIONS",
+    "ClientSection",
     "Config",
+    "DEFAULT_CLIENT",
     "ConfigError",
     "McpServer",
     "PoliciesSection",
@@ -113,6 +115,21 @@ class PoliciesSection:
 
 
 @attrs.frozen
+class ClientSection:
+    """One ``[[client]]`` entry: a client with its own token (stored as its SHA-256 only), the tools it
+    may see (globs over canonical names; all by default) and policy rules that apply to it first."""
+
+    name: str
+    token_sha256: str = attrs.field(repr=False)
+    tools: tuple[str, ...] = ("*",)
+    policy: dict[str, str] = attrs.field(factory=dict)
+
+
+# The client that `server.bearer_token` stands for: every tool, no rules of its own.
+DEFAULT_CLIENT = "default"
+
+
+@attrs.frozen
 class McpServer:
     """One ``[[mcp]]`` entry: a local process (``command``) or a remote server (``url``)."""
 
@@ -170,3 +187,4 @@ class Config:
     mcp: tuple[McpServer, ...]
     path: str
     warnings: tuple[str, ...] = ()
+    clients: tuple[ClientSection, ...] = ()  # the [[client]] entries

@@ -29,11 +29,13 @@ from .model import (
     ACTIONS,
     AUTH_MODES,
     CHILD_PROTOCOLS,
+    DEFAULT_CLIENT,
     GATEWAY_LOG_LEVELS,
     LOG_FORMATS,
     MIN_TOKEN_LENGTH,
     REMOTE_AUTH_MODES,
     REMOTE_TRANSPORTS,
+    ClientSection,
     McpServer,
     PoliciesSection,
     Replacement,
@@ -75,7 +77,7 @@ def _join(path: str, key: str | int) -> str:
 # ---------------------------------------------------------------------------------- semantic checks
 
 
-def _check_server(s: ServerSection, problems: list[str]) -> None:
+def _check_server(s: ServerSection, problems: list[str], *, has_clients: bool = False) -> None:
     if not s.host.strip():
         problems.append("server.host: must not be empty")
     if not 0 <= s.port <= 65535:
@@ -83,12 +85,13 @@ def _check_server(s: ServerSection, problems: list[str]) -> None:
     if s.auth not in AUTH_MODES:
         problems.append(f'server.auth: expected "bearer" or "none", got {_describe(s.auth)}')
     elif s.auth == "bearer":
-        if not s.bearer_token:
+        if not s.bearer_token and not has_clients:  # with [[client]] entries, their tokens suffice
             problems.append(
-                'server.bearer_token: required when auth = "bearer" '
-                "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+                'server.bearer_token: required when auth = "bearer" and there is no [[client]] '
+                "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))', "
+                "or run `portero client add NAME`)"
             )
-        elif len(s.bearer_token) < MIN_TOKEN_LENGTH:
+        elif s.bearer_token and len(s.bearer_token) < MIN_TOKEN_LENGTH:
             problems.append(
                 f"server.bearer_token: too short ({len(s.bearer_token)} characters); "
                 f"use at least {MIN_TOKEN_LENGTH}"
@@ -179,6 +182,61 @@ def _check_policies(p: PoliciesSection, problems: list[str]) -> None:
             PolicyEngine(p.default, dict(p.rules))
         except ValueError as exc:
             problems.append(f"policies: {exc}")
+
+
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _check_client(c: ClientSection, path: str, problems: list[str]) -> None:
+    """One ``[[client]]`` entry: its name, its token's hash, its tool globs and its own rules (compiled
+    into the very :class:`PolicyEngine` the gateway composes with the global rules)."""
+    _check_mcp_name(c.name, path, problems)
+    if not _SHA256_RE.match(c.token_sha256.lower()):
+        problems.append(
+            f"{path}.token_sha256: expected 64 hex digits (the SHA-256 of the token; "
+            "`portero client add` writes it)"
+        )
+    for index, pattern in enumerate(c.tools):
+        error = validate_pattern(pattern)
+        if error is not None:
+            problems.append(f"{path}.tools[{index}]: {error}")
+    before = len(problems)
+    for pattern, action in c.policy.items():
+        where = _join(f"{path}.policy", pattern)
+        error = validate_pattern(pattern)
+        if error is not None:
+            problems.append(f"{where}: {error}")
+        _check_action(action, where, problems)
+    if len(problems) == before:
+        try:
+            PolicyEngine("allow", dict(c.policy))
+        except ValueError as exc:
+            problems.append(f"{path}.policy: {exc}")
+
+
+def _check_clients(
+    clients: list[tuple[int, ClientSection]], server: ServerSection | None, problems: list[str]
+) -> None:
+    """Names and token hashes are unique across ``[[client]]`` entries; with ``server.bearer_token``
+    set, the name "default" is taken by the client that token stands for."""
+    names: dict[str, int] = {}
+    hashes: dict[str, int] = {}
+    for index, c in clients:
+        if c.name in names:
+            problems.append(
+                f"client[{index}].name: duplicate client name {_describe(c.name)} "
+                f"(also client[{names[c.name]}])"
+            )
+        names.setdefault(c.name, index)
+        if server is not None and server.bearer_token and c.name == DEFAULT_CLIENT:
+            problems.append(
+                f'client[{index}].name: "{DEFAULT_CLIENT}" is the client of server.bearer_token; '
+                "pick another name"
+            )
+        digest = c.token_sha256.lower()
+        if digest in hashes:
+            problems.append(f"client[{index}].token_sha256: the same token as client[{hashes[digest]}]")
+        hashes.setdefault(digest, index)
 
 
 def _check_replacement(r: Replacement, path: str, problems: list[str]) -> None:

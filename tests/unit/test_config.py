@@ -920,3 +920,89 @@ def test_local_only_keys_are_refused_on_a_local_server() -> None:
 def test_a_websocket_url_needs_no_transport_key() -> None:
     (m,) = parse(REMOTE.replace("https://mcp.linear.app/mcp", "wss://h.example/mcp"), None, path="p.toml").mcp
     assert m.transport == "auto" and m.url.startswith("wss://")
+
+
+# ------------------------------------------------------------------------------------ [[client]] entries
+
+_HASH = "ab" * 32
+CLIENTS_ONLY = f"""
+[[mcp]]
+name = "one"
+command = "python"
+
+[[client]]
+name = "laptop"
+token_sha256 = "{_HASH}"
+tools = ["one/*", "two/read_*"]
+policy = {{ "one/write" = "allow", "one/*" = "require-approval" }}
+"""
+
+
+def test_clients_parse_without_bearer_token() -> None:
+    config = parse(CLIENTS_ONLY)
+    (client,) = config.clients
+    assert client.name == "laptop"
+    assert client.token_sha256 == _HASH
+    assert client.tools == ("one/*", "two/read_*")
+    assert client.policy == {"one/write": "allow", "one/*": "require-approval"}
+    assert _HASH not in repr(client)  # the hash is not a secret, but it stays out of logs all the same
+
+
+def test_client_defaults_to_all_tools_and_no_rules() -> None:
+    config = parse(MINIMAL + f'\n[[client]]\nname = "ci"\ntoken_sha256 = "{_HASH.upper()}"\n')
+    (client,) = config.clients
+    assert client.tools == ("*",)
+    assert client.policy == {}
+    assert client.token_sha256 == _HASH  # stored lower-case, as `portero client add` writes it
+
+
+def test_no_token_and_no_client_is_still_an_error() -> None:
+    problems = problems_of('[[mcp]]\nname = "one"\ncommand = "python"\n')
+    assert any(p.startswith("portero.toml: server.bearer_token: required") for p in problems)
+
+
+def test_client_mistakes_name_their_keys() -> None:
+    text = f"""
+[[mcp]]
+name = "one"
+command = "python"
+
+[[client]]
+name = "lap top"
+token_sha256 = "not-a-hash"
+tools = ["one/*", "bad glob"]
+policy = {{ "one/x" = "alow" }}
+colour = "blue"
+
+[[client]]
+name = "ci"
+token_sha256 = "{_HASH}"
+
+[[client]]
+name = "ci"
+token_sha256 = "{_HASH}"
+"""
+    problems = problems_of(text)
+    assert any(p.startswith("portero.toml: client[0].name: use only letters") for p in problems)
+    assert any(p.startswith("portero.toml: client[0].token_sha256: expected 64 hex digits") for p in problems)
+    assert any(p.startswith("portero.toml: client[0].tools[1]: a pattern must not contain") for p in problems)
+    assert any(
+        p.startswith('portero.toml: client[0].policy."one/x": expected one of') and '"allow"' in p
+        for p in problems
+    )
+    assert any(p.startswith("portero.toml: client[0].colour: unknown key") for p in problems)
+    assert any(p.startswith('portero.toml: client[2].name: duplicate client name "ci"') for p in problems)
+    assert any(
+        p.startswith("portero.toml: client[2].token_sha256: the same token as client[1]") for p in problems
+    )
+
+
+def test_default_is_the_bearer_tokens_client() -> None:
+    problems = problems_of(MINIMAL + f'\n[[client]]\nname = "default"\ntoken_sha256 = "{_HASH}"\n')
+    assert any(p.startswith('portero.toml: client[0].name: "default" is the client of') for p in problems)
+    assert parse(CLIENTS_ONLY.replace('"laptop"', '"default"')).clients[0].name == "default"
+
+
+def test_client_must_be_an_array_of_tables() -> None:
+    problems = problems_of(MINIMAL + '\n[client]\nname = "x"\n')
+    assert any(p.startswith("portero.toml: client: expected an array of tables") for p in problems)
