@@ -50,6 +50,9 @@ import attrs
 import trio
 
 from portero import metrics
+from portero.core import pins as pins_core
+from portero.core.pins import STATES as PIN_STATES
+from portero.core.pins import Pin, canonical_json
 from portero.core.policy import Grant, glob_match
 
 T = TypeVar("T")
@@ -895,6 +898,44 @@ class Store:
 
     # === end of OAuth tokens ==============================================================================
 
+    # === Pinned tool definitions ==========================================================================
+    # One row per (server, tool) of the ``pins`` table (migration 4), as :class:`portero.core.pins.Pin`.
+    # The gateway keeps them in memory (portero.gateway.pins) and writes each change here; ``portero pins``
+    # (another process) reads them with :func:`read_pins` and decides with :meth:`decide_pin_in_file`. A
+    # decision always moves ``max(updated_at)`` forward, so :meth:`pins_stamp` (one cheap aggregate read)
+    # tells the gateway that someone else decided.
+
+    async def all_pins(self) -> list[Pin]:
+        """Every pin, by server and tool."""
+        return await self._run(_select_pins)
+
+    async def pins_stamp(self) -> tuple[int, float]:
+        """``(number of pins, latest updated_at)``: changes whenever a pin is written."""
+        return await self._run(_pins_stamp)
+
+    async def save_pins(self, changed: Sequence[Pin]) -> None:
+        """Insert or replace these pins, in one transaction."""
+        if changed:
+            await self._write(_upsert_pins, list(changed))
+
+    async def decide_pin(
+        self, server: str, tool: str, state: str, *, by: str, expect_hash: str | None = None
+    ) -> tuple[str, Pin | None]:
+        """Approve (``state = "approved"``) or block a pin; see :func:`_decide_pin` for the result."""
+        return await self._write(_decide_pin, server, tool, state, by, expect_hash, time.time())
+
+    @staticmethod
+    def decide_pin_in_file(
+        db_path: str, server: str, tool: str, state: str, *, by: str, expect_hash: str | None = None
+    ) -> tuple[str, Pin | None]:
+        """:meth:`decide_pin`, synchronously, in the database file at ``db_path`` (``portero pins``).
+        Raises FileNotFoundError when there is no database there."""
+        if not os.path.exists(db_path):
+            raise FileNotFoundError(f"no database at {db_path}")
+        return Store._oauth_in_file(db_path, _decide_pin, server, tool, state, by, expect_hash, time.time())
+
+    # === end of pinned tool definitions ===================================================================
+
 
 def _audit_dict(row: Sequence[Any], *, iso: bool) -> dict[str, Any]:
     record = dict(zip(_AUDIT_COLUMNS, row, strict=True))
@@ -962,6 +1003,117 @@ def read_grants(db_path: str, *, now: float | None = None) -> list[Grant]:
         return _live_grants(conn, time.time() if now is None else now)
     finally:
         conn.close()
+
+
+def read_pins(db_path: str) -> list[Pin]:
+    """Every pin, by server and tool, for ``portero pins`` and ``portero check --lock``: synchronous and
+    read-only, like :func:`read_audit`. No database at ``db_path`` means no pins."""
+    conn = _connect_read_only(db_path) if os.path.exists(db_path) else None
+    if conn is None:
+        return []
+    try:
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        return _select_pins(conn) if version >= 4 else []
+    finally:
+        conn.close()
+
+
+_PIN_COLUMNS = (
+    "server, tool, hash, definition, state, approved_hash, approved_definition, first_seen, updated_at, "
+    "decided_by"
+)
+
+
+def _pin_from_row(row: Sequence[Any]) -> Pin:
+    server, tool, digest, definition, state, approved_hash, approved_definition, first, updated, by = row
+    loaded = _loads(definition)
+    approved = _loads(approved_definition)
+    return Pin(
+        server=server,
+        tool=tool,
+        hash=digest,
+        definition=loaded if isinstance(loaded, dict) else {},
+        state=state,
+        approved_hash=approved_hash,
+        approved_definition=approved if isinstance(approved, dict) else None,
+        first_seen=float(first),
+        updated_at=float(updated),
+        decided_by=by,
+    )
+
+
+def _select_pins(conn: sqlite3.Connection, server: str | None = None, tool: str | None = None) -> list[Pin]:
+    sql = f"SELECT {_PIN_COLUMNS} FROM pins"
+    params: tuple[str, ...] = ()
+    if server is not None and tool is not None:
+        sql += " WHERE server = ? AND tool = ?"
+        params = (server, tool)
+    rows = conn.execute(sql + " ORDER BY server, tool", params).fetchall()
+    return [_pin_from_row(row) for row in rows]
+
+
+def _pins_stamp(conn: sqlite3.Connection) -> tuple[int, float]:
+    count, latest = conn.execute("SELECT count(*), coalesce(max(updated_at), 0) FROM pins").fetchone()
+    return int(count), float(latest)
+
+
+def _upsert_pins(conn: sqlite3.Connection, changed: list[Pin]) -> None:
+    for pin in changed:
+        if pin.state not in PIN_STATES:
+            raise ValueError(f"unknown pin state {pin.state!r}")
+    conn.executemany(
+        f"INSERT OR REPLACE INTO pins ({_PIN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                p.server,
+                p.tool,
+                p.hash,
+                canonical_json(p.definition),
+                p.state,
+                p.approved_hash,
+                None if p.approved_definition is None else canonical_json(p.approved_definition),
+                p.first_seen,
+                p.updated_at,
+                p.decided_by,
+            )
+            for p in changed
+        ],
+    )
+
+
+def _decide_pin(
+    conn: sqlite3.Connection,
+    server: str,
+    tool: str,
+    state: str,
+    by: str,
+    expect_hash: str | None,
+    now: float,
+) -> tuple[str, Pin | None]:
+    """Approve or block ``server``'s ``tool`` (in the caller's transaction). Returns ``("ok", new pin)``,
+    ``("already", pin)`` when it is in that state already, ``("changed", pin)`` when ``expect_hash`` (a
+    prefix) is not the pin's hash any more (the definition changed since the question was asked; nothing
+    written), or ``("unknown", None)``. ``updated_at`` is moved past every other pin's, so the change is seen
+    by :meth:`Store.pins_stamp` even when the clocks of two processes disagree."""
+    if state not in ("approved", "blocked"):
+        raise ValueError(f"a pin is decided approved or blocked, not {state!r}")
+    found = _select_pins(conn, server, tool)
+    if not found:
+        return "unknown", None
+    pin = found[0]
+    if expect_hash is not None and not pin.hash.startswith(expect_hash):
+        return "changed", pin
+    if pin.state == state:
+        return "already", pin
+    _count, latest = _pins_stamp(conn)
+    when = max(now, latest + 0.001)
+    new = (
+        pins_core.approve(pin, by=by, now=when)
+        if state == "approved"
+        else pins_core.block(pin, by=by, now=when)
+    )
+    _upsert_pins(conn, [new])
+    return "ok", new
 
 
 def _connect_read_only(db_path: str) -> sqlite3.Connection | None:

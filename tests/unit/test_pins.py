@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from portero.core import pins
 from portero.core.pins import Pin
+from portero.store import Store, read_pins
 
 WEATHER: dict[str, Any] = {
     "name": "weather",
@@ -177,3 +181,64 @@ def test_summary_shows_description_and_arguments() -> None:
 def test_shorten() -> None:
     assert pins.shorten("abc", 3) == "abc"
     assert pins.shorten("abcd", 3) == "ab…"
+
+
+# --------------------------------------------------------------------------------------- the store
+
+
+async def test_store_saves_reads_and_decides_pins(tmp_path: Path) -> None:
+    db = str(tmp_path / "gateway.db")
+    store = await Store.open(db)
+    try:
+        assert await store.all_pins() == [] and await store.pins_stamp() == (0, 0.0)
+        first = ev("approve", None, WEATHER).pin
+        other = ev("trust-first", None, {"name": "a"}).pin
+        assert first is not None and other is not None
+        other = attrs.evolve(other, server="alpha", tool="a")
+        await store.save_pins([first, other])
+        assert await store.all_pins() == [other, first]  # by server, then tool
+        assert await store.pins_stamp() == (2, 100.0)
+
+        result, approved = await store.decide_pin("s", "weather", "approved", by="telegram")
+        assert result == "ok" and approved is not None
+        assert (approved.state, approved.approved_hash, approved.decided_by) == (
+            "approved",
+            first.hash,
+            "telegram",
+        )
+        assert approved.approved_definition == WEATHER and approved.updated_at > 100.0
+        assert (await store.decide_pin("s", "weather", "approved", by="telegram"))[0] == "already"
+        assert await store.decide_pin("s", "nope", "blocked", by="telegram") == ("unknown", None)
+        # The question was about another definition: nothing is written.
+        result, same = await store.decide_pin("s", "weather", "blocked", by="telegram", expect_hash="00")
+        assert result == "changed" and same == approved
+        assert (await store.all_pins())[1] == approved
+        with pytest.raises(ValueError):
+            await store.decide_pin("s", "weather", "quarantined", by="x")
+    finally:
+        await store.aclose()
+
+    # Another process (portero pins): read-only reads, and a decision that moves the stamp forward
+    # even when its clock is behind.
+    assert [p.state for p in read_pins(db)] == ["approved", "approved"]
+    future = attrs.evolve(approved, tool="later", updated_at=time.time() + 3600)
+    store = await Store.open(db)
+    try:
+        await store.save_pins([future])
+    finally:
+        await store.aclose()
+    result, blocked = Store.decide_pin_in_file(db, "s", "weather", "blocked", by="cli")
+    assert result == "ok" and blocked is not None and blocked.state == "blocked"
+    assert blocked.updated_at > future.updated_at
+    assert blocked.approved_hash == first.hash  # the last approved definition stays for the diff
+    assert {p.tool: p.state for p in read_pins(db)} == {
+        "a": "approved",
+        "later": "approved",
+        "weather": "blocked",
+    }
+
+
+def test_read_pins_without_a_database(tmp_path: Path) -> None:
+    assert read_pins(str(tmp_path / "none.db")) == []
+    with pytest.raises(FileNotFoundError):
+        Store.decide_pin_in_file(str(tmp_path / "none.db"), "s", "t", "approved", by="cli")
