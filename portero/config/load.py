@@ -49,6 +49,7 @@ from .model import (
     Config,
     ConfigError,
     McpServer,
+    PinsSection,
     PoliciesSection,
     Replacement,
     ServerSection,
@@ -62,6 +63,7 @@ from .validate import (
     _check_clients,
     _check_mcp,
     _check_mcp_name,
+    _check_pins,
     _check_policies,
     _check_replacement,
     _check_server,
@@ -83,7 +85,7 @@ __all__ = [
     "read_env_file",
 ]
 
-_TOP_LEVEL_KEYS = ("server", "telegram", "policies", "replacements", "mcp", "client")
+_TOP_LEVEL_KEYS = ("server", "telegram", "policies", "replacements", "mcp", "client", "pins")
 
 
 class _Invalid(Exception):
@@ -299,7 +301,15 @@ def _make_converter() -> cattrs.Converter:
     converter.register_structure_hook_func(lambda t: t == tuple[str, ...], tuple_hook)
     converter.register_structure_hook_func(lambda t: t == dict[str, str], dict_hook)
 
-    for cls in (ServerSection, TelegramSection, PoliciesSection, Replacement, McpServer, ClientSection):
+    for cls in (
+        ServerSection,
+        TelegramSection,
+        PoliciesSection,
+        Replacement,
+        McpServer,
+        ClientSection,
+        PinsSection,
+    ):
         overrides: dict[str, Any] = {}
         for field in attrs.fields(cls):
             if field.metadata.get("duration"):
@@ -490,7 +500,7 @@ def _parse_config(text: str, *, path: str, env: Mapping[str, str], check_files: 
 
     # Interpolate, section by section (each [[mcp]] entry on its own, so skipped ones can be lenient).
     sections: dict[str, Any] = {}
-    for key in ("server", "telegram", "policies", "replacements", "client"):
+    for key in ("server", "telegram", "policies", "replacements", "client", "pins"):
         if key in raw:
             sections[key] = _interpolate_tree(raw[key], key, env, failed, strict=True)
 
@@ -512,6 +522,9 @@ def _parse_config(text: str, *, path: str, env: Mapping[str, str], check_files: 
     if "telegram" in sections:
         telegram = _structure(sections["telegram"], TelegramSection, "telegram", problems)
     policies = _structure(sections.get("policies", {}), PoliciesSection, "policies", problems)
+    pins = _structure(sections.get("pins", {}), PinsSection, "pins", problems)
+    if pins is not None:
+        _check_pins(pins, problems)
 
     replacements: list[Replacement] = []
     # The replacements the anonymizer is built from: those with nothing already wrong with them.
@@ -616,6 +629,7 @@ def _parse_config(text: str, *, path: str, env: Mapping[str, str], check_files: 
         path=abs_path,
         warnings=tuple(warnings),
         clients=tuple(c for _, c in clients),
+        pins=pins or PinsSection(),
     )
 
 

@@ -11,15 +11,18 @@ from typing import Any
 import attrs
 
 from ..core.anonymize import Rule as Replacement
+from ..core.pins import MODES as PIN_MODES  # [pins] mode: one list, the pure module's
 from ..core.policy import ACTIONS  # one list of policy actions, the engine's
 
 __all__ = [
     "ACTIONS",
+    "PIN_MODES",
     "ClientSection",
     "Config",
     "DEFAULT_CLIENT",
     "ConfigError",
     "McpServer",
+    "PinsSection",
     "PoliciesSection",
     "Replacement",
     "ServerSection",
@@ -125,6 +128,16 @@ class ClientSection:
     policy: dict[str, str] = attrs.field(factory=dict)
 
 
+@attrs.frozen
+class PinsSection:
+    """``[pins]``: ``approve`` quarantines new and changed tool definitions until the admin approves them;
+    ``trust-first`` trusts first sight and quarantines changes only; ``off`` pins nothing. A config without
+    ``[pins]`` gets ``trust-first``, so an existing setup keeps every tool it has; the example config (and
+    ``portero init``) write ``approve``."""
+
+    mode: str = "trust-first"
+
+
 # The client that `server.bearer_token` stands for: every tool, no rules of its own.
 DEFAULT_CLIENT = "default"
 
@@ -188,3 +201,4 @@ class Config:
     path: str
     warnings: tuple[str, ...] = ()
     clients: tuple[ClientSection, ...] = ()  # the [[client]] entries
+    pins: PinsSection = PinsSection()  # [pins]

@@ -33,10 +33,12 @@ from .model import (
     GATEWAY_LOG_LEVELS,
     LOG_FORMATS,
     MIN_TOKEN_LENGTH,
+    PIN_MODES,
     REMOTE_AUTH_MODES,
     REMOTE_TRANSPORTS,
     ClientSection,
     McpServer,
+    PinsSection,
     PoliciesSection,
     Replacement,
     ServerSection,
@@ -154,6 +156,13 @@ def _check_telegram(t: TelegramSection, problems: list[str]) -> None:
         problems.append("telegram.bot_token: must not be empty")
     if not re.match(r"^https?://", t.api_base):
         problems.append(f"telegram.api_base: expected an http(s) URL, got {_describe(t.api_base)}")
+
+
+def _check_pins(p: PinsSection, problems: list[str]) -> None:
+    if p.mode not in PIN_MODES:
+        hint = difflib.get_close_matches(p.mode, PIN_MODES, n=1)
+        suffix = f' (did you mean "{hint[0]}"?)' if hint else ""
+        problems.append(f"pins.mode: expected one of {', '.join(PIN_MODES)}, got {_describe(p.mode)}{suffix}")
 
 
 def _check_action(value: str, path: str, problems: list[str]) -> None:

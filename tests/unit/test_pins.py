@@ -9,6 +9,8 @@ from typing import Any
 import attrs
 import pytest
 
+from portero.cli.main import render_starter_config
+from portero.config import ConfigError, load_config, parse_config
 from portero.core import pins
 from portero.core.pins import Pin
 from portero.store import Store, read_pins
@@ -242,3 +244,39 @@ def test_read_pins_without_a_database(tmp_path: Path) -> None:
     assert read_pins(str(tmp_path / "none.db")) == []
     with pytest.raises(FileNotFoundError):
         Store.decide_pin_in_file(str(tmp_path / "none.db"), "s", "t", "approved", by="cli")
+
+
+# -------------------------------------------------------------------------------------- [pins] config
+
+MINIMAL = f'[server]\nbearer_token = "{"t" * 32}"\n[[mcp]]\nname = "one"\ncommand = "x"\n'
+
+
+def test_config_without_pins_keeps_trusting_first_sight() -> None:
+    # Configs written before pins existed: nothing disappears on upgrade, only changes wait.
+    assert parse_config(MINIMAL, path="portero.toml", env={}).pins.mode == "trust-first"
+
+
+@pytest.mark.parametrize("mode", pins.MODES)
+def test_config_pins_modes(mode: str) -> None:
+    config = parse_config(MINIMAL + f'[pins]\nmode = "{mode}"\n', path="portero.toml", env={})
+    assert config.pins.mode == mode
+
+
+def test_config_pins_mistakes_name_the_key() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(MINIMAL + '[pins]\nmode = "aprove"\nstrict = true\n', path="p.toml", env={})
+    problems = err.value.problems
+    assert (
+        'p.toml: pins.mode: expected one of approve, trust-first, off, got "aprove" (did you mean "approve"?)'
+        in (problems)
+    )
+    assert any(p.startswith("p.toml: pins.strict: unknown key") for p in problems), problems
+    with pytest.raises(ConfigError, match='unknown key \\(did you mean "pins"\\?\\)'):
+        parse_config(MINIMAL + "[pin]\nmode = 'off'\n", path="p.toml", env={})
+
+
+def test_new_configs_approve() -> None:
+    example = load_config(Path(__file__).resolve().parents[2] / "portero.toml", {})
+    assert example.pins.mode == "approve"
+    starter = parse_config(render_starter_config("t" * 43), path="portero.toml", env={})
+    assert starter.pins.mode == "approve"
