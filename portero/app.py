@@ -34,6 +34,7 @@ from .core.anonymize import Anonymizer
 from .core.policy import PolicyEngine
 from .front import hypercorn_fixes
 from .front.asgi import build_app
+from .front.security import Guard
 from .gateway.router import Router
 from .gateway.sessions import Sessions
 from .logs import Redactor, setup_logging
@@ -106,6 +107,8 @@ async def serve(
 
         async with trio.open_nursery() as upstreams:
             live: dict[str, Any] = {}  # what a reload may reach that starts later: the Telegram bot
+            # Who may connect, by token: kept here so a reload installs the clients' new tokens.
+            live["guard"] = guard = Guard(config.server, config.clients)
             upstreams.start_soon(
                 _watch_signals, shutdown, hurry, router, config.path, env, notifier, status, live
             )
@@ -116,7 +119,7 @@ async def serve(
                 async with trio.open_nursery() as front:
                     if config.telegram is not None:
                         live["bot"] = await _start_bot(front, config, broker, router, store)
-                    binds, served = await _start_http(front, config, router, sessions, shutdown)
+                    binds, served = await _start_http(front, config, router, sessions, shutdown, guard)
                     for b in binds:
                         # Tests and scripts read this line to learn the bound port.
                         print(f"portero: listening on {b}", file=sys.stderr, flush=True)
@@ -215,7 +218,12 @@ def _mcp_url(config: Config, binds: list[str]) -> str:
 
 
 async def _start_http(
-    nursery: trio.Nursery, config: Config, router: Router, sessions: Sessions, shutdown: trio.Event
+    nursery: trio.Nursery,
+    config: Config,
+    router: Router,
+    sessions: Sessions,
+    shutdown: trio.Event,
+    guard: Guard | None = None,
 ) -> tuple[list[str], trio.Event]:
     """Start hypercorn; returns the bound addresses and an event set when it has stopped."""
     hc = HyperConfig()
@@ -233,7 +241,7 @@ async def _start_http(
         hc.certfile = config.server.tls_cert
         hc.keyfile = config.server.tls_key
     hypercorn_fixes.install()
-    app = build_app(router, sessions, config.server)
+    app = build_app(router, sessions, config.server, guard)
     served = trio.Event()
 
     async def run_http(task_status: trio.TaskStatus[list[str]]) -> None:
@@ -310,7 +318,9 @@ async def _watch_signals(
             if signum == signal.SIGHUP:
                 if notifier is not None:
                     notifier.reloading()
-                await reload_config(router, config_path, env, (live or {}).get("bot"))
+                await reload_config(
+                    router, config_path, env, (live or {}).get("bot"), (live or {}).get("guard")
+                )
                 if notifier is not None and not shutdown.is_set():
                     notifier.ready(status() if status is not None else None)
             elif not shutdown.is_set():
@@ -320,13 +330,17 @@ async def _watch_signals(
                 hurry.set()
 
 
-async def reload_config(router: Router, config_path: str, env: Mapping[str, str], bot: Any = None) -> bool:
+async def reload_config(
+    router: Router, config_path: str, env: Mapping[str, str], bot: Any = None, guard: Guard | None = None
+) -> bool:
     """SIGHUP: re-read the config and apply it; a config with mistakes changes nothing.
 
     - Policies and replacements are compiled off to the side and installed by Router.reload in one
       step (no await in between), so a call sees either the old set or the new one, never a mix.
     - The ``[[mcp]]`` list: added servers start, removed ones stop, changed ones restart; unchanged
       ones keep running, and sessions survive.
+    - ``[[client]]`` entries: the Guard takes the new tokens at once (a revoked client's token gets
+      401 from the next request on), and each client's tools and rules apply to its next request.
     - ``[telegram]``: the approval timeout applies to approvals asked from now on; the admin chat
       and the longest grant at once.
     - Sessions get ``notifications/<list>/list_changed`` for every list whose exposed content changed.
@@ -341,6 +355,8 @@ async def reload_config(router: Router, config_path: str, env: Mapping[str, str]
         log.error("reload refused, keeping the running config:\n%s", exc)
         return False
     router.reload(policy, anonymizer)
+    if guard is not None:
+        guard.set_clients(new.clients)
     added, removed, restarted = router.apply_servers(new.mcp)
     if router.broker is not None and new.telegram is not None:
         router.broker.timeout = new.telegram.approval_timeout

@@ -45,8 +45,11 @@ from .security import Guard
 AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-def build_app(router: Router, sessions: Sessions, server: ServerSection) -> AsgiApp:
-    """The ASGI callable for hypercorn."""
+def build_app(
+    router: Router, sessions: Sessions, server: ServerSection, guard: Guard | None = None
+) -> AsgiApp:
+    """The ASGI callable for hypercorn. ``guard`` (built from the server section when not given) is
+    the caller's to keep, so a reload can install new client tokens in it."""
     quart = QuartTrio("portero")
 
     @quart.route("/")
@@ -54,7 +57,7 @@ def build_app(router: Router, sessions: Sessions, server: ServerSection) -> Asgi
         body = jsonrpc.dumps({"name": "portero", "mcp": "/mcp", "health": "/health"})
         return Response(body, mimetype="application/json")
 
-    guard = Guard(server)
+    guard = guard if guard is not None else Guard(server)
     mcp = McpEndpoint(router, sessions, guard, server)
     legacy = LegacySse(
         router,
@@ -82,12 +85,13 @@ def build_app(router: Router, sessions: Sessions, server: ServerSection) -> Asgi
                 return
             headers = request_headers(scope)
             if path in LEGACY_PATHS:
-                if await mcp.admit(headers, send):
+                client = await mcp.admit(headers, send)
+                if client is not None:
                     try:
                         if path == SSE_PATH and scope["method"] == "GET":
-                            await legacy.stream(scope, receive, send, headers)
+                            await legacy.stream(scope, receive, send, headers, client)
                         elif path != SSE_PATH and scope["method"] == "POST":
-                            await legacy.message(scope, receive, send, headers)
+                            await legacy.message(scope, receive, send, headers, client)
                         else:
                             allow = b"GET" if path == SSE_PATH else b"POST"
                             await send_error(send, 405, "Method not allowed", extra=[(b"allow", allow)])

@@ -73,11 +73,14 @@ class LegacySse:
         self._read_body = read_body
         self._max_body = max_body
 
-    async def stream(self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]) -> None:
-        """``GET /sse``: a new session, its ``endpoint`` event, then its messages until either side leaves."""
+    async def stream(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], client: str
+    ) -> None:
+        """``GET /sse``: a new session of ``client``, its ``endpoint`` event, then its messages until
+        either side leaves."""
         if "text/event-stream" not in headers.get("accept", "text/event-stream").lower():
             return await send_error(send, 406, "Not Acceptable: GET /sse needs Accept: text/event-stream")
-        session = self.sessions.new()
+        session = self.sessions.new(client)
         if session is None:
             return await send_error(send, 503, "Service Unavailable: too many active sessions")
         session.protocol_version = LEGACY_PROTOCOL  # until initialize says otherwise
@@ -119,13 +122,16 @@ class LegacySse:
             session.close_stream()
             self.sessions.end(session.id)  # the stream is the session: its calls stop with it
 
-    async def message(self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]) -> None:
-        """``POST /messages?session_id=…``: 202 at once; answers go out on the session's stream."""
+    async def message(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], client: str
+    ) -> None:
+        """``POST /messages?session_id=…``: 202 at once; answers go out on the session's stream. Only
+        the client whose token opened the session may post to it (another's: 404)."""
         sid = session_id_of(scope.get("query_string", b""))
         if sid is None:
             return await send_error(send, 400, "Bad Request: session_id query parameter required")
         session = self.sessions.get(sid)
-        if session is None or not session.legacy:
+        if session is None or not session.legacy or session.client != client:
             return await send_error(send, 404, "Session not found")
         if "json" not in headers.get("content-type", "application/json").lower():
             return await send_error(send, 415, "Unsupported Media Type: expected application/json")

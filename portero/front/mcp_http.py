@@ -6,8 +6,9 @@ switch to an SSE stream the moment a child sends a notification or a request bef
 (or the answer is slow), and notice a client that disconnects. Everything
 else (``/health``, 404s) is a Quart-Trio app behind it.
 
-Order of checks on ``/mcp``: Host/Origin (403) → bearer token (401, constant time) → body size
-(413) → JSON (400 + JSON-RPC parse error) → session (400 without, 404 unknown) → protocol version.
+Order of checks on ``/mcp``: Host/Origin (403) → bearer token (401, constant time; it names the
+client) → body size (413) → JSON (400 + JSON-RPC parse error) → session (400 without, 404 unknown or
+another client's) → protocol version.
 """
 
 from __future__ import annotations
@@ -71,22 +72,23 @@ class McpEndpoint:
     # -- ASGI ------------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = request_headers(scope)
-        if not await self.admit(headers, send):
+        client = await self.admit(headers, send)
+        if client is None:
             return
         method = scope["method"]
         if method == "POST":
-            return await self.post(scope, receive, send, headers)
+            return await self.post(scope, receive, send, headers, client)
         if method == "GET":
-            return await self.get(receive, send, headers)
+            return await self.get(receive, send, headers, client)
         if method == "DELETE":
-            return await self.delete(send, headers)
+            return await self.delete(send, headers, client)
         if method == "OPTIONS":
             return await send_raw(send, 204, b"", [(b"allow", b"GET, POST, DELETE, OPTIONS")])
         return await send_error(send, 405, "Method not allowed", extra=[(b"allow", b"GET, POST, DELETE")])
 
-    async def admit(self, headers: dict[str, str], send: Send) -> bool:
-        """The checks every MCP request passes first (Host, Origin, bearer token); False when refused
-        (the refusal has been sent)."""
+    async def admit(self, headers: dict[str, str], send: Send) -> str | None:
+        """The checks every MCP request passes first (Host, Origin, bearer token): the name of the
+        client the token belongs to, or None when refused (the refusal has been sent)."""
         if not self.guard.host_ok(headers.get("host")):
             refused(
                 logging.WARNING,
@@ -95,16 +97,16 @@ class McpEndpoint:
                 headers.get("host"),
             )
             await send_error(send, 403, "Forbidden: Host not allowed")
-            return False
+            return None
         if not self.guard.origin_ok(headers.get("origin")):
             refused(logging.WARNING, "origin", "refused a request from Origin %r", headers.get("origin"))
             await send_error(send, 403, "Forbidden: Origin not allowed")
-            return False
-        if not self.guard.token_ok(headers.get("authorization")):
+            return None
+        client = self.guard.identify(headers.get("authorization"))
+        if client is None:
             refused(logging.WARNING, "token", "refused a request: bearer token missing or invalid")
             await unauthorized(send)
-            return False
-        return True
+        return client
 
     async def read_body(self, receive: Receive, headers: dict[str, str]) -> bytes | None:
         """The request body; None when it is over ``max_body_bytes``."""
@@ -126,12 +128,14 @@ class McpEndpoint:
             if not event.get("more_body"):
                 return b"".join(chunks)
 
-    def _session_for(self, headers: dict[str, str]) -> tuple[ClientSession | None, int, str]:
+    def _session_for(self, headers: dict[str, str], client: str) -> tuple[ClientSession | None, int, str]:
         sid = headers.get("mcp-session-id")
         if not sid:
             return None, 400, "Bad Request: Mcp-Session-Id header required"
         session = self.sessions.get(sid)
-        if session is None or session.legacy:  # a legacy session lives on its /sse stream only
+        # A legacy session lives on its /sse stream only; another client's session is not found
+        # (never served with a token other than the one that opened it).
+        if session is None or session.legacy or session.client != client:
             return None, 404, "Session not found"
         version = headers.get("mcp-protocol-version")
         if version is not None and version not in SUPPORTED_PROTOCOLS:
@@ -139,7 +143,9 @@ class McpEndpoint:
         self.sessions.touch(session)
         return session, 200, ""
 
-    async def post(self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]) -> None:
+    async def post(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], client: str
+    ) -> None:
         accept = headers.get("accept", "*/*").lower()
         wants_sse = "text/event-stream" in accept or "*/*" in accept
         if not ("application/json" in accept or wants_sse or "application/*" in accept):
@@ -168,7 +174,7 @@ class McpEndpoint:
             if not batch
             else headers.get("mcp-protocol-version") in modern.MODERN_PROTOCOLS
         ):
-            return await self._modern(scope, receive, send, headers, payload, wants_sse)
+            return await self._modern(scope, receive, send, headers, payload, wants_sse, client)
         is_init = any(m.get("method") == "initialize" for m in messages)
         extra: list[tuple[bytes, bytes]] = []
         session: ClientSession | None
@@ -179,12 +185,12 @@ class McpEndpoint:
                     400,
                     jsonrpc.error_response(None, jsonrpc.INVALID_REQUEST, "initialize must be sent alone"),
                 )
-            session = self.sessions.new()
+            session = self.sessions.new(client)
             if session is None:
                 return await send_error(send, 503, "Service Unavailable: too many active sessions")
             extra.append((b"mcp-session-id", session.id.encode()))
         else:
-            session, status, why = self._session_for(headers)
+            session, status, why = self._session_for(headers, client)
             if session is None:
                 return await send_json(
                     send, status, jsonrpc.error_response(None, jsonrpc.INVALID_REQUEST, why)
@@ -317,6 +323,7 @@ class McpEndpoint:
         headers: dict[str, str],
         payload: Any,
         wants_sse: bool,
+        client: str,
     ) -> None:
         """A request of the stateless era (2026-07-28): no session, everything in ``_meta`` and the
         routing headers (see :mod:`portero.core.modern`); answered like any other once it passes."""
@@ -351,7 +358,7 @@ class McpEndpoint:
             )
             return await send_json(send, 404, error)
         session = self.sessions.transient(
-            verdict.protocol_version, verdict.capabilities, verdict.client_info, verdict.log_level
+            verdict.protocol_version, verdict.capabilities, verdict.client_info, verdict.log_level, client
         )
         msg = {**payload, "params": modern.strip_envelope(payload.get("params") or {})}
         if method == "subscriptions/listen":
@@ -469,10 +476,10 @@ class McpEndpoint:
                 if idle.cancelled_caught:
                     await _chunk(send, b": keepalive\n\n")
 
-    async def get(self, receive: Receive, send: Send, headers: dict[str, str]) -> None:
+    async def get(self, receive: Receive, send: Send, headers: dict[str, str], client: str) -> None:
         if "text/event-stream" not in headers.get("accept", "").lower():
             return await send_error(send, 406, "Not Acceptable: GET needs Accept: text/event-stream")
-        session, status, why = self._session_for(headers)
+        session, status, why = self._session_for(headers, client)
         if session is None:
             return await send_error(send, status, why)
         last = headers.get("last-event-id", "")
@@ -544,11 +551,12 @@ class McpEndpoint:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             nursery.cancel_scope.cancel()
 
-    async def delete(self, send: Send, headers: dict[str, str]) -> None:
+    async def delete(self, send: Send, headers: dict[str, str], client: str) -> None:
         sid = headers.get("mcp-session-id")
         if not sid:
             return await send_error(send, 400, "Bad Request: Mcp-Session-Id header required")
-        if not self.sessions.end(sid):
+        session = self.sessions.get(sid)
+        if session is None or session.client != client or not self.sessions.end(sid):
             return await send_error(send, 404, "Session not found")
         await send_raw(send, 204, b"")
 

@@ -4,7 +4,11 @@
   names, so a web page on ``evil.example`` that rebinds its name to 127.0.0.1 gets 403.
 - **Origin**: a present ``Origin`` must be listed in ``allowed_origins`` (or, on loopback, be a
   loopback origin); browsers send it, other clients do not.
-- **Bearer token**: compared in constant time; a missing header costs the same as a wrong one.
+- **Bearer token**: names the client. The SHA-256 of the presented token is compared, in constant
+  time, with the hash of every client's token (``[[client]]`` entries, and ``server.bearer_token`` as
+  the client "default"): every entry is compared, whichever matches, so the time taken says nothing
+  about which client (or how much of a token) matched; a missing header costs the same as a wrong one.
+  One hash per request; the table of hashes is built once, and again on reload (:meth:`Guard.set_clients`).
 
 Applies to every path, ``/health`` included (its public view needs no token, but a rebinding page
 must not read it either).
@@ -12,20 +16,24 @@ must not read it either).
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-from ..config import ServerSection
+from ..config import DEFAULT_CLIENT, ClientSection, ServerSection
 from ..core.net import host_of, is_loopback_host
 
 __all__ = ["Guard"]
 
 
 class Guard:
-    def __init__(self, server: ServerSection) -> None:
+    def __init__(self, server: ServerSection, clients: Iterable[ClientSection] = ()) -> None:
         self.auth_none = server.auth == "none"
         self.token = server.bearer_token.encode()
         self.metrics_token = server.metrics_token.encode()
+        self._clients: tuple[tuple[bytes, str], ...] = ()
+        self.set_clients(clients)
         self.loopback = is_loopback_host(server.host)
         self.allowed_origins = {o.rstrip("/").lower() for o in server.allowed_origins}
 
@@ -48,17 +56,32 @@ class Guard:
             return name is not None and is_loopback_host(name)
         return False
 
-    def token_ok(self, authorization: str | None) -> bool:
+    def set_clients(self, clients: Iterable[ClientSection]) -> None:
+        """Install the clients' token hashes (at start, and on reload: a revoked client's token stops
+        working at once). ``server.bearer_token`` stays the client "default"."""
+        table = [(bytes.fromhex(c.token_sha256), c.name) for c in clients]
+        if self.token:
+            table.append((hashlib.sha256(self.token).digest(), DEFAULT_CLIENT))
+        self._clients = tuple(table)  # one assignment: a request sees the old table or the new one
+
+    def identify(self, authorization: str | None) -> str | None:
+        """The name of the client whose token ``authorization`` carries (``Bearer <token>``), or None.
+
+        Constant time in the token: one SHA-256 of what was presented (nothing for a missing header is
+        hashed too), then ``hmac.compare_digest`` against every entry with no early exit."""
         if self.auth_none:
-            return True
-        if not authorization or authorization[:7].lower() != "bearer ":
-            hmac.compare_digest(b"\0" * len(self.token), self.token)
-            return False
-        try:
-            given = authorization[7:].strip().encode()
-        except UnicodeEncodeError:
-            given = b""
-        return hmac.compare_digest(given, self.token)
+            return DEFAULT_CLIENT
+        given = _bearer(authorization)
+        digest = hashlib.sha256(given).digest()
+        found: str | None = None
+        for stored, name in self._clients:
+            if hmac.compare_digest(digest, stored) and found is None:
+                found = name
+        # An empty token never names a client (the hash of b"" is a known value).
+        return found if given else None
+
+    def token_ok(self, authorization: str | None) -> bool:
+        return self.identify(authorization) is not None
 
     def metrics_ok(self, authorization: str | None) -> bool:
         """``GET /metrics``: the bearer token (or ``auth = "none"``), or ``server.metrics_token`` if set."""

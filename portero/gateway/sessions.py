@@ -135,7 +135,9 @@ class ClientSession:
     # One request of the stateless era (2026-07-28): not registered, gone with its request. Such a
     # client cannot be sent a request in the middle of a call, and gets logs only when it asked.
     modern: bool = False
-    client: str = "default"  # who the client is (the one bearer token today), for what it owns (tasks)
+    # The client whose token opened the session ([[client]] name; "default" for server.bearer_token):
+    # what it may see and do, what it owns (tasks), and the only token its later requests are served with.
+    client: str = "default"
 
     @property
     def listening(self) -> bool:
@@ -311,9 +313,10 @@ class Sessions:
         self._nursery.start_soon(fn)
 
     # -- registry ----------------------------------------------------------------------------
-    def new(self) -> ClientSession | None:
-        """A new session; at the limit the longest-idle one without work is ended to make room,
-        and None is returned if every session is busy (the caller answers 503)."""
+    def new(self, client: str = "default") -> ClientSession | None:
+        """A new session of ``client`` (whose token opened it: only that token may use it); at the
+        limit the longest-idle one without work is ended to make room, and None is returned if every
+        session is busy (the caller answers 503)."""
         if len(self.by_id) >= self.max_sessions:
             idle = [s for s in self.by_id.values() if not s.busy]
             if not idle:
@@ -322,7 +325,7 @@ class Sessions:
             log.warning("session limit (%d) reached: ending the longest-idle session", self.max_sessions)
             self.end(oldest.id)
         now = self.clock()
-        s = ClientSession(id=secrets.token_urlsafe(24), created=now, last_seen=now)
+        s = ClientSession(id=secrets.token_urlsafe(24), created=now, last_seen=now, client=client)
         self.by_id[s.id] = s
         log.debug("session %s… opened", s.id[:6])
         return s
@@ -333,6 +336,7 @@ class Sessions:
         capabilities: dict[str, Any],
         client_info: dict[str, Any],
         log_level: str | None,
+        client: str = "default",
     ) -> ClientSession:
         """The session of one stateless-era request: what its ``_meta`` says, for as long as it runs.
         Not registered: nothing finds it by id, and it ends with its request."""
@@ -346,6 +350,7 @@ class Sessions:
             capabilities=capabilities,
             log_level=log_level,
             modern=True,
+            client=client,
         )
 
     def touch(self, session: ClientSession) -> None:
