@@ -166,6 +166,9 @@ class McpServer:
     # Names of the gateway's environment variables this server also gets (besides PATH, HOME,
     # LANG, TZ, TMPDIR and the like); its own `env` comes on top.
     inherit_env: tuple[str, ...] = ()
+    # Tool name (as the server names it) -> the description clients see instead of the server's own
+    # (to replace a poisoned or bloated one). Pins still hash the server's original definition.
+    descriptions: dict[str, str] = attrs.field(factory=dict)
     # -- remote servers (instead of command/args) --
     url: str = ""  # http(s):// for Streamable HTTP or legacy SSE, ws(s):// for WebSocket
     transport: str = "auto"  # REMOTE_TRANSPORTS; auto: Streamable HTTP, falling back to legacy SSE

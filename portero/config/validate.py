@@ -23,6 +23,7 @@ import urllib.parse
 import attrs
 
 from ..core.anonymize import Anonymizer, Rule
+from ..core.descriptions import MAX_DESCRIPTION
 from ..core.net import is_loopback_host
 from ..core.policy import PolicyEngine, validate_pattern
 from .model import (
@@ -368,6 +369,14 @@ def _check_mcp(m: McpServer, path: str, problems: list[str]) -> None:
                 f"{path}.inherit_env[{index}]: invalid environment variable name {_describe(name)} "
                 "(letters, digits and '_', not starting with a digit)"
             )
+    for tool, text in m.descriptions.items():
+        where = _join(path + ".descriptions", tool)
+        if not tool.strip():
+            problems.append(f"{where}: a tool name must not be empty")
+        elif not text.strip():
+            problems.append(f"{where}: the description must not be empty (leave the key out instead)")
+        elif len(text) > MAX_DESCRIPTION:
+            problems.append(f"{where}: {len(text)} characters, more than {MAX_DESCRIPTION}")
 
 
 _LOCAL_DEFAULTS = McpServer(name="-", command="-")

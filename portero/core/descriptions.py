@@ -49,7 +49,7 @@ from typing import Any
 
 import attrs
 
-__all__ = ["MAX_DESCRIPTION", "Flag", "check_tool", "render_flags"]
+__all__ = ["MAX_DESCRIPTION", "Flag", "check_tool", "override_descriptions", "render_flags"]
 
 MAX_DESCRIPTION = 2000  # characters; the published servers' longest are under 600
 QUOTE = 60  # characters of the text a flag quotes
@@ -69,6 +69,26 @@ class Flag:
 def render_flags(flags: Iterable[Flag]) -> list[str]:
     """One line per flag, for a message: ``code: detail``."""
     return [f"{flag.code}: {flag.detail}" for flag in flags]
+
+
+def override_descriptions(
+    tools: Sequence[dict[str, Any]], overrides: Mapping[str, str]
+) -> tuple[Sequence[dict[str, Any]], list[str]]:
+    """The tools with the configured descriptions (``[[mcp]] descriptions``, tool name as the server names
+    it -> text) in place of the server's own, and the overridden names that no tool has (sorted).
+
+    The given definitions are not changed (pins hash the server's original); an overridden tool is a copy.
+    """
+    if not overrides:
+        return tools, []
+    names = {t.get("name") for t in tools}
+    out = [
+        {**t, "description": overrides[t["name"]]}
+        if isinstance(t.get("name"), str) and t["name"] in overrides
+        else t
+        for t in tools
+    ]
+    return out, sorted(name for name in overrides if name not in names)
 
 
 # ------------------------------------------------------------------------------------- invisible text

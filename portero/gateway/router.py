@@ -32,6 +32,7 @@ from ..config import Config, McpServer
 from ..core import jsonrpc, modern
 from ..core.anonymize import Anonymizer
 from ..core.catalog import Catalog, ChildListing, Entry
+from ..core.descriptions import override_descriptions
 from ..core.jsonrpc import RpcError
 from ..core.policy import Decision, PolicyEngine
 from ..upstream.oauth import oauth_factory
@@ -229,7 +230,7 @@ class Router:
             return ChildListing(
                 server=u.name,
                 prefix=u.prefix,
-                tools=u.listing.tools,
+                tools=self._described(u),
                 prompts=u.listing.prompts,
                 resources=u.listing.resources,
                 templates=u.listing.templates,
@@ -247,6 +248,17 @@ class Router:
                 log.warning("%s", w)
         self._announce_changes(before)
         self.tell_needs_login()
+
+    def _described(self, u: Upstream) -> Sequence[dict[str, Any]]:
+        """``u``'s tools with its ``descriptions`` overrides, what clients see (``u.listing`` keeps the
+        server's own). An override for a tool the server does not list is a warning, once."""
+        tools, missing = override_descriptions(u.listing.tools, u.cfg.descriptions)
+        for name in missing if u.state == "ready" else ():
+            w = f"server {u.name}: descriptions override for tool {name!r}, which the server does not list"
+            if w not in self._warned:
+                self._warned.add(w)
+                log.warning("%s", w)
+        return tools
 
     def tell_needs_login(self) -> None:
         """Call :attr:`on_needs_login` for each server that entered needs-login since it was last

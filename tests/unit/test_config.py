@@ -1006,3 +1006,28 @@ def test_default_is_the_bearer_tokens_client() -> None:
 def test_client_must_be_an_array_of_tables() -> None:
     problems = problems_of(MINIMAL + '\n[client]\nname = "x"\n')
     assert any(p.startswith("portero.toml: client: expected an array of tables") for p in problems)
+
+
+# ------------------------------------------------------------------- [[mcp]] descriptions overrides
+
+
+def test_description_overrides_parse() -> None:
+    config = parse(MINIMAL + 'descriptions = { read_file = "Read one file under /srv.", "x.y" = "Z" }\n')
+    assert config.mcp[0].descriptions == {"read_file": "Read one file under /srv.", "x.y": "Z"}
+    assert parse(MINIMAL).mcp[0].descriptions == {}
+
+
+def test_description_override_mistakes_name_the_key() -> None:
+    long = "x" * 2001
+    problems = problems_of(MINIMAL + f'descriptions = {{ "" = "a", b = "  ", c = "{long}", d = "ok" }}\n')
+    assert problems == [
+        'portero.toml: mcp[0].descriptions."": a tool name must not be empty',
+        "portero.toml: mcp[0].descriptions.b: the description must not be empty (leave the key out instead)",
+        "portero.toml: mcp[0].descriptions.c: 2001 characters, more than 2000",
+    ]
+    assert problems_of(MINIMAL + "descriptions = { a = 3 }\n") == [
+        "portero.toml: mcp[0].descriptions.a: expected a string, got 3"
+    ]
+    assert problems_of(MINIMAL + 'descriptions = "x"\n') == [
+        'portero.toml: mcp[0].descriptions: expected a table of strings, got "x"'
+    ]

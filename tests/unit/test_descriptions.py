@@ -6,7 +6,13 @@ from typing import Any
 
 import pytest
 
-from portero.core.descriptions import MAX_DESCRIPTION, Flag, check_tool, render_flags
+from portero.core.descriptions import (
+    MAX_DESCRIPTION,
+    Flag,
+    check_tool,
+    override_descriptions,
+    render_flags,
+)
 
 
 def tool(description: str = "Adds two numbers.", name: str = "add", **extra: Any) -> dict[str, Any]:
@@ -346,3 +352,14 @@ def test_render_flags() -> None:
     flags = [Flag("too-long", "description: 2500 characters"), Flag("hidden-block", "title: <!--")]
     assert render_flags(flags) == ["too-long: description: 2500 characters", "hidden-block: title: <!--"]
     assert render_flags([]) == []
+
+
+def test_override_descriptions() -> None:
+    tools = [tool("Poisoned.", name="echo"), tool("Adds two numbers.", name="add"), {"description": "x"}]
+    shown, missing = override_descriptions(tools, {"echo": "Echo one text.", "gone": "Never listed."})
+    assert [t.get("description") for t in shown] == ["Echo one text.", "Adds two numbers.", "x"]
+    assert shown[0]["name"] == "echo" and shown[0]["inputSchema"] == {"type": "object"}
+    assert tools[0]["description"] == "Poisoned."  # the server's definition (what pins hash) is untouched
+    assert shown[1] is tools[1]
+    assert missing == ["gone"]
+    assert override_descriptions(tools, {}) == (tools, [])
