@@ -21,7 +21,7 @@ import difflib
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -33,6 +33,9 @@ __all__ = [
     "DIFF_BUDGET",
     "Pin",
     "Verdict",
+    "Question",
+    "question",
+    "question_key",
     "definition_of",
     "definition_hash",
     "canonical_json",
@@ -146,6 +149,39 @@ def evaluate(
         stored, hash=digest, definition=definition, state="quarantined", updated_at=now, decided_by=None
     )
     return Verdict("quarantined", True, pin)
+
+
+@attrs.frozen
+class Question:
+    """What the admin is asked about one change: ``server``'s ``tool`` with definition ``hash``, seen for
+    the first time (``first_sight``, ``text`` a :func:`summary`) or changed (``text`` the :func:`diff`
+    from the last approved definition), the description checks' ``flags`` (one line each), and ``key``,
+    which names this pin *and* this definition (so a button pressed for an older definition decides
+    nothing)."""
+
+    server: str
+    tool: str
+    hash: str
+    first_sight: bool
+    text: str
+    flags: tuple[str, ...]
+    key: str
+
+
+def question_key(pin: Pin) -> str:
+    """20 hex digits naming ``pin``'s server, tool and current hash: short enough for a button's data."""
+    return hashlib.sha256(f"{pin.server}/{pin.tool}\0{pin.hash}".encode()).hexdigest()[:20]
+
+
+def question(pin: Pin, *, flags: Sequence[str] = (), budget: int = DIFF_BUDGET) -> Question:
+    """The question about ``pin`` (quarantined): its summary or its diff from the last approved one."""
+    first = pin.approved_definition is None
+    text = (
+        summary(pin.definition, budget=budget)
+        if first
+        else diff(pin.approved_definition, pin.definition, budget=budget)
+    )
+    return Question(pin.server, pin.tool, pin.hash, first, text, tuple(flags), question_key(pin))
 
 
 def approve(pin: Pin, *, by: str, now: float) -> Pin:

@@ -40,6 +40,7 @@ from ..upstream.peer import Peer, UpstreamGone
 from ..upstream.supervisor import INIT_TIMEOUT, Upstream
 from ..upstream.transports import transport_for
 from .attribution import Attribution
+from .pins import PinGuard
 from .sessions import LATEST_PROTOCOL, SUPPORTED_PROTOCOLS, ClientSession, RequestContext, Sessions
 from .tasks import TASKS_EXTENSION, Task, Tasks, wants_tasks
 
@@ -134,6 +135,9 @@ class Router:
         self._settled = False
         # (server, list) -> whether another list_changed came while its refresh was running
         self._refreshing: dict[tuple[str, str], bool] = {}
+        # Pinned tool definitions: quarantined and blocked tools are hidden and refused (see .pins).
+        self.pins = PinGuard(config.pins.mode, store)
+        self.pins.around_change = self._pins_changed
         sessions.on_end.append(self._session_ended)
 
     def _new_upstream(self, cfg: McpServer) -> Upstream:
@@ -154,8 +158,10 @@ class Router:
     # -- life ----------------------------------------------------------------------------
     async def run_upstreams(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Supervise every configured server until cancelled."""
+        await self.pins.load()  # before any listing is reviewed
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            nursery.start_soon(self.pins.run)
             for up in self.upstreams.values():
                 # A skipped server is among the config's warnings, which serve logs already.
                 self._start_upstream(up, announce_skip=False)
@@ -238,6 +244,8 @@ class Router:
 
         ups = list(self.upstreams.values())
         before = self._exposed()
+        # The definitions as the servers sent them (before any description override) are what is pinned.
+        self.pins.review({u.name: u.listing.tools for u in ups if u.state == "ready"})
         self.catalog = Catalog.build([listing(u) for u in ups if u.state == "ready"], self.separator)
         # Tools of a server that is restarting still resolve, to say so instead of "unknown tool".
         self._known_tools = Catalog.build([listing(u) for u in ups if u.enabled], self.separator).tools
@@ -277,7 +285,7 @@ class Router:
         visible = self.policy.visible
         owner = self.catalog.resources
         return {
-            "tools": [e.item for e in self.catalog.tools.values() if visible(e.canonical)],
+            "tools": [e.item for e in self._shown_tools() if visible(e.canonical)],
             "prompts": [e.item for e in self.catalog.prompts.values() if visible(e.canonical)],
             "resources": [
                 *(r for r in self.catalog.resource_items if visible(f"{owner[r['uri']]}/{r['uri']}")),
@@ -291,6 +299,17 @@ class Router:
         for what in ("tools", "prompts", "resources"):
             if before[what] != after[what]:
                 self.sessions.broadcast(jsonrpc.notification(f"notifications/{what}/list_changed"))
+
+    def _shown_tools(self) -> list[Entry]:
+        """The catalog's tools less those whose definition is quarantined or blocked (see .pins)."""
+        return [e for e in self.catalog.tools.values() if self.pins.refusal(e.server, e.original) is None]
+
+    def _pins_changed(self, change: Callable[[], None]) -> None:
+        """A pin was approved or blocked (Telegram, ``portero pins``): sessions are told if they see it."""
+        before = self._exposed()
+        change()
+        self.rebuild_catalog()  # drops the cached lists (and announces nothing: it compares after the change)
+        self._announce_changes(before)
 
     def reload(self, policy: PolicyEngine, anonymizer: Anonymizer) -> None:
         """Swap the rules in one step (no await in between): a call sees the old or the new set.
@@ -474,7 +493,7 @@ class Router:
             # Each item says whose tool it is (``portero tools`` reads it); the server's own _meta stays.
             tools = [
                 {**e.item, "_meta": {**_meta_of(e.item), CANONICAL_META: e.canonical}}
-                for e in self.catalog.tools.values()
+                for e in self._shown_tools()
                 if self.policy.visible(e.canonical)
             ]
             self._tool_list_cache = self.anonymizer.to_fake(tools)
@@ -636,6 +655,11 @@ class Router:
             return await self._reject(
                 record, started, RpcError(jsonrpc.INVALID_PARAMS, "tools/call arguments must be an object")
             )
+
+        refusal = self.pins.refusal(entry.server, entry.original)
+        if refusal is not None:  # its definition is quarantined or blocked: hidden, and refused
+            record.decision, record.source = "deny", "pins"
+            return await self._refuse(record, started, f"Call to {entry.canonical} refused: {refusal}.")
 
         # 2. decide (policy, then grants)
         decision: Decision = self.policy.decide(entry.canonical)
