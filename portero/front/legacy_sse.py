@@ -25,12 +25,10 @@ import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import trio
-
 from ..core import jsonrpc
 from ..gateway.router import Router
 from ..gateway.sessions import ClientSession, RequestContext, Sessions
-from .mcp_http import Receive, Scope, Send, send_error, send_json, send_raw
+from .mcp_http import Receive, Scope, Send, send_error, send_json, send_raw, stream_session
 
 log = logging.getLogger("portero.http")
 
@@ -101,22 +99,9 @@ class LegacySse:
             )
             endpoint = f"{root}{MESSAGES_PATH}?session_id={session.id}"
             await _chunk(send, f"event: endpoint\ndata: {endpoint}\n\n".encode())
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_until_gone, receive, self.sessions.closing, nursery.cancel_scope)
-                sent = 0
-                while not session.closed and session.stream_gen == mine:
-                    pending = session.events_after(sent)
-                    if not pending:
-                        with trio.move_on_after(self.keepalive) as idle:
-                            await session.new_event.wait()
-                        if idle.cancelled_caught:
-                            await _chunk(send, b": keepalive\n\n")
-                        continue
-                    for event_id, m in pending:
-                        await _chunk(send, b"event: message\ndata: " + jsonrpc.dumps(m) + b"\n\n")
-                        sent = event_id
-                    self.sessions.touch(session)
-                nursery.cancel_scope.cancel()
+            await stream_session(
+                send, receive, self.sessions, session, mine, 0, self.keepalive, with_ids=False
+            )
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             session.close_stream()
@@ -170,21 +155,3 @@ class LegacySse:
 
 async def _chunk(send: Send, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body, "more_body": True})
-
-
-async def _until_gone(receive: Receive, closing: trio.Event, scope: trio.CancelScope) -> None:
-    """Cancel ``scope`` when the client disconnects or the gateway shuts down."""
-    async with trio.open_nursery() as nursery:
-
-        async def disconnect() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            nursery.cancel_scope.cancel()
-
-        async def shutdown() -> None:
-            await closing.wait()
-            nursery.cancel_scope.cancel()
-
-        nursery.start_soon(disconnect)
-        nursery.start_soon(shutdown)
-    scope.cancel()

@@ -507,27 +507,7 @@ class McpEndpoint:
                 await _chunk(send, f"id: {sent}\ndata: \n\n".encode())
             else:
                 await _chunk(send, b": stream open\n\n")
-            async with trio.open_nursery() as nursery:
-
-                async def watch_shutdown() -> None:
-                    await self.sessions.closing.wait()
-                    nursery.cancel_scope.cancel()
-
-                nursery.start_soon(_watch_disconnect, receive, nursery.cancel_scope.cancel)
-                nursery.start_soon(watch_shutdown)
-                while not session.closed and session.stream_gen == mine:
-                    pending = session.events_after(sent)
-                    if not pending:
-                        with trio.move_on_after(self.keepalive) as idle:
-                            await session.new_event.wait()
-                        if idle.cancelled_caught:
-                            await _chunk(send, b": keepalive\n\n")
-                        continue
-                    for event_id, m in pending:
-                        await _sse(send, jsonrpc.dumps(m), event_id)
-                        sent = event_id
-                    self.sessions.touch(session)
-                nursery.cancel_scope.cancel()
+            await stream_session(send, receive, self.sessions, session, mine, sent, self.keepalive)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             session.close_stream()
@@ -585,6 +565,43 @@ async def send_error(
 
 async def _chunk(send: Send, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body, "more_body": True})
+
+
+async def stream_session(
+    send: Send,
+    receive: Receive,
+    sessions: Sessions,
+    session: ClientSession,
+    mine: int,
+    sent: int,
+    keepalive: float,
+    *,
+    with_ids: bool = True,
+) -> None:
+    """Send a session's messages after event ``sent`` as SSE events (with keepalive comments) until
+    the session ends, a newer stream replaces this one (``mine``), the client leaves or the gateway
+    shuts down: the GET stream of ``/mcp``, and the legacy transport's ``/sse`` (``with_ids=False``)."""
+    async with trio.open_nursery() as nursery:
+
+        async def watch_shutdown() -> None:
+            await sessions.closing.wait()
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(_watch_disconnect, receive, nursery.cancel_scope.cancel)
+        nursery.start_soon(watch_shutdown)
+        while not session.closed and session.stream_gen == mine:
+            pending = session.events_after(sent)
+            if not pending:
+                with trio.move_on_after(keepalive) as idle:
+                    await session.new_event.wait()
+                if idle.cancelled_caught:
+                    await _chunk(send, b": keepalive\n\n")
+                continue
+            for event_id, m in pending:
+                await _sse(send, jsonrpc.dumps(m), event_id if with_ids else None)
+                sent = event_id
+            sessions.touch(session)
+        nursery.cancel_scope.cancel()
 
 
 async def _watch_disconnect(receive: Receive, on_disconnect: Callable[[], None]) -> None:
