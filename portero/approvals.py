@@ -84,6 +84,7 @@ class Approval:
     decided_at: float | None = None
     handle: Any = attrs.field(default=None, repr=False)
     event: trio.Event = attrs.field(factory=trio.Event, repr=False)
+    client: str | None = None  # the [[client]] whose call it is ("default": server.bearer_token's)
 
     def to_record(self) -> dict[str, Any]:
         """The row for :meth:`Store.add_approval` (fake arguments only)."""
@@ -97,6 +98,7 @@ class Approval:
             "session": self.session,
             "state": "pending",
             "expires_at": self.expires_at,
+            "client": self.client,
         }
 
 
@@ -148,8 +150,9 @@ class Grants:
         """The grants that are still live in the store."""
         return cls(store, wall_clock=wall_clock, grants=await store.active_grants(wall_clock()))
 
-    async def add(self, pattern: str, seconds: float, created_by: str) -> Grant:
-        """Grant ``pattern`` for ``seconds`` from now; committed before returning.
+    async def add(self, pattern: str, seconds: float, created_by: str, client: str | None = None) -> Grant:
+        """Grant ``pattern`` for ``seconds`` from now, to ``client``'s calls only (``None``: every
+        client's); committed before returning.
 
         Raises ValueError for an unusable pattern or a non-positive duration."""
         error = validate_pattern(pattern)
@@ -159,24 +162,36 @@ class Grants:
             raise ValueError("a grant must last a positive time")
         now = self._clock()
         expires_at = now + seconds
-        grant_id = await self._store.add_grant(pattern, expires_at, now, created_by)
+        grant_id = await self._store.add_grant(pattern, expires_at, now, created_by, client)
         grant = Grant(
-            pattern=pattern, expires_at=expires_at, created_at=now, id=grant_id, created_by=created_by
+            pattern=pattern,
+            expires_at=expires_at,
+            created_at=now,
+            id=grant_id,
+            created_by=created_by,
+            client=client,
         )
         self._grants.append(grant)
         return grant
 
-    async def add_tool(self, canonical: str, seconds: float, created_by: str) -> Grant:
+    async def add_tool(
+        self, canonical: str, seconds: float, created_by: str, client: str | None = None
+    ) -> Grant:
         """Grant exactly the tool ``canonical`` (the "Approve 30m" button): its pattern is the name with
         ``*`` and ``\\`` escaped (:func:`~portero.core.policy.escape_glob`), so a tool that a server named
         ``create_*`` does not grant ``create_anything``."""
-        return await self.add(escape_glob(canonical), seconds, created_by)
+        return await self.add(escape_glob(canonical), seconds, created_by, client)
 
-    async def revoke(self, pattern: str | None) -> int:
-        """Revoke the live grants with exactly ``pattern`` (``None``: all); returns how many were revoked."""
+    async def revoke(self, pattern: str | None, client: str | None = None) -> int:
+        """Revoke the live grants with exactly ``pattern`` (``None``: all), only ``client``'s when given;
+        returns how many were revoked."""
         now = self._clock()
-        count = await self._store.revoke_grants(pattern, now)
-        self._grants = [g for g in self._grants if pattern is not None and g.pattern != pattern]
+        count = await self._store.revoke_grants(pattern, now, client)
+        self._grants = [
+            g
+            for g in self._grants
+            if (pattern is not None and g.pattern != pattern) or (client is not None and g.client != client)
+        ]
         return count
 
     def active(self) -> list[Grant]:
@@ -185,13 +200,14 @@ class Grants:
         self._grants = [g for g in self._grants if g.live(now)]
         return sorted(self._grants, key=lambda g: g.expires_at)
 
-    def apply(self, decision: Decision, canonical: str) -> Decision:
-        """``decision`` with a live grant applied (require-approval → allow; never over a deny)."""
-        return apply_grant(decision, self._grants, canonical, self._clock())
+    def apply(self, decision: Decision, canonical: str, client: str | None = None) -> Decision:
+        """``decision`` with a live grant for a call of ``client`` applied (require-approval → allow;
+        never over a deny)."""
+        return apply_grant(decision, self._grants, canonical, self._clock(), client)
 
-    def match(self, canonical: str) -> Grant | None:
-        """The live grant for ``canonical`` that lasts longest, or None."""
-        return match_grant(self._grants, canonical, self._clock())
+    def match(self, canonical: str, client: str | None = None) -> Grant | None:
+        """The live grant for ``canonical`` (a call of ``client``) that lasts longest, or None."""
+        return match_grant(self._grants, canonical, self._clock(), client)
 
 
 class ApprovalBroker:
@@ -297,6 +313,7 @@ class ApprovalBroker:
         arguments_fake: dict[str, Any],
         session: str | None,
         on_wait_tick: WaitTick | None = None,
+        client: str | None = None,
     ) -> Outcome:
         """Ask the admin and wait for the outcome (at most ``timeout`` seconds).
 
@@ -323,6 +340,7 @@ class ApprovalBroker:
             session=session,
             created_at=now,
             expires_at=now + self.timeout,
+            client=client,
         )
         await self.store.add_approval(approval.to_record())
         self._pending[approval.id] = approval
@@ -382,7 +400,10 @@ class ApprovalBroker:
             log.exception("could not record the decision of approval %s", approval.id)
         if approval.state == "approved" and approval.grant_seconds:
             try:
-                await self.grants.add_tool(approval.tool, approval.grant_seconds, created_by=approval.source)
+                # "Approve 30m" grants the tool to the client that asked, not to every client.
+                await self.grants.add_tool(
+                    approval.tool, approval.grant_seconds, created_by=approval.source, client=approval.client
+                )
             except Exception:
                 log.exception("could not add the grant for %s", approval.tool)
         if approver is not None:

@@ -314,6 +314,7 @@ _AUDIT_COLUMNS = (
     "outcome",
     "duration_ms",
     "error",
+    "client",  # the [[client]] whose token made the call (migration 5; NULL before)
 )
 _AUDIT_INSERT = (
     f"INSERT INTO audit ({', '.join(_AUDIT_COLUMNS)}) VALUES ({', '.join('?' * len(_AUDIT_COLUMNS))})"
@@ -339,6 +340,7 @@ def _audit_row(rec: dict[str, Any]) -> tuple[Any, ...]:
         outcome,
         0.0 if pending else float(rec.get("duration_ms") or 0.0),
         None if pending else rec.get("error"),
+        rec.get("client"),
     )
 
 
@@ -512,7 +514,7 @@ class Store:
     async def add_approval(self, a: dict[str, Any]) -> None:
         """Record an approval. Keys: id, created_at, tool, server, rule, arguments (the fake side, as sent
         by the client -- real values are never stored), session, expires_at; optional state (default
-        ``pending``), source, decided_at."""
+        ``pending``), source, decided_at, client (the [[client]] whose call it is)."""
         state = a.get("state", "pending")
         if state not in APPROVAL_STATES:
             raise ValueError(f"unknown approval state {state!r}")
@@ -528,12 +530,13 @@ class Store:
             a.get("source", ""),
             a.get("decided_at"),
             float(a["expires_at"]),
+            a.get("client"),
         )
 
         def run(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "INSERT INTO approvals (id, created_at, tool, server, rule, arguments, session, state, "
-                "source, decided_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "source, decided_at, expires_at, client) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
 
@@ -570,21 +573,25 @@ class Store:
 
     # --- grants -------------------------------------------------------------------------------------------
 
-    async def add_grant(self, pattern: str, expires_at: float, created_at: float, created_by: str) -> int:
-        """Record a grant; returns its id."""
+    async def add_grant(
+        self, pattern: str, expires_at: float, created_at: float, created_by: str, client: str | None = None
+    ) -> int:
+        """Record a grant (for one client's calls, or with ``client=None`` every client's); returns its id."""
 
         def run(conn: sqlite3.Connection) -> int:
             cur = conn.execute(
-                "INSERT INTO grants (pattern, created_at, expires_at, created_by) VALUES (?, ?, ?, ?)",
-                (pattern, created_at, expires_at, created_by),
+                "INSERT INTO grants (pattern, created_at, expires_at, created_by, client) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (pattern, created_at, expires_at, created_by, client),
             )
             assert cur.lastrowid is not None
             return cur.lastrowid
 
         return await self._write(run)
 
-    async def revoke_grants(self, pattern: str | None, now: float) -> int:
-        """Revoke the live grants with exactly this pattern (``None``: all of them); returns how many."""
+    async def revoke_grants(self, pattern: str | None, now: float, client: str | None = None) -> int:
+        """Revoke the live grants with exactly this pattern (``None``: all of them) -- only ``client``'s
+        when given; returns how many."""
 
         def run(conn: sqlite3.Connection) -> int:
             sql = "UPDATE grants SET revoked_at = ? WHERE revoked_at IS NULL AND expires_at > ?"
@@ -592,6 +599,9 @@ class Store:
             if pattern is not None:
                 sql += " AND pattern = ?"
                 params += (pattern,)
+            if client is not None:
+                sql += " AND client = ?"
+                params += (client,)
             return conn.execute(sql, params).rowcount
 
         return await self._write(run)
@@ -954,14 +964,17 @@ def read_audit(
     tool: str | None,
     limit: int | None = None,
     now: float | None = None,
+    client: str | None = None,
 ) -> list[dict[str, Any]]:
     """Audit records for ``portero audit``, oldest first. Synchronous and read-only.
 
     ``since``: only records from the last that many seconds (relative to ``now``, default the wall clock).
     ``tool``: only canonical tool names matching this glob (see :func:`portero.core.policy.glob_match`).
     ``limit``: only the most recent that many of the matching records.
+    ``client``: only the calls of that ``[[client]]`` ("default": server.bearer_token's, and the calls
+    recorded before clients existed).
     Each record has ts (ISO 8601, UTC), session, tool, arguments (decoded), decision, source, outcome,
-    duration_ms and error. Raises FileNotFoundError when there is no database at ``db_path``.
+    duration_ms, error and client. Raises FileNotFoundError when there is no database at ``db_path``.
     """
     if not os.path.exists(db_path):
         raise FileNotFoundError(f"no database at {db_path}")
@@ -980,7 +993,12 @@ def read_audit(
         if tool is not None:
             where.append("portero_glob(?, tool)")
             params.append(tool)
-        sql = f"SELECT {', '.join(_AUDIT_COLUMNS)} FROM audit"
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        columns = [c if c != "client" or version >= 5 else "NULL AS client" for c in _AUDIT_COLUMNS]
+        if client is not None:
+            where.append("COALESCE(client, 'default') = ?" if version >= 5 else "'default' = ?")
+            params.append(client)
+        sql = f"SELECT {', '.join(columns)} FROM audit"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC"
@@ -1000,7 +1018,8 @@ def read_grants(db_path: str, *, now: float | None = None) -> list[Grant]:
     if conn is None:
         return []
     try:
-        return _live_grants(conn, time.time() if now is None else now)
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        return _live_grants(conn, time.time() if now is None else now, with_client=version >= 5)
     finally:
         conn.close()
 
@@ -1126,11 +1145,15 @@ def _connect_read_only(db_path: str) -> sqlite3.Connection | None:
     return conn
 
 
-def _live_grants(conn: sqlite3.Connection, now: float) -> list[Grant]:
-    """Grants neither revoked nor expired at ``now``, soonest to expire first."""
+def _live_grants(conn: sqlite3.Connection, now: float, *, with_client: bool = True) -> list[Grant]:
+    """Grants neither revoked nor expired at ``now``, soonest to expire first. (``with_client=False``
+    reads a database from before migration 5, which has no client column.)"""
     rows = conn.execute(
-        "SELECT id, pattern, created_at, expires_at, created_by FROM grants "
-        "WHERE revoked_at IS NULL AND expires_at > ? ORDER BY expires_at, id",
+        f"SELECT id, pattern, created_at, expires_at, created_by, {'client' if with_client else 'NULL'} "
+        "FROM grants WHERE revoked_at IS NULL AND expires_at > ? ORDER BY expires_at, id",
         (now,),
     ).fetchall()
-    return [Grant(pattern=p, expires_at=e, created_at=c, id=i, created_by=by) for i, p, c, e, by in rows]
+    return [
+        Grant(pattern=p, expires_at=e, created_at=c, id=i, created_by=by, client=client)
+        for i, p, c, e, by, client in rows
+    ]

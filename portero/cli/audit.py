@@ -13,7 +13,7 @@ from portero.durations import parse_duration
 
 
 def _format_rows(rows: list[dict[str, Any]]) -> list[str]:
-    columns = ("ts", "tool", "decision", "source", "outcome", "duration_ms", "session", "arguments")
+    columns = ("ts", "client", "tool", "decision", "source", "outcome", "duration_ms", "session", "arguments")
     table = []
     for row in rows:
         cells = []
@@ -59,7 +59,9 @@ def cmd_audit(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         print("audit: this build has no record store (portero.store)", file=err)
         return 2
     try:
-        rows = read_audit(db_path, since=since, tool=args.tool, limit=args.limit)
+        rows = read_audit(
+            db_path, since=since, tool=args.tool, limit=args.limit, client=getattr(args, "client", None)
+        )
     except (OSError, sqlite3.Error) as exc:
         print(f"{db_path}: cannot read audit records: {exc}", file=err)
         return 2

@@ -337,6 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     config_options(p)
     p.add_argument("--since", metavar="DURATION", help='only records newer than this, e.g. "1h" or "2d"')
     p.add_argument("--tool", metavar="PATTERN", help='canonical tool name or pattern, e.g. "github/*"')
+    p.add_argument(
+        "--client", metavar="NAME", help='only the calls of this [[client]] ("default": bearer_token)'
+    )
     p.add_argument("--limit", type=_positive_int, metavar="N", help="at most N records")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(func=cmd_audit)

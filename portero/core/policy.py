@@ -11,6 +11,13 @@ literal. Precedence, when several rules match a name:
 3. a tie goes to the stricter action: ``deny`` > ``require-approval`` > ``allow``;
 4. nothing matches: the configured default.
 
+A client's own rules (``[[client]] policy``) are composed with the global ones into one engine per
+client (``PolicyEngine(default, global_rules, first=client_rules)``): the same precedence over the
+union, and at equal specificity the client's rule wins whatever its action (an exact client rule
+replaces a global rule for the same name). So a client's ``github/create_pull_request = "allow"`` beats
+a global ``github/* = "require-approval"``, while a global exact ``deny`` still beats a client's broad
+``github/* = "allow"``. Their decisions say so: source ``client-rule:<pattern>``.
+
 A grant turns ``require-approval`` into ``allow`` for the names it matches until it expires. Its pattern is a
 glob with one addition (see :func:`grant_match`): ``\\*`` is a literal ``*`` and ``\\\\`` a literal
 backslash, so :func:`escape_glob` turns any canonical name into a grant pattern that matches that name only
@@ -119,11 +126,14 @@ class PolicyEngine:
     are cached per name: the set of tool names is small and fixed between ``tools/list`` refreshes.
     """
 
-    def __init__(self, default: str, rules: Mapping[str, str]) -> None:
+    def __init__(
+        self, default: str, rules: Mapping[str, str], *, first: Mapping[str, str] | None = None
+    ) -> None:
         problems: list[str] = []
         if default not in ACTIONS:
             problems.append(f"default action {default!r} is not one of {', '.join(ACTIONS)}")
-        for pattern, action in rules.items():
+        first = dict(first or {})
+        for pattern, action in [*rules.items(), *first.items()]:
             error = validate_pattern(pattern)
             if error is not None:
                 problems.append(f"rule {pattern!r}: {error}")
@@ -132,12 +142,23 @@ class PolicyEngine:
         if problems:
             raise ValueError("; ".join(problems))
         self.default = default
-        self._exact: dict[str, str] = {p: a for p, a in rules.items() if "*" not in p}
-        # Most specific first, then strictest first: the first match is the winner.
-        self._patterns: list[tuple[str, str]] = sorted(
-            ((p, a) for p, a in rules.items() if "*" in p),
-            key=lambda item: (-literal_length(item[0]), -_STRICTNESS[item[1]], item[0]),
-        )
+        # (pattern, action, source prefix, rank): rank 0 (a client's own rule) wins a tie of specificity.
+        tagged = [
+            *((p, a, "rule", 1) for p, a in rules.items()),
+            *((p, a, "client-rule", 0) for p, a in first.items()),
+        ]
+        self._exact: dict[str, tuple[str, str]] = {}
+        for p, a, prefix, _rank in tagged:  # the client's come last: they replace a global exact rule
+            if "*" not in p:
+                self._exact[p] = (a, prefix)
+        # Most specific first, then the client's own, then strictest first: the first match is the winner.
+        self._patterns: list[tuple[str, str, str]] = [
+            (p, a, prefix)
+            for p, a, prefix, _rank in sorted(
+                (item for item in tagged if "*" in item[0]),
+                key=lambda item: (-literal_length(item[0]), item[3], -_STRICTNESS[item[1]], item[0]),
+            )
+        ]
         self._cache: dict[str, Decision] = {}
 
     def decide(self, canonical: str) -> Decision:
@@ -150,12 +171,13 @@ class PolicyEngine:
         return decision
 
     def _decide(self, canonical: str) -> Decision:
-        action = self._exact.get(canonical)
-        if action is not None:
-            return Decision(action, f"rule:{canonical}", canonical)
-        for pattern, action in self._patterns:
+        exact = self._exact.get(canonical)
+        if exact is not None:
+            action, prefix = exact
+            return Decision(action, f"{prefix}:{canonical}", canonical)
+        for pattern, action, prefix in self._patterns:
             if glob_match(pattern, canonical):
-                return Decision(action, f"rule:{pattern}", pattern)
+                return Decision(action, f"{prefix}:{pattern}", pattern)
         return Decision(self.default, "default", None)
 
     def visible(self, canonical: str) -> bool:
@@ -167,7 +189,8 @@ class PolicyEngine:
 class Grant:
     """A temporary allowance for names matching ``pattern``; times are wall-clock epoch seconds.
 
-    A grant is live while ``now < expires_at``: at ``expires_at`` exactly it has expired.
+    A grant is live while ``now < expires_at``: at ``expires_at`` exactly it has expired. A grant with a
+    ``client`` applies to that client's calls only; without one, to every client's.
     """
 
     pattern: str
@@ -175,29 +198,39 @@ class Grant:
     created_at: float
     id: int | None = None
     created_by: str = ""
+    client: str | None = None
 
     def live(self, now: float) -> bool:
         return now < self.expires_at
 
+    def covers(self, client: str | None) -> bool:
+        """Whether the grant applies to a call of ``client``."""
+        return self.client is None or self.client == client
 
-def match_grant(grants: Iterable[Grant], canonical: str, now: float) -> Grant | None:
-    """The live grant matching ``canonical`` that lasts longest, or ``None``."""
+
+def match_grant(
+    grants: Iterable[Grant], canonical: str, now: float, client: str | None = None
+) -> Grant | None:
+    """The live grant matching ``canonical`` for a call of ``client`` that lasts longest, or ``None``."""
     best: Grant | None = None
     for grant in grants:
-        if grant.live(now) and grant_match(grant.pattern, canonical):
+        if grant.live(now) and grant.covers(client) and grant_match(grant.pattern, canonical):
             if best is None or grant.expires_at > best.expires_at:
                 best = grant
     return best
 
 
-def apply_grant(decision: Decision, grants: Iterable[Grant], canonical: str, now: float) -> Decision:
-    """Turn a ``require-approval`` decision into ``allow`` when a live grant matches; else return it as is.
+def apply_grant(
+    decision: Decision, grants: Iterable[Grant], canonical: str, now: float, client: str | None = None
+) -> Decision:
+    """Turn a ``require-approval`` decision into ``allow`` when a live grant matches (one of ``client``'s
+    or one for every client); else return it as is.
 
     ``deny`` and ``allow`` decisions are never changed: a grant cannot override a deny.
     """
     if decision.action != "require-approval":
         return decision
-    grant = match_grant(grants, canonical, now)
+    grant = match_grant(grants, canonical, now, client)
     if grant is None:
         return decision
     return Decision("allow", f"grant:{grant.pattern}", grant.pattern)

@@ -40,6 +40,7 @@ from ..upstream.peer import Peer, UpstreamGone
 from ..upstream.supervisor import INIT_TIMEOUT, Upstream
 from ..upstream.transports import transport_for
 from .attribution import Attribution
+from .clients import NOBODY, ClientView, client_views
 from .pins import PinGuard
 from .sessions import LATEST_PROTOCOL, SUPPORTED_PROTOCOLS, ClientSession, RequestContext, Sessions
 from .tasks import TASKS_EXTENSION, Task, Tasks, wants_tasks
@@ -84,6 +85,7 @@ class AuditDraft:
     decision: str = "allow"
     source: str = "default"
     outcome: str = "ok"
+    client: str | None = None  # the [[client]] whose token made the call
     row_id: int | None = None  # the row written before the call ran (outcome pending), if any
     recorded: bool = False  # nothing more to write: the final record is written, or given up on
 
@@ -109,6 +111,8 @@ class Router:
         self.store = store
         self.broker = broker
         self.policy = PolicyEngine(config.policies.default, dict(config.policies.rules))
+        # What each client (by the name its token gave its session) sees, and its own rules.
+        self.clients: dict[str, ClientView] = client_views(config.clients, config.policies)
         self.anonymizer = Anonymizer.from_config(config.replacements)
         self.started = time.monotonic()
         self._env = env
@@ -123,7 +127,7 @@ class Router:
         self._scopes: dict[str, trio.CancelScope] = {}  # each running upstream's, for reloads
         self.catalog = Catalog()
         self._known_tools: dict[str, Entry] = {}  # also tools of servers that are down right now
-        self._tool_list_cache: list[dict[str, Any]] | None = None
+        self._tool_list_cache: dict[str, list[dict[str, Any]]] = {}  # per client
         self._warned: set[str] = set()
         self.attribution = Attribution()
         self.tasks = Tasks()  # calls waiting for approval, as tasks for the clients that ask for them
@@ -249,7 +253,7 @@ class Router:
         self.catalog = Catalog.build([listing(u) for u in ups if u.state == "ready"], self.separator)
         # Tools of a server that is restarting still resolve, to say so instead of "unknown tool".
         self._known_tools = Catalog.build([listing(u) for u in ups if u.enabled], self.separator).tools
-        self._tool_list_cache = None
+        self._tool_list_cache = {}
         for w in self.catalog.warnings:
             if w not in self._warned:
                 self._warned.add(w)
@@ -317,8 +321,20 @@ class Router:
         before = self._exposed()
         self.policy = policy
         self.anonymizer = anonymizer
-        self._tool_list_cache = None
+        self._tool_list_cache = {}
         self._announce_changes(before)
+
+    def set_clients(self, views: dict[str, ClientView]) -> None:
+        """SIGHUP: the clients' tools and rules (:func:`.clients.client_views` of the new config), in one
+        step; each client's next request sees them."""
+        self.clients = views
+        self._tool_list_cache = {}
+
+    def _client(self, ctx: RequestContext) -> tuple[ClientView, PolicyEngine]:
+        """The view of the request's client (by its session) and the policy engine that decides for it."""
+        name = ctx.session.client if ctx.session is not None else "default"
+        view = self.clients.get(name, NOBODY)
+        return view, view.policy if view.policy is not None else self.policy
 
     def _session_ended(self, session: ClientSession) -> None:
         for (sid, server), (up, scope) in list(self._session_upstreams.items()):
@@ -489,18 +505,20 @@ class Router:
 
     async def m_tools_list(self, params: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
         await self.settled()
-        if self._tool_list_cache is None:
+        view, policy = self._client(ctx)
+        listed = self._tool_list_cache.get(view.name)
+        if listed is None:
             # Each item says whose tool it is (``portero tools`` reads it); the server's own _meta stays.
             tools = [
                 {**e.item, "_meta": {**_meta_of(e.item), CANONICAL_META: e.canonical}}
                 for e in self._shown_tools()
-                if self.policy.visible(e.canonical)
+                if view.sees(e.canonical) and policy.visible(e.canonical)
             ]
-            self._tool_list_cache = self.anonymizer.to_fake(tools)
+            listed = self._tool_list_cache[view.name] = self.anonymizer.to_fake(tools)
         if ctx.session is not None and ctx.session.modern:
             # The stateless era asks for a deterministic order (its caches compare lists).
-            return {"tools": sorted(self._tool_list_cache, key=lambda t: str(t.get("name")))}
-        return {"tools": self._tool_list_cache}
+            return {"tools": sorted(listed, key=lambda t: str(t.get("name")))}
+        return {"tools": listed}
 
     async def m_tools_call(self, params: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
         task = self._approval_task(params, ctx)
@@ -517,11 +535,12 @@ class Router:
             return None
         name = params.get("name")
         entry = self.catalog.tools.get(name) if isinstance(name, str) else None
-        if entry is None:
+        view, policy = self._client(ctx)
+        if entry is None or not view.sees(entry.canonical):
             return None
-        decision = self.policy.decide(entry.canonical)
+        decision = policy.decide(entry.canonical)
         if self.broker is not None:
-            decision = self.broker.grants.apply(decision, entry.canonical)
+            decision = self.broker.grants.apply(decision, entry.canonical, session.client)
         if decision.action != "require-approval" or self.broker is None:
             return None
         waiting = f"Waiting for the admin's approval of {self.anonymizer.to_fake_text(entry.canonical)}."
@@ -612,6 +631,7 @@ class Router:
             session=ctx.session.id if ctx.session else None,
             tool=name if isinstance(name, str) else repr(name)[:200],
             args=args_fake,
+            client=ctx.session.client if ctx.session else None,
         )
         try:
             return await self._call_tool(name, args_fake, record, started, ctx, params)
@@ -643,9 +663,10 @@ class Router:
         if entry is None and not self._settled:
             await self.settled()
             entry = self.catalog.tools.get(name)
-        if entry is None:
+        view, policy = self._client(ctx)
+        if entry is None or not view.sees(entry.canonical):
             known = self._known_tools.get(name)
-            if known is None:
+            if known is None or not view.sees(known.canonical):  # what a client does not see is unknown
                 return await self._reject(
                     record, started, RpcError(jsonrpc.INVALID_PARAMS, f"Unknown tool: {name}")
                 )
@@ -662,9 +683,9 @@ class Router:
             return await self._refuse(record, started, f"Call to {entry.canonical} refused: {refusal}.")
 
         # 2. decide (policy, then grants)
-        decision: Decision = self.policy.decide(entry.canonical)
+        decision: Decision = policy.decide(entry.canonical)
         if self.broker is not None:
-            decision = self.broker.grants.apply(decision, entry.canonical)
+            decision = self.broker.grants.apply(decision, entry.canonical, view.name)
         record.decision, record.source = decision.action, decision.source
         if decision.action == "deny":
             where = f"rule {decision.rule!r}" if decision.rule else "the default policy"
@@ -745,6 +766,7 @@ class Router:
             "decision": record.decision,
             "source": record.source,
             "outcome": outcome,
+            "client": record.client,
         }
 
     async def _record_start(self, record: AuditDraft) -> bool:
@@ -836,6 +858,7 @@ class Router:
             arguments_fake=args_fake,
             session=ctx.session.id if ctx.session else None,
             on_wait_tick=tick,
+            client=ctx.session.client if ctx.session else None,
         )
 
     async def _upstream_request(
@@ -975,9 +998,13 @@ class Router:
         name (``server/prompt`` or ``server/uri``); the arguments, the method and the client's params."""
         started = time.monotonic()
         args = {"method": method, **{k: v for k, v in params.items() if k != "_meta"}}
-        decision = self.policy.decide(canonical)
+        decision = self._client(ctx)[1].decide(canonical)
         record = AuditDraft(
-            session=ctx.session.id if ctx.session else None, tool=canonical, args=args, source=decision.source
+            session=ctx.session.id if ctx.session else None,
+            tool=canonical,
+            args=args,
+            source=decision.source,
+            client=ctx.session.client if ctx.session else None,
         )
         if not await self._record_start(record):
             raise RpcError(jsonrpc.INTERNAL_ERROR, AUDIT_UNAVAILABLE)
@@ -996,23 +1023,31 @@ class Router:
 
     # Prompts, resources and completions obey the server's policy like its tools: each is named
     # `<server>/<prompt name>` or `<server>/<uri>`; what a rule denies is neither listed nor served.
-    def _deny(self, canonical: str) -> None:
-        decision = self.policy.decide(canonical)
+    def _deny(self, canonical: str, ctx: RequestContext | None = None) -> None:
+        view, policy = self._client(ctx) if ctx is not None else (None, self.policy)
+        if view is not None and not view.sees(canonical):
+            raise RpcError(jsonrpc.INVALID_PARAMS, f"Unknown: {canonical.partition('/')[2]}")
+        decision = policy.decide(canonical)
         if decision.action == "deny":
             where = f"rule {decision.rule!r}" if decision.rule else "the default policy"
             raise RpcError(jsonrpc.INVALID_PARAMS, f"Access to {canonical} denied by {where}.")
 
     async def m_prompts_list(self, params: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
         await self.settled()
-        prompts = [e.item for e in self.catalog.prompts.values() if self.policy.visible(e.canonical)]
+        view, policy = self._client(ctx)
+        prompts = [
+            e.item
+            for e in self.catalog.prompts.values()
+            if view.sees(e.canonical) and policy.visible(e.canonical)
+        ]
         return {"prompts": self.anonymizer.to_fake(prompts)}
 
     async def m_prompts_get(self, params: dict[str, Any], ctx: RequestContext) -> Any:
         name = params.get("name")
         entry = self.catalog.prompts.get(name) if isinstance(name, str) else None
-        if entry is None:
+        if entry is None or not self._client(ctx)[0].sees(entry.canonical):
             raise RpcError(jsonrpc.INVALID_PARAMS, f"Unknown prompt: {name}")
-        self._deny(entry.canonical)
+        self._deny(entry.canonical, ctx)
         return await self._audited_forward(
             entry.canonical, entry.server, "prompts/get", {**params, "name": entry.original}, ctx, params
         )
@@ -1020,21 +1055,26 @@ class Router:
     async def m_resources_list(self, params: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
         await self.settled()
         owner = self.catalog.resources
+        view, policy = self._client(ctx)
         items = [
-            r for r in self.catalog.resource_items if self.policy.visible(f"{owner[r['uri']]}/{r['uri']}")
+            r
+            for r in self.catalog.resource_items
+            if view.sees(f"{owner[r['uri']]}/{r['uri']}") and policy.visible(f"{owner[r['uri']]}/{r['uri']}")
         ]
         return {"resources": self.anonymizer.to_fake(items)}
 
     async def m_resources_templates_list(self, params: dict[str, Any], ctx: RequestContext) -> dict[str, Any]:
         await self.settled()
+        view, policy = self._client(ctx)
         templates = [
             tpl
             for _, server, tpl in self.catalog.templates
-            if self.policy.visible(f"{server}/{tpl['uriTemplate']}")
+            if view.sees(f"{server}/{tpl['uriTemplate']}")
+            and policy.visible(f"{server}/{tpl['uriTemplate']}")
         ]
         return {"resourceTemplates": self.anonymizer.to_fake(templates)}
 
-    def _resource_server(self, params: dict[str, Any]) -> tuple[str, str]:
+    def _resource_server(self, params: dict[str, Any], ctx: RequestContext | None = None) -> tuple[str, str]:
         uri = params.get("uri")
         if not isinstance(uri, str):
             raise RpcError(jsonrpc.INVALID_PARAMS, "uri must be a string")
@@ -1043,25 +1083,28 @@ class Router:
         # matches and whose policy allows the URI serves it.
         candidates = [self.catalog.resources[u] for u in (real_uri, uri) if u in self.catalog.resources]
         candidates += [srv for rx, srv, _ in self.catalog.templates if rx.match(real_uri) or rx.match(uri)]
+        view, policy = self._client(ctx) if ctx is not None else (None, self.policy)
+        if view is not None:  # what the client does not see does not exist for it
+            candidates = [srv for srv in candidates if view.sees(f"{srv}/{real_uri}")]
         if not candidates:
             raise RpcError(jsonrpc.RESOURCE_NOT_FOUND, f"Resource not found: {uri}", {"uri": uri})
-        allowed = [srv for srv in candidates if self.policy.visible(f"{srv}/{real_uri}")]
+        allowed = [srv for srv in candidates if policy.visible(f"{srv}/{real_uri}")]
         if not allowed:
-            self._deny(f"{candidates[0]}/{real_uri}")
+            self._deny(f"{candidates[0]}/{real_uri}", ctx)
         return allowed[0], uri
 
     async def m_resources_read(self, params: dict[str, Any], ctx: RequestContext) -> Any:
-        server, uri = self._resource_server(params)
+        server, uri = self._resource_server(params, ctx)
         return await self._audited_forward(f"{server}/{uri}", server, "resources/read", params, ctx, params)
 
     async def m_resources_subscribe(self, params: dict[str, Any], ctx: RequestContext) -> Any:
-        server, uri = self._resource_server(params)
+        server, uri = self._resource_server(params, ctx)
         if ctx.session is not None:
             ctx.session.subscriptions.add(uri)
         return await self._forward(server, "resources/subscribe", params, ctx, params)
 
     async def m_resources_unsubscribe(self, params: dict[str, Any], ctx: RequestContext) -> Any:
-        server, uri = self._resource_server(params)
+        server, uri = self._resource_server(params, ctx)
         if ctx.session is not None:
             ctx.session.subscriptions.discard(uri)
         return await self._forward(server, "resources/unsubscribe", params, ctx, params)
@@ -1071,9 +1114,9 @@ class Router:
         ref = ref if isinstance(ref, dict) else {}
         if ref.get("type") == "ref/prompt":
             entry = self.catalog.prompts.get(str(ref.get("name")))
-            if entry is None:
+            if entry is None or not self._client(ctx)[0].sees(entry.canonical):
                 raise RpcError(jsonrpc.INVALID_PARAMS, f"Unknown prompt: {ref.get('name')}")
-            self._deny(entry.canonical)
+            self._deny(entry.canonical, ctx)
             return await self._forward(
                 entry.server,
                 "completion/complete",
@@ -1082,7 +1125,7 @@ class Router:
                 params,
             )
         if ref.get("type") == "ref/resource":
-            server, _ = self._resource_server({"uri": ref.get("uri")})
+            server, _ = self._resource_server({"uri": ref.get("uri")}, ctx)
             return await self._forward(server, "completion/complete", params, ctx, params)
         raise RpcError(jsonrpc.INVALID_PARAMS, "completion/complete needs a ref/prompt or ref/resource")
 

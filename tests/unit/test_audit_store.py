@@ -133,6 +133,7 @@ async def test_a_call_is_one_row_pending_then_finished(tmp_path: Path) -> None:
         "outcome",
         "duration_ms",
         "error",
+        "client",
     }
     assert (printed["outcome"], printed["duration_ms"], printed["arguments"]) == (
         "error",

@@ -475,6 +475,7 @@ def test_audit_reads_records(good_config: Path, capsys: pytest.CaptureFixture[st
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == [
         "ts",
+        "client",
         "tool",
         "decision",
         "source",

@@ -6,20 +6,29 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import trio
 
+from portero.approvals import Grants
 from portero.config import Config, parse_config
 from portero.core import jsonrpc, modern
+from portero.core.policy import Decision, Grant, PolicyEngine, apply_grant
 from portero.front import security
 from portero.front.asgi import build_app
 from portero.front.security import Guard
+from portero.gateway.clients import NOBODY, client_views
 from portero.gateway.router import Router
-from portero.gateway.sessions import LATEST_PROTOCOL, Sessions
+from portero.gateway.sessions import LATEST_PROTOCOL, RequestContext, Sessions
+from portero.store import Store, read_audit, read_grants
+from portero.upstream.supervisor import Listing
 
 from .asgi_client import AsgiClient, Response
+from .fakes import attach_fake_server, echo_call
 
 DEFAULT_TOKEN = "default-token-0123456789abcdef"
 LAPTOP_TOKEN = "laptop-token-0123456789abcdef"
@@ -205,3 +214,225 @@ async def test_a_stateless_request_is_its_clients(gw: Gateway, monkeypatch: pyte
     resp = await gw.client.request("POST", "/mcp", headers=headers, body=json.dumps(body).encode())
     assert resp.status == 200, resp.text
     assert seen == ["ci"]
+
+
+# ------------------------------------------------------------------------- one policy engine per client
+
+
+def test_a_clients_rules_compose_with_the_global_ones() -> None:
+    rules = {"gh/*": "require-approval", "gh/delete_repo": "deny", "fs/write": "deny"}
+    own = {"gh/create_pr": "allow", "gh/*": "allow", "fs/write": "allow", "fs/*": "deny"}
+    engine = PolicyEngine("allow", rules, first=own)
+    # More specific wins, whoever's rule it is.
+    assert engine.decide("gh/create_pr") == Decision("allow", "client-rule:gh/create_pr", "gh/create_pr")
+    assert engine.decide("gh/delete_repo").action == "deny"  # a global exact rule beats a client's glob
+    assert engine.decide("fs/read") == Decision("deny", "client-rule:fs/*", "fs/*")
+    # Equal specificity: the client's rule wins, even when it is less strict.
+    assert engine.decide("gh/issues") == Decision("allow", "client-rule:gh/*", "gh/*")
+    assert engine.decide("fs/write") == Decision("allow", "client-rule:fs/write", "fs/write")
+    # Nothing of the client's matches: the global rules and default, as before.
+    assert engine.decide("other/x") == Decision("allow", "default", None)
+    plain = PolicyEngine("allow", rules)
+    assert plain.decide("gh/issues") == Decision("require-approval", "rule:gh/*", "gh/*")
+    with pytest.raises(ValueError, match="alow"):
+        PolicyEngine("allow", rules, first={"x/*": "alow"})
+
+
+def test_client_views_see_their_globs() -> None:
+    config = make_config(rest='tools = ["notes/*", "files/read_*"]\npolicy = { "files/read_x" = "deny" }')
+    views = client_views(config.clients, config.policies)
+    assert set(views) == {"default", "laptop", "ci"}
+    assert views["default"].sees("anything/at_all") and views["default"].policy is None
+    assert views["laptop"].sees("one/x") and not views["laptop"].sees("two/x")
+    assert views["laptop"].policy is None  # no rules of its own: the global engine, across reloads
+    ci = views["ci"]
+    assert ci.sees("notes/write") and ci.sees("files/read_text") and not ci.sees("files/write")
+    assert ci.policy is not None and ci.policy.decide("files/read_x").source == "client-rule:files/read_x"
+    assert not NOBODY.sees("one/x")
+
+
+def test_grants_scoped_to_a_client() -> None:
+    everyone = Grant("gh/*", expires_at=100, created_at=0)
+    laptops = Grant("fs/*", expires_at=100, created_at=0, client="laptop")
+    decision = Decision("require-approval", "rule:fs/*", "fs/*")
+    assert apply_grant(decision, [everyone, laptops], "fs/write", 50, "laptop").action == "allow"
+    assert apply_grant(decision, [everyone, laptops], "fs/write", 50, "ci") == decision
+    assert apply_grant(decision, [everyone, laptops], "fs/write", 50) == decision
+    assert apply_grant(decision, [everyone, laptops], "gh/x", 50, "ci").source == "grant:gh/*"
+
+
+async def test_grants_keep_their_client_in_the_store(tmp_path: Path) -> None:
+    path = str(tmp_path / "gateway.db")
+    store = await Store.open(path)
+    try:
+        grants = Grants(store, wall_clock=lambda: 1000.0)
+        await grants.add("fs/*", 60, "admin", client="laptop")
+        await grants.add("gh/*", 60, "admin")
+        loaded = await Grants.load(store, lambda: 1000.0)
+        assert {(g.pattern, g.client) for g in loaded.active()} == {("fs/*", "laptop"), ("gh/*", None)}
+        assert {(g.pattern, g.client) for g in read_grants(path, now=1000.0)} == {
+            ("fs/*", "laptop"),
+            ("gh/*", None),
+        }
+        assert await grants.revoke(None, client="laptop") == 1
+        assert [(g.pattern, g.client) for g in grants.active()] == [("gh/*", None)]
+        assert [g.pattern for g in await store.active_grants(1000.0)] == ["gh/*"]
+    finally:
+        await store.aclose()
+
+
+# ------------------------------------------------------------- what each client sees, through the router
+
+ROUTER_CONFIG = f"""
+[server]
+bearer_token = "{DEFAULT_TOKEN}"
+
+[policies]
+default = "allow"
+
+[policies.rules]
+"files/publish" = "deny"
+
+[[client]]
+name = "laptop"
+token_sha256 = "{sha(LAPTOP_TOKEN)}"
+tools = ["files/*"]
+policy = {{ "files/publish" = "allow" }}
+
+[[client]]
+name = "ci"
+token_sha256 = "{sha(CI_TOKEN)}"
+tools = ["notes/*"]
+
+[[mcp]]
+name = "files"
+command = "never-started"
+
+[[mcp]]
+name = "notes"
+command = "never-started"
+"""
+
+ROUTER_TOOLS: dict[str, list[dict[str, Any]]] = {
+    "files": [
+        {"name": "read", "inputSchema": {"type": "object"}},
+        {"name": "publish", "inputSchema": {"type": "object"}},
+    ],
+    "notes": [{"name": "write", "inputSchema": {"type": "object"}}],
+}
+
+
+@attrs.define
+class RouterGateway:
+    router: Router
+    sessions: Sessions
+    store: Store
+    ids: int = 0
+
+    async def ask(self, client: str, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        session = self.sessions.new(client)
+        assert session is not None
+        self.ids += 1
+        with trio.fail_after(5):
+            resp = await self.router.handle(
+                jsonrpc.request(self.ids, method, params), RequestContext(session)
+            )
+        assert resp is not None
+        return resp
+
+    async def tools(self, client: str) -> list[str]:
+        return [t["name"] for t in (await self.ask(client, "tools/list", {}))["result"]["tools"]]
+
+
+@pytest.fixture
+async def rgw(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[RouterGateway]:
+    store = await Store.open(str(tmp_path / "gateway.db"))
+    config = parse_config(ROUTER_CONFIG, path="/tmp/x.toml", env={})
+    sessions = Sessions(idle_timeout=3600)
+    router = Router(config, {}, sessions=sessions, store=store)
+    for name, up in router.upstreams.items():
+        await attach_fake_server(
+            nursery,
+            up,
+            router.on_upstream_message,
+            tools=ROUTER_TOOLS[name],
+            handlers={"tools/call": echo_call},
+        )
+        up.listing = Listing(
+            tools=ROUTER_TOOLS[name],
+            prompts=[{"name": f"{name}-prompt"}],
+            resources=[{"uri": f"{name}://r", "name": "r"}],
+            templates=[{"uriTemplate": f"{name}://t/{{x}}", "name": "t"}],
+        )
+    router.rebuild_catalog()
+    with trio.fail_after(1):
+        await router.settled()
+    yield RouterGateway(router, sessions, store)
+    await store.aclose()
+
+
+async def test_each_client_lists_its_own_tools(rgw: RouterGateway) -> None:
+    assert await rgw.tools("laptop") == ["files__read", "files__publish"]
+    assert await rgw.tools("ci") == ["notes__write"]
+    assert await rgw.tools("default") == ["files__read", "notes__write"]  # publish: denied globally
+    assert await rgw.tools("removed-meanwhile") == []  # not configured (any more): sees nothing
+    assert await rgw.tools("laptop") == ["files__read", "files__publish"]  # the cache is per client
+
+    prompts = await rgw.ask("ci", "prompts/list", {})
+    assert [p["name"] for p in prompts["result"]["prompts"]] == ["notes__notes-prompt"]
+    resources = await rgw.ask("laptop", "resources/list", {})
+    assert [r["uri"] for r in resources["result"]["resources"]] == ["files://r"]
+    templates = await rgw.ask("ci", "resources/templates/list", {})
+    assert [t["uriTemplate"] for t in templates["result"]["resourceTemplates"]] == ["notes://t/{x}"]
+    unseen = await rgw.ask("ci", "resources/read", {"uri": "files://r"})
+    assert unseen["error"]["code"] == jsonrpc.RESOURCE_NOT_FOUND
+    unseen = await rgw.ask("laptop", "prompts/get", {"name": "notes__notes-prompt"})
+    assert "Unknown prompt" in unseen["error"]["message"]
+
+
+async def test_a_tool_a_client_does_not_see_is_unknown_to_it(rgw: RouterGateway) -> None:
+    resp = await rgw.ask("ci", "tools/call", {"name": "files__read", "arguments": {}})
+    assert resp["error"]["code"] == jsonrpc.INVALID_PARAMS
+    assert resp["error"]["message"] == "Unknown tool: files__read"
+    same = await rgw.ask("ci", "tools/call", {"name": "nothing__here", "arguments": {}})
+    assert same["error"]["message"] == "Unknown tool: nothing__here"
+    [row, _] = await rgw.store.recent_audit(2)
+    assert (row["client"], row["decision"], row["source"]) == ("ci", "deny", "invalid")
+
+
+async def test_same_tool_different_decisions_named_in_the_audit(rgw: RouterGateway) -> None:
+    allowed = await rgw.ask("laptop", "tools/call", {"name": "files__publish", "arguments": {"a": 1}})
+    assert not allowed["result"].get("isError"), allowed
+    denied = await rgw.ask("default", "tools/call", {"name": "files__publish", "arguments": {"a": 1}})
+    assert (
+        denied["result"]["isError"]
+        and "denied by rule 'files/publish'" in denied["result"]["content"][0]["text"]
+    )
+    rows = await rgw.store.recent_audit(2)
+    assert [(r["client"], r["tool"], r["decision"], r["source"]) for r in rows] == [
+        ("default", "files/publish", "deny", "rule:files/publish"),
+        ("laptop", "files/publish", "allow", "client-rule:files/publish"),
+    ]
+
+
+async def test_reloaded_clients_apply_to_the_next_request(rgw: RouterGateway) -> None:
+    assert await rgw.tools("ci") == ["notes__write"]
+    config = parse_config(
+        ROUTER_CONFIG.replace('tools = ["notes/*"]', 'tools = ["*/read"]'), path="/x", env={}
+    )
+    rgw.router.set_clients(client_views(config.clients, config.policies))
+    assert await rgw.tools("ci") == ["files__read"]
+
+
+async def test_audit_rows_by_client(tmp_path: Path) -> None:
+    path = str(tmp_path / "gateway.db")
+    store = await Store.open(path)
+    try:
+        base = {"ts": 1.0, "session": "s", "tool": "a/b", "arguments": {}, "decision": "allow"}
+        for client in ("laptop", "ci", None):  # None: a record from before clients existed
+            await store.record_audit({**base, "source": "default", "outcome": "ok", "client": client})
+    finally:
+        await store.aclose()
+    assert [r["client"] for r in read_audit(path, since=None, tool=None)] == ["laptop", "ci", None]
+    assert [r["client"] for r in read_audit(path, since=None, tool=None, client="ci")] == ["ci"]
+    assert [r["client"] for r in read_audit(path, since=None, tool=None, client="default")] == [None]
