@@ -15,15 +15,18 @@ sides, when a client could take it for another tool (:func:`unprefixed_renames`)
   keeps it;
 - an earlier unprefixed server already exposes it: the first in config order keeps it.
 
-Any remaining clash (two names that are still equal after that): the first in config order wins and
-the clash is reported in :attr:`Catalog.warnings`.
+Exposed names are unique, and no server shadows another. A clash that remains after that (two
+prefixed names that are equal because a server name contains the separator -- ``gh`` + ``pr-list`` and
+``gh-pr`` + ``list`` with ``-`` -- or a shortened name): the first in config order keeps the name and the
+later tool is exposed as :func:`disambiguated` (prefixed, then a hash of its canonical name), with a
+warning. Only a server listing the same name twice loses the duplicate.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -44,6 +47,18 @@ def exposed_name(server: str, name: str, *, prefix: bool, separator: str) -> str
 
 def canonical_name(server: str, name: str) -> str:
     return f"{server}/{name}"
+
+
+def disambiguated(server: str, name: str, taken: Container[str], *, separator: str) -> str | None:
+    """An exposed name for ``server``'s ``name`` that is not in ``taken``: the prefixed name, else the
+    prefixed name cut to fit with ``_`` and 8 hex digits of the SHA-256 of the canonical name (stable,
+    and unique per tool). None only if even that is taken (a hash collision)."""
+    prefixed = exposed_name(server, name, prefix=True, separator=separator)
+    if prefixed not in taken:
+        return prefixed
+    digest = hashlib.sha256(canonical_name(server, name).encode()).hexdigest()[:8]
+    hashed = f"{prefixed[: MAX_NAME - 9]}_{digest}"
+    return hashed if hashed not in taken else None
 
 
 @attrs.frozen
@@ -221,10 +236,21 @@ class Catalog:
                 exposed = exposed_name(lst.server, name, prefix=lst.prefix, separator=separator)
             if exposed in table:
                 other = table[exposed]
-                self.warnings.append(
-                    f"{what} name clash: {exposed!r} of {lst.server} is hidden by {other.canonical}"
+                instead = (
+                    None
+                    if other.server == lst.server
+                    else disambiguated(lst.server, name, table, separator=separator)
                 )
-                continue
+                if instead is None:  # the server listed the name twice (or a hash collision)
+                    self.warnings.append(
+                        f"{what} name clash: {exposed!r} of {lst.server} is hidden by {other.canonical}"
+                    )
+                    continue
+                self.warnings.append(
+                    f"{what} name clash: {canonical_name(lst.server, name)} would be exposed as {exposed!r}, "
+                    f"like {other.canonical}; exposed as {instead!r} instead"
+                )
+                exposed = instead
             entry = Entry(exposed=exposed, server=lst.server, original=name, item={**item, "name": exposed})
             table[exposed] = entry
             if what == "tool":
