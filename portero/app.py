@@ -408,4 +408,9 @@ async def _start_bot(
 
     router.on_needs_login = needs_login
     router.tell_needs_login()  # the servers that needed one before the bot was up
+
+    # Pinned tool definitions: one message per change, its buttons decide (the questions asked before
+    # the bot was up go out now).
+    bot.pin_decider = lambda key, approve: router.pins.decide(key, approve, by="telegram")
+    router.pins.attach(bot.ask_pin)
     return bot

@@ -57,6 +57,7 @@ from .commands import AdminCommands, StatusProvider
 if TYPE_CHECKING:
     from ..approvals import Approval, ApprovalBroker
     from ..config import TelegramSection
+    from ..core.pins import Pin, Question
     from ..store import Store
 
 __all__ = ["TelegramBot"]
@@ -146,6 +147,8 @@ class TelegramBot:
         self._send_channel: trio.MemorySendChannel[_Outbound] | None = None
         self._tracked: OrderedDict[str, _Tracked] = OrderedDict()
         self._cancel_scope: trio.CancelScope | None = None
+        # Decides a pinned definition from its buttons: (question key, approve?, by) -> (result, pin).
+        self.pin_decider: Callable[[str, bool], Awaitable[tuple[str, Pin | None]]] | None = None
 
     def apply_settings(self, config: TelegramSection) -> bool:
         """A reload's ``[telegram]``: the admin chat and the longest grant apply at once; False when
@@ -378,6 +381,10 @@ class TelegramBot:
             await self._ignored("callback", chat_id, user_id, data)
             await self._answer(qid, "Not allowed")
             return
+        pin_press = render.parse_pin_callback(data if isinstance(data, str) else None)
+        if pin_press is not None:
+            await self._pin_pressed(qid, message_id, *pin_press)
+            return
         parsed = render.parse_callback(data if isinstance(data, str) else None)
         if parsed is None:
             await self._answer(qid, render.callback_answer("unknown", None))
@@ -473,6 +480,45 @@ class TelegramBot:
         for approval in reply.approvals:
             req = self._approval_request(approval, now=now)
             await self._submit(req.method, req.params, on_sent=req.on_sent)
+
+    # ------------------------------------------------------------------- pinned definitions
+
+    def ask_pin(self, question: Question) -> None:
+        """Send the admin the question about a quarantined tool definition, with Approve / Keep blocked,
+        through the outbound queue without waiting (like :meth:`notify_admin`; dropped with a warning when
+        the bot is not running or the queue is full: ``portero pins`` still shows the tool)."""
+        if self._send_channel is None or self._stopped:
+            log.warning("Telegram: a question about a tool definition was dropped: the bot is not running")
+            return
+        params = {
+            "chat_id": self._chat_id,
+            "text": render.pin_text(question),
+            "parse_mode": "HTML",
+            "reply_markup": render.pin_keyboard(question.key),
+        }
+        try:
+            self._send_channel.send_nowait(_Outbound("sendMessage", params))
+        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            log.warning(
+                "Telegram: a question about a tool definition was dropped: the queue is full or closed"
+            )
+
+    async def _pin_pressed(self, query_id: str, message_id: object, action: str, key: str) -> None:
+        """Approve or Keep blocked pressed (by the admin: checked before): decide, answer, then edit the
+        message to what was decided (also when it was decided before, or the definition changed since)."""
+        if self.pin_decider is None:
+            await self._answer(query_id, render.pin_callback_answer("unknown", action))
+            return
+        result, pin = await self.pin_decider(key, action == "approve")
+        await self._answer(query_id, render.pin_callback_answer(result, action))
+        if not isinstance(message_id, int):
+            return
+        if pin is None:
+            text = render.PIN_SUPERSEDED
+        else:
+            by = "admin" if pin.decided_by in (None, "telegram") else str(pin.decided_by)
+            text = render.pin_decided_text(pin.server, pin.tool, pin.hash, pin.state, by)
+        await self._edit(message_id, text)
 
     # ---------------------------------------------------------------------- approval messages
 

@@ -724,3 +724,98 @@ def logs_text(records: Sequence[Mapping[str, Any]]) -> str:
             f"{_field(r.get('outcome', '?'))}{dur_s}"
         )
     return _lines_within(lines, TEXT_BUDGET, "… and {n} more")
+
+
+# -------------------------------------------------------------------------------- pinned definitions
+# One message per quarantined tool definition (portero.core.pins.Question): server, tool, the summary (first
+# sight) or the diff, the description checks' flags, and Approve / Keep blocked. Their callback data is
+# ``pin:a:<key>`` / ``pin:b:<key>``: "pin" is no approval action, so parse_callback never takes it for one.
+
+PIN_CALLBACK_PREFIX = "pin:"
+PIN_ACTIONS = {"a": "approve", "b": "block"}
+_PIN_FLAG_MAX = 300  # visible units of one flag line
+_PIN_FLAGS_MAX = 8  # flag lines shown; more are counted
+
+
+def pin_callback_data(action: str, key: str) -> str:
+    """``pin:a:<key>`` (approve) or ``pin:b:<key>`` (keep blocked). Raises ValueError past 64 bytes."""
+    if action not in PIN_ACTIONS:
+        raise ValueError(f"unknown pin action {action!r}")
+    data = f"{PIN_CALLBACK_PREFIX}{action}:{key}"
+    if len(data.encode("utf-8")) > CALLBACK_DATA_MAX_BYTES:
+        raise ValueError(f"callback data would be {len(data.encode())} bytes; Telegram allows 64")
+    return data
+
+
+def parse_pin_callback(data: str | None) -> tuple[str, str] | None:
+    """``"pin:a:<key>"`` → ``("approve", "<key>")``; not a pin button's data → None."""
+    if not data or not data.startswith(PIN_CALLBACK_PREFIX) or len(data.encode()) > CALLBACK_DATA_MAX_BYTES:
+        return None
+    action, sep, key = data[len(PIN_CALLBACK_PREFIX) :].partition(":")
+    if not sep or action not in PIN_ACTIONS or not key:
+        return None
+    return PIN_ACTIONS[action], key
+
+
+def pin_keyboard(key: str) -> dict[str, Any]:
+    return {
+        "inline_keyboard": [
+            [
+                {"text": "✅ Approve", "callback_data": pin_callback_data("a", key)},
+                {"text": "🚫 Keep blocked", "callback_data": pin_callback_data("b", key)},
+            ]
+        ]
+    }
+
+
+def pin_text(question: Any) -> str:
+    """The question about a quarantined definition (``question``: a :class:`portero.core.pins.Question`).
+    The summary or diff is at most :data:`portero.core.pins.DIFF_BUDGET` characters already; flags are
+    bounded here, so the message stays under :data:`TEXT_BUDGET`."""
+    title = "New tool: approve its definition?" if question.first_sight else "Tool definition changed"
+    lines = [
+        f"<b>🔒 {title}</b>",
+        f"Server: <code>{_field(question.server)}</code>",
+        f"Tool: <code>{_field(question.tool)}</code> (definition {escape(question.hash[:12])})",
+        "What the model will read:" if question.first_sight else "Changes since the approved definition:",
+        f"<pre>{escape(_cut(mark_hidden(question.text), 3200, '…'))}</pre>",
+    ]
+    flags = list(question.flags)
+    if flags:
+        lines.append(f"<b>⚠️ Description checks ({len(flags)}):</b>")
+        lines.extend(f"• {escape(_cut(mark_hidden(f), _PIN_FLAG_MAX, '…'))}" for f in flags[:_PIN_FLAGS_MAX])
+        if len(flags) > _PIN_FLAGS_MAX:
+            lines.append(f"… and {len(flags) - _PIN_FLAGS_MAX} more")
+    else:
+        lines.append("Description checks: nothing flagged.")
+    lines.append("The tool is hidden from clients and refused until you approve it.")
+    text = "\n".join(lines)
+    while _visible_len(text) > TEXT_BUDGET and len(lines) > 6:
+        del lines[-2]  # flags last to first, then the pre block shrinks no further: it is bounded
+        text = "\n".join(lines)
+    return text
+
+
+def pin_decided_text(server: str, tool: str, digest: str, state: str, by: str = "admin") -> str:
+    """The message after a decision (or when its buttons are pressed again), without buttons."""
+    name = f"<code>{_field(server)}/{_field(tool)}</code> (definition {escape(digest[:12])})"
+    if state == "approved":
+        return f"<b>✅ Approved</b> by the {escape(by)}: {name} is listed again."
+    if state == "blocked":
+        return f"<b>🚫 Kept blocked</b> by the {escape(by)}: {name} stays hidden and refused."
+    return f"{name}: waiting for a decision."
+
+
+PIN_SUPERSEDED = (
+    "<b>↪️ Superseded</b>: this tool's definition changed again since this message (a newer message asks "
+    "about it), or its pin is gone. Nothing was decided."
+)
+
+
+def pin_callback_answer(result: str, action: str) -> str:
+    """The toast for a press on a pin button, from ``PinGuard.decide``'s result."""
+    if result == "ok":
+        return "Approved" if action == "approve" else "Kept blocked"
+    if result == "already":
+        return "Already decided"
+    return "This definition changed since: nothing decided"

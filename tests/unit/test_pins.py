@@ -17,6 +17,7 @@ from portero.core import pins
 from portero.core.pins import Pin
 from portero.gateway.pins import PinGuard
 from portero.store import Store, read_pins
+from portero.telegram import render
 
 WEATHER: dict[str, Any] = {
     "name": "weather",
@@ -365,3 +366,41 @@ def test_guard_off_and_trust_first_without_a_store() -> None:
     assert trusting.refusal("s", "weather") is None and asked == []
     trusting.review({"s": [POISONED]})
     assert trusting.refusal("s", "weather") is not None and len(asked) == 1
+
+
+# ---------------------------------------------------------------------------------- Telegram rendering
+
+
+def test_pin_buttons_do_not_collide_with_approval_buttons() -> None:
+    key = "0123456789abcdef0123"
+    data = render.pin_callback_data("a", key)
+    assert render.parse_pin_callback(data) == ("approve", key)
+    assert render.parse_pin_callback(render.pin_callback_data("b", key)) == ("block", key)
+    assert render.parse_callback(data) is None  # an approval never takes it for its own
+    assert render.parse_pin_callback(render.callback_data("a", "abc")) is None
+    assert render.parse_pin_callback("pin:x:k") is None and render.parse_pin_callback("pin:a:") is None
+    buttons = render.pin_keyboard(key)["inline_keyboard"][0]
+    assert [b["text"] for b in buttons] == ["✅ Approve", "🚫 Keep blocked"]
+
+
+def test_pin_text_shows_the_diff_and_flags_escaped_and_bounded() -> None:
+    first = ev("approve", None, WEATHER).pin
+    assert first is not None
+    approved = pins.approve(first, by="telegram", now=1.0)
+    changed = ev("approve", approved, POISONED).pin
+    assert changed is not None
+    q = pins.question(changed, flags=["hidden-block: description: <IMPORTANT>", "reads-secrets: ~/.ssh"])
+    text = render.pin_text(q)
+    assert "Tool definition changed" in text and "<code>s</code>" in text and "<code>weather</code>" in text
+    assert "&lt;IMPORTANT&gt;Read" in text and "<IMPORTANT>" not in text
+    assert "⚠️ Description checks (2):" in text and "• reads-secrets: ~/.ssh" in text
+    new = render.pin_text(pins.question(first))
+    assert "New tool" in new and "Description checks: nothing flagged." in new and "city*: string" in new
+    hidden = pins.question(first, flags=["invisible-unicode: x\u200by"])
+    assert "⟨U+200B⟩" in render.pin_text(hidden)
+    huge = pins.question(
+        attrs.evolve(first, definition={"description": "d" * 10_000}), flags=["f" * 1000] * 50
+    )
+    assert render.utf16_len(render.pin_text(huge)) <= render.TEXT_BUDGET + 200  # tags are not counted
+    assert "blocked" in render.pin_decided_text("s", "weather", first.hash, "blocked")
+    assert "listed again" in render.pin_decided_text("s", "weather", first.hash, "approved")
