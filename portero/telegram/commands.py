@@ -8,6 +8,7 @@ change the broker's grants.
 from __future__ import annotations
 
 import inspect
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -86,16 +87,18 @@ class AdminCommands:
         return Reply(text)
 
     async def grant(self, args: list[str]) -> Reply:
+        client, args = split_grant_client(args)
         parsed = parse_grant(args, self.max_grant)
         if isinstance(parsed, str):
             return Reply(parsed)
         pattern, seconds = parsed
         try:
-            grant = await self._broker.grants.add(pattern, float(seconds), "telegram")
+            scope = {"client": client} if client is not None else {}  # without: every client's calls
+            grant = await self._broker.grants.add(pattern, float(seconds), "telegram", **scope)
         except ValueError as e:
             return Reply(f"Not granted: {render.escape(str(e))}")
         expires_at = float(getattr(grant, "expires_at", time.time() + seconds))
-        return Reply(render.grant_text(pattern, seconds, expires_at=expires_at))
+        return Reply(render.grant_text(pattern, seconds, expires_at=expires_at, client=client))
 
     async def revoke(self, args: list[str]) -> Reply:
         pattern: str | None = None
@@ -122,9 +125,36 @@ class AdminCommands:
         return Reply(render.logs_text(list(records)))
 
 
+_CLIENT_NAME_RE = re.compile(r"[A-Za-z0-9-]+")
+
+
+def split_grant_client(args: list[str]) -> tuple[str | None, list[str]]:
+    """``/grant laptop github/* 30m``: the client a grant is scoped to, and the rest of the arguments.
+
+    The first argument names a client when it is a client name (letters, digits, '-') and what follows
+    it is a pattern and a duration -- while the arguments after the first alone are not a duration
+    (``/grant github 1h 30m`` grants the pattern ``github`` to every client)."""
+    if len(args) < 3 or not _CLIENT_NAME_RE.fullmatch(args[0]):
+        return None, args
+    if _is_duration(args[1:]) or not _is_duration(args[2:]):
+        return None, args
+    return args[0], args[1:]
+
+
+def _is_duration(args: list[str]) -> bool:
+    try:
+        parse_duration("".join(args))
+    except ValueError:
+        return False
+    return True
+
+
 def parse_grant(args: list[str], max_grant: float) -> tuple[str, float] | str:
     """``/grant <pattern> <duration>``: the pattern and the seconds, or the error to answer."""
-    usage = "Usage: /grant &lt;pattern&gt; &lt;duration&gt;, e.g. /grant github/* 30m"
+    usage = (
+        "Usage: /grant &lt;pattern&gt; &lt;duration&gt;, e.g. /grant github/* 30m "
+        "(one client's calls only: /grant laptop github/* 30m)"
+    )
     if len(args) < 2:
         return usage
     try:

@@ -87,7 +87,7 @@ _DEPTH_MAX = 6  # deeper values are shown as compact JSON, cut as one piece
 COMMANDS: tuple[tuple[str, str], ...] = (
     ("status", "Children, pending approvals, grants, uptime"),
     ("pending", "List pending approvals with their buttons"),
-    ("grant", "/grant <pattern> <duration>: allow matching tools without asking"),
+    ("grant", "/grant [client] <pattern> <duration>: allow matching tools without asking (one client's)"),
     ("revoke", "/revoke [pattern]: revoke all grants, or one pattern"),
     ("logs", "/logs [n]: the last n audit records (default 10, max 50)"),
     ("help", "Show this help"),
@@ -473,11 +473,20 @@ def _arguments_fit(arguments: object, budget: int) -> bool:
 
 
 def _header(approval: Any) -> list[str]:
-    return [
+    lines = [
         f"Tool: <code>{_field(approval.tool)}</code>",
         f"Server: <code>{_field(approval.server)}</code>",
         f"Rule: <code>{_field(approval.rule)}</code>",
     ]
+    client = getattr(approval, "client", None)
+    if client:  # which [[client]]'s token made the call
+        lines.insert(0, f"Client: <code>{_field(client)}</code>")
+    return lines
+
+
+def _client_note(value: object) -> str:
+    """`` [laptop]`` after a line about one client's call or grant; nothing when no client is named."""
+    return f" [{_field(value)}]" if value else ""
 
 
 def _with_arguments(lines: list[str], arguments: object, tail: list[str]) -> str:
@@ -679,18 +688,21 @@ def status_text(
     lines.append(f"<b>Pending approvals</b> ({len(pending)})")
     for a in pending:
         left = format_duration(max(0.0, float(a.expires_at) - now))
-        lines.append(f"• <code>{_field(a.tool)}</code> ({_field(a.rule)}), {left} left")
+        client = _client_note(getattr(a, "client", None))
+        lines.append(f"• <code>{_field(a.tool)}</code>{client} ({_field(a.rule)}), {left} left")
     lines.append(f"<b>Grants</b> ({len(grants)})")
     for g in grants:
         left = format_duration(max(0.0, float(g.expires_at) - now))
-        lines.append(f"• <code>{_field(g.pattern)}</code>, {left} left")
+        only = f" (client {_field(g.client)} only)" if getattr(g, "client", None) else ""
+        lines.append(f"• <code>{_field(g.pattern)}</code>{only}, {left} left")
     return _lines_within(lines, TEXT_BUDGET, "… and {n} more lines")
 
 
-def grant_text(pattern: str, seconds: float, *, expires_at: float) -> str:
+def grant_text(pattern: str, seconds: float, *, expires_at: float, client: str | None = None) -> str:
     when = time.strftime("%H:%M UTC", time.gmtime(expires_at))
+    whom = f" to client <code>{_field(client)}</code>" if client else ""
     return (
-        f"✅ Granted <code>{_field(pattern)}</code> for {format_duration(seconds)} (until {when}). "
+        f"✅ Granted <code>{_field(pattern)}</code>{whom} for {format_duration(seconds)} (until {when}). "
         "Matching require-approval tools run without asking; deny rules still apply."
     )
 
@@ -719,7 +731,8 @@ def logs_text(records: Sequence[Mapping[str, Any]]) -> str:
         dur = r.get("duration_ms")
         dur_s = f" {int(dur)}ms" if isinstance(dur, int | float) else ""
         lines.append(
-            f"{escape(_ts(r.get('ts')))} <code>{_field(r.get('tool', '?'))}</code> "
+            f"{escape(_ts(r.get('ts')))}{_client_note(r.get('client'))} "
+            f"<code>{_field(r.get('tool', '?'))}</code> "
             f"{_field(r.get('decision', '?'))} ({_field(r.get('source', '?'))}) "
             f"{_field(r.get('outcome', '?'))}{dur_s}"
         )

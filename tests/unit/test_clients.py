@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import html
 import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import attrs
 import pytest
 import trio
 
-from portero.approvals import Grants
+from portero.approvals import ApprovalBroker, Grants
 from portero.config import Config, parse_config
 from portero.core import jsonrpc, modern
 from portero.core.policy import Decision, Grant, PolicyEngine, apply_grant
@@ -25,6 +28,8 @@ from portero.gateway.clients import NOBODY, client_views
 from portero.gateway.router import Router
 from portero.gateway.sessions import LATEST_PROTOCOL, RequestContext, Sessions
 from portero.store import Store, read_audit, read_grants
+from portero.telegram import render
+from portero.telegram.commands import AdminCommands, split_grant_client
 from portero.upstream.supervisor import Listing
 
 from .asgi_client import AsgiClient, Response
@@ -436,3 +441,73 @@ async def test_audit_rows_by_client(tmp_path: Path) -> None:
     assert [r["client"] for r in read_audit(path, since=None, tool=None)] == ["laptop", "ci", None]
     assert [r["client"] for r in read_audit(path, since=None, tool=None, client="ci")] == ["ci"]
     assert [r["client"] for r in read_audit(path, since=None, tool=None, client="default")] == [None]
+
+
+# --------------------------------------------------------------------- the client named to the admin
+
+
+def _visible(text: str) -> str:
+    return html.unescape(re.sub(r"<[^>]+>", "", text))
+
+
+def test_the_approval_message_names_the_client() -> None:
+    approval = SimpleNamespace(
+        tool="files/publish",
+        server="files",
+        rule="rule:files/*",
+        session="abcdef123456",
+        client="laptop",
+        arguments_real={"path": "/x"},
+        expires_at=160.0,
+    )
+    shown = _visible(render.approval_text(approval, now=100.0))
+    assert "Client: laptop" in shown.splitlines()
+    status = render.status_text(
+        {},
+        pending=[approval],
+        grants=[
+            Grant("fs/*", expires_at=1000, created_at=0, client="laptop"),
+            Grant("gh/*", expires_at=1000, created_at=0),
+        ],
+        telegram_state="polling",
+        now=100.0,
+    )
+    shown = _visible(status)
+    assert "• files/publish [laptop] (rule:files/*), 1m left" in shown
+    assert "• fs/* (client laptop only), 15m left" in shown and "• gh/*, 15m left" in shown
+    logs = _visible(render.logs_text([{"ts": 0, "tool": "a/b", "decision": "allow", "client": "ci"}]))
+    assert "[ci] a/b allow" in logs
+
+
+@pytest.mark.parametrize(
+    ("args", "client", "rest"),
+    [
+        (["laptop", "github/*", "30m"], "laptop", ["github/*", "30m"]),
+        (["laptop", "github/*", "1h", "30m"], "laptop", ["github/*", "1h", "30m"]),
+        (["github/*", "30m"], None, ["github/*", "30m"]),
+        (["github/*", "1h", "30m"], None, ["github/*", "1h", "30m"]),  # github/* is no client name
+        (["ci-2", "*", "2h"], "ci-2", ["*", "2h"]),
+    ],
+)
+def test_grant_for_a_client(args: list[str], client: str | None, rest: list[str]) -> None:
+    assert split_grant_client(args) == (client, rest)
+
+
+async def test_grant_command_scopes_to_a_client(tmp_path: Path) -> None:
+    store = await Store.open(str(tmp_path / "gateway.db"))
+    try:
+        broker = ApprovalBroker(store, timeout=60, approver=None)
+        commands = AdminCommands(broker, store, dict, telegram_state=lambda: "polling", max_grant=86400)
+        reply = await commands.run("grant", ["laptop", "files/*", "30m"])
+        assert reply is not None and "Granted files/* to client laptop for 30m" in _visible(reply.text or "")
+        await commands.run("grant", ["notes/*", "30m"])
+        assert {(g.pattern, g.client) for g in broker.grants.active()} == {
+            ("files/*", "laptop"),
+            ("notes/*", None),
+        }
+        needs = Decision("require-approval", "default", None)
+        assert broker.grants.apply(needs, "files/x", "laptop").action == "allow"
+        assert broker.grants.apply(needs, "files/x", "ci") == needs
+        assert broker.grants.apply(needs, "notes/x", "ci").action == "allow"
+    finally:
+        await store.aclose()
