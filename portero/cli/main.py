@@ -24,6 +24,8 @@ from portero.cli.audit import cmd_audit
 from portero.cli.common import build_env, create_private_or_say, load_for_command
 from portero.cli.login import add_parsers as add_login_parsers
 from portero.cli.migrate import cmd_migrate
+from portero.cli.pins import add_parser as add_pins_parser
+from portero.cli.pins import check_lock
 from portero.cli.tools import cmd_tools
 from portero.config import Config
 from portero.config.preflight import resolve_command
@@ -134,6 +136,8 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         print("warnings:", file=out)
         for warning in config.warnings:
             print(f"  - {warning}", file=out)
+    if getattr(args, "lock", None):
+        return check_lock(args.lock, os.path.join(s.data_dir, "gateway.db"), out, err)
     return 0
 
 
@@ -312,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="validate the config and show what would run")
     config_options(p)
+    p.add_argument(
+        "--lock", metavar="FILE", help="also fail (exit 1) when tool definitions drift from this lock file"
+    )
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("init", help="write a commented starter config with a fresh bearer token")
@@ -350,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tools)
 
     add_login_parsers(sub, config_options)  # login, logout: OAuth of remote servers
+    add_pins_parser(sub, config_options)  # pins: pinned tool definitions
     return parser
 
 

@@ -330,3 +330,72 @@ def summary(definition: Mapping[str, Any], *, budget: int = DIFF_BUDGET) -> str:
         if field in definition:
             parts.append(f"{field}: " + canonical_json(definition[field]))
     return shorten("\n".join(parts), budget)
+
+
+# ------------------------------------------------------------------------------------------ lock file
+# ``portero pins export > portero.lock`` / ``portero check --lock portero.lock``: the approved definitions
+# a team commits, and the check that fails when the gateway's current definitions drift from them.
+
+LOCK_VERSION = 1
+
+
+def export_lock(pinned: Sequence[Pin]) -> str:
+    """The lock file of ``pinned``: JSON, keys sorted, one entry ``"server/tool": {hash, definition}`` per
+    pin that has an approved definition (the approved one, also while a change waits). Deterministic: the
+    same pins give the same bytes."""
+    tools = {
+        p.canonical: {"hash": p.approved_hash, "definition": p.approved_definition}
+        for p in pinned
+        if p.approved_hash is not None and p.approved_definition is not None
+    }
+    return (
+        json.dumps(
+            {"portero_lock": LOCK_VERSION, "tools": tools}, sort_keys=True, indent=2, ensure_ascii=False
+        )
+        + "\n"
+    )
+
+
+def parse_lock(text: str) -> dict[str, str]:
+    """``canonical name -> hash`` of a lock file; ValueError naming what is wrong (not JSON, not a lock,
+    an entry whose hash is not its definition's: edited by hand)."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if (
+        not isinstance(data, dict)
+        or data.get("portero_lock") != LOCK_VERSION
+        or not isinstance(data.get("tools"), dict)
+    ):
+        raise ValueError(
+            f'not a Portero lock file (expected {{"portero_lock": {LOCK_VERSION}, "tools": {{...}}}})'
+        )
+    out: dict[str, str] = {}
+    for name, entry in data["tools"].items():
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("hash"), str)
+            or not isinstance(entry.get("definition"), dict)
+        ):
+            raise ValueError(f'{name}: expected {{"hash": ..., "definition": {{...}}}}')
+        if definition_hash(entry["definition"]) != entry["hash"]:
+            raise ValueError(f"{name}: the hash is not the hash of its definition (edited by hand?)")
+        out[name] = entry["hash"]
+    return out
+
+
+def lock_drift(locked: Mapping[str, str], current: Sequence[Pin]) -> list[str]:
+    """One line per tool whose current definition (what its server lists now, approved or not) is not the
+    locked one: changed, or not in the lock at all. Locked tools the store has never seen are not drift
+    (their server may not run here). Sorted by name; empty means no drift."""
+    out: list[str] = []
+    for p in sorted(current, key=lambda p: p.canonical):
+        want = locked.get(p.canonical)
+        if want is None:
+            out.append(f"{p.canonical}: not in the lock (definition {p.hash[:12]}, {p.state})")
+        elif want != p.hash:
+            out.append(
+                f"{p.canonical}: definition {p.hash[:12]} ({p.state}) differs from the locked {want[:12]}"
+            )
+    return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +13,7 @@ import attrs
 import pytest
 import trio
 
-from portero.cli.main import render_starter_config
+from portero.cli.main import build_parser, render_starter_config
 from portero.config import ConfigError, load_config, parse_config
 from portero.core import pins
 from portero.core.pins import Pin
@@ -404,3 +406,86 @@ def test_pin_text_shows_the_diff_and_flags_escaped_and_bounded() -> None:
     assert render.utf16_len(render.pin_text(huge)) <= render.TEXT_BUDGET + 200  # tags are not counted
     assert "blocked" in render.pin_decided_text("s", "weather", first.hash, "blocked")
     assert "listed again" in render.pin_decided_text("s", "weather", first.hash, "approved")
+
+
+# ---------------------------------------------------------------------------- lock file and the CLI
+
+
+def test_lock_export_parse_and_drift() -> None:
+    approved = pins.approve(ev("approve", None, WEATHER).pin, by="cli", now=1.0)  # type: ignore[arg-type]
+    waiting = ev("approve", None, {"name": "new"}).pin
+    assert waiting is not None
+    waiting = attrs.evolve(waiting, tool="new")
+    text = pins.export_lock([approved, waiting])
+    assert text == pins.export_lock([approved, waiting])  # deterministic
+    assert list(json.loads(text)["tools"]) == ["s/weather"]  # never-approved tools are not locked
+    locked = pins.parse_lock(text)
+    assert locked == {"s/weather": approved.hash}
+    assert pins.lock_drift(locked, [approved]) == []
+    changed = ev("approve", approved, POISONED).pin
+    assert changed is not None
+    drift = pins.lock_drift(locked, [changed, waiting])
+    assert drift[0].startswith("s/new: not in the lock") and drift[1].startswith("s/weather: definition ")
+    assert pins.lock_drift(locked, []) == []  # a locked tool this gateway never saw is not drift
+    edited = text.replace("Get the weather", "Get thee weather")
+    with pytest.raises(ValueError, match="edited by hand"):
+        pins.parse_lock(edited)
+    with pytest.raises(ValueError, match="not a Portero lock"):
+        pins.parse_lock("{}")
+    with pytest.raises(ValueError, match="not JSON"):
+        pins.parse_lock("nope")
+
+
+async def test_cli_lists_diffs_decides_exports_and_checks_the_lock(tmp_path: Path) -> None:
+    config = tmp_path / "portero.toml"
+    config.write_text(
+        f'[server]\nbearer_token = "{"t" * 32}"\ndata_dir = "data"\n'
+        '[[mcp]]\nname = "s"\ncommand = "python3"\n'
+    )
+    store = await Store.open(str(tmp_path / "data" / "gateway.db"))
+    try:
+        first = ev("approve", None, WEATHER).pin
+        assert first is not None
+        await store.save_pins([first])
+    finally:
+        await store.aclose()
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        parser = build_parser()
+        args = parser.parse_args(list(argv))
+        return args.func(args, out, err), out.getvalue(), err.getvalue()
+
+    code, out, _ = run("pins", "--config", str(config))
+    assert code == 0 and "s       weather  quarantined" in out and first.hash[:12] in out
+    code, out, _ = run("pins", "diff", "s/weather", "--config", str(config))
+    assert code == 0 and "never approved" in out and "city*: string" in out
+    assert run("pins", "approve", "s/nope", "--config", str(config))[0] == 1
+    assert run("pins", "approve", "--config", str(config))[0] == 2
+    code, out, _ = run("pins", "approve", "s/weather", "--config", str(config))
+    assert code == 0 and "s/weather approved" in out
+    assert "already" in run("pins", "approve", "s/weather", "--config", str(config))[1]
+
+    lock = tmp_path / "portero.lock"
+    code, text, _ = run("pins", "export", "--config", str(config))
+    lock.write_text(text)
+    code, out, err = run("check", "--config", str(config), "--lock", str(lock))
+    assert code == 0 and "no drift" in out, err
+
+    # The server changes the description: the gateway quarantines it and CI fails on the lock.
+    store = await Store.open(str(tmp_path / "data" / "gateway.db"))
+    try:
+        approved = (await store.all_pins())[0]
+        changed = ev("approve", approved, POISONED).pin
+        assert changed is not None
+        await store.save_pins([changed])
+    finally:
+        await store.aclose()
+    code, out, err = run("check", "--config", str(config), "--lock", str(lock))
+    assert code == 1 and "s/weather: definition" in err and "differs from the locked" in err
+    code, out, _ = run("pins", "diff", "s/weather", "--config", str(config))
+    assert "[-city.-]" in out and "hidden-block" in out and "reads-secrets" in out
+    code, out, _ = run("pins", "--json", "--config", str(config))
+    assert json.loads(out)["state"] == "quarantined"
+    assert run("pins", "block", "s/weather", "--config", str(config))[0] == 0
+    assert read_pins(str(tmp_path / "data" / "gateway.db"))[0].state == "blocked"
