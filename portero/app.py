@@ -35,6 +35,7 @@ from .core.policy import PolicyEngine
 from .front import hypercorn_fixes
 from .front.asgi import build_app
 from .front.security import Guard
+from .gateway.clients import client_views
 from .gateway.router import Router
 from .gateway.sessions import Sessions
 from .logs import Redactor, setup_logging
@@ -351,10 +352,12 @@ async def reload_config(
         new = await trio.to_thread.run_sync(load_config, config_path, env)
         anonymizer = Anonymizer.from_config(new.replacements)
         policy = PolicyEngine(new.policies.default, dict(new.policies.rules))
+        views = client_views(new.clients, new.policies)
     except (ConfigError, ValueError) as exc:
         log.error("reload refused, keeping the running config:\n%s", exc)
         return False
     router.reload(policy, anonymizer)
+    router.set_clients(views)  # no await since the policy: a call sees the old or the new set
     if guard is not None:
         guard.set_clients(new.clients)
     added, removed, restarted = router.apply_servers(new.mcp)
@@ -372,10 +375,12 @@ async def reload_config(
         if changed
     ]  # fmt: skip
     log.info(
-        "reloaded %s: %d policy rules, %d replacements; servers added %s, removed %s, restarted %s%s",
+        "reloaded %s: %d policy rules, %d replacements, %d clients; "
+        "servers added %s, removed %s, restarted %s%s",
         config_path,
         len(new.policies.rules),
         len(new.replacements),
+        len(new.clients),
         ", ".join(added) or "none",
         ", ".join(removed) or "none",
         ", ".join(restarted) or "none",

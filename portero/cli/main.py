@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 import portero
 from portero.cli.audit import cmd_audit
+from portero.cli.clients import add_parsers as add_client_parsers
 from portero.cli.common import build_env, create_private_or_say, load_for_command
 from portero.cli.login import add_parsers as add_login_parsers
 from portero.cli.migrate import cmd_migrate
@@ -358,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_login_parsers(sub, config_options)  # login, logout: OAuth of remote servers
     add_pins_parser(sub, config_options)  # pins: pinned tool definitions
+    add_client_parsers(sub, config_options)  # client add|list|revoke: a token per client
     return parser
 
 

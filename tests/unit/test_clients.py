@@ -18,6 +18,8 @@ import pytest
 import trio
 
 from portero.approvals import ApprovalBroker, Grants
+from portero.cli.clients import ClientEditError, append_client, client_entries, remove_client
+from portero.cli.main import main as cli_main
 from portero.config import Config, parse_config
 from portero.core import jsonrpc, modern
 from portero.core.policy import Decision, Grant, PolicyEngine, apply_grant
@@ -511,3 +513,84 @@ async def test_grant_command_scopes_to_a_client(tmp_path: Path) -> None:
         assert broker.grants.apply(needs, "notes/x", "ci").action == "allow"
     finally:
         await store.aclose()
+
+
+# ------------------------------------------------------------------------- portero client add|list|revoke
+
+MIDDLE = f"""# the admin's own comment
+[server]
+bearer_token = "{DEFAULT_TOKEN}"
+
+[[client]]  # the laptop
+name = "laptop"
+token_sha256 = "{sha(LAPTOP_TOKEN)}"
+tools = [
+  "one/*",
+]
+
+[client.policy]
+"one/x" = "allow"
+
+# the CI runner, below
+[[client]]
+name = "ci"
+token_sha256 = "{sha(CI_TOKEN)}"
+
+[[mcp]]
+name = "one"
+command = "python"
+"""
+
+
+def test_remove_a_block_wherever_it_is() -> None:
+    without_laptop = remove_client(MIDDLE, "laptop")
+    assert [e["name"] for e in client_entries(without_laptop)] == ["ci"]
+    assert "# the admin's own comment" in without_laptop and "# the CI runner, below" in without_laptop
+    assert '"one/x"' not in without_laptop  # its subtable went with it
+    without_ci = remove_client(MIDDLE, "ci")
+    assert [e["name"] for e in client_entries(without_ci)] == ["laptop"]
+    assert parse_config(without_ci, path="/tmp/x.toml", env={}).mcp[0].name == "one"  # [[mcp]] kept
+    assert without_ci.startswith(MIDDLE[: MIDDLE.index("# the CI runner")])
+    with pytest.raises(ClientEditError, match="no client named 'nobody'"):
+        remove_client(MIDDLE, "nobody")
+
+
+def test_append_keeps_the_text_and_refuses_duplicates() -> None:
+    new = append_client(MIDDLE.rstrip("\n"), "phone", "ab" * 32, ["one/read_*"])
+    assert new.startswith(MIDDLE.rstrip("\n") + "\n\n[[client]]\n")
+    config = parse_config(new, path="/tmp/x.toml", env={})
+    assert [(c.name, c.tools) for c in config.clients][-1] == ("phone", ("one/read_*",))
+    with pytest.raises(ClientEditError, match="already exists"):
+        append_client(MIDDLE, "ci", "ab" * 32, [])
+    with pytest.raises(ClientEditError, match="client of server.bearer_token"):
+        append_client(MIDDLE, "default", "ab" * 32, [])
+    with pytest.raises(ClientEditError, match="letters, digits"):
+        append_client(MIDDLE, "my laptop", "ab" * 32, [])
+    with pytest.raises(ClientEditError, match="whitespace"):
+        append_client(MIDDLE, "x", "ab" * 32, ["one/a b"])
+
+
+def test_client_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "portero.toml"
+    path.write_text(MIDDLE)
+    path.chmod(0o600)
+    assert cli_main(["client", "add", "phone", "--tools", "one/*, two/read_*", "--config", str(path)]) == 0
+    token = capsys.readouterr().out.strip()
+    assert len(token) >= 40
+    config = parse_config(path.read_text(), path=str(path), env={})
+    phone = config.clients[-1]
+    assert (phone.name, phone.tools) == ("phone", ("one/*", "two/read_*"))
+    assert Guard(config.server, config.clients).identify(f"Bearer {token}") == "phone"
+    assert token not in path.read_text() and path.stat().st_mode & 0o777 == 0o600
+
+    assert cli_main(["client", "add", "phone", "--config", str(path)]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+    assert cli_main(["client", "list", "--config", str(path)]) == 0
+    listed = capsys.readouterr().out
+    assert "laptop   one/*" in listed and "  1  " in listed  # one rule of its own
+    assert sha(LAPTOP_TOKEN) not in listed and sha(LAPTOP_TOKEN)[:8] in listed
+
+    assert cli_main(["client", "revoke", "laptop", "--config", str(path)]) == 0
+    assert "systemctl reload portero" in capsys.readouterr().out
+    assert [c.name for c in parse_config(path.read_text(), path=str(path), env={}).clients] == ["ci", "phone"]
