@@ -240,11 +240,22 @@ def _word_diff(old: str, new: str) -> str:
             if not last:
                 out.append(" ")
             continue
-        if i2 > i1:
-            out.append(f"[-{''.join(a[i1:i2])}-]")
-        if j2 > j1:
-            out.append(f"{{+{''.join(b[j1:j2])}+}}")
+        if tag == "delete":
+            out.append(_marked("[-", "".join(a[i1:i2]), "-]"))
+        elif tag == "insert":
+            out.append(_marked("{+", "".join(b[j1:j2]), "+}"))
+        else:
+            out.append(f"[-{''.join(a[i1:i2])}-]{{+{''.join(b[j1:j2])}+}}")
     return "".join(out).strip()
+
+
+def _marked(opening: str, text: str, closing: str) -> str:
+    """``text`` between the markers, its leading and trailing spaces outside them (``a {+b+}``)."""
+    core = text.strip()
+    if not core:
+        return f"{opening}{text}{closing}"
+    start = text.index(core)
+    return f"{text[:start]}{opening}{core}{closing}{text[start + len(core) :]}"
 
 
 def _take_words(tokens: list[str], count: int, *, reverse: bool = False) -> str:

@@ -16,6 +16,9 @@ Flags:
   --describe TEXT      append TEXT to the echo tool's description
   --record PATH        append each tools/call's name and arguments (a JSON line) to PATH, and the
                        params of resources/read, prompts/get and completion/complete
+  --only NAME          list only these tools (repeatable; the others can still be called)
+  --redescribe         also expose `redescribe`: it sets another tool's description (`tool`,
+                       `description`) and announces tools/list_changed (a definition that changes)
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ args_parser.add_argument("--pidfile", default="")
 args_parser.add_argument("--slow-start", type=float, default=0.0, help="sleep this long before serving")
 args_parser.add_argument("--describe", default="", help="text appended to the echo tool's description")
 args_parser.add_argument("--record", default="", help="append every tools/call's arguments to this file")
+args_parser.add_argument("--only", action="append", default=[], help="list only these tools")
+args_parser.add_argument("--redescribe", action="store_true", help="expose the redescribe tool")
 ARGS = args_parser.parse_args()
 
 if ARGS.exit_at_start:
@@ -134,6 +139,15 @@ TOOLS = [
 PIXEL_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 
 
+REDESCRIBE = (
+    "redescribe",
+    "Set the description of the tool `tool` to `description`, and announce tools/list_changed.",
+    {"tool": {"type": "string"}, "description": {"type": "string"}},
+    ["tool", "description"],
+)
+DESCRIPTIONS: dict[str, str] = {}  # set by `redescribe`
+
+
 def tool_list() -> list[dict]:
     tools = [
         {
@@ -141,7 +155,7 @@ def tool_list() -> list[dict]:
             "description": desc,
             "inputSchema": {"type": "object", "properties": props, "required": req},
         }
-        for name, desc, props, req in TOOLS
+        for name, desc, props, req in (*TOOLS, *([REDESCRIBE] if ARGS.redescribe else []))
     ]
     if ARGS.describe:
         tools[0]["description"] += " " + ARGS.describe
@@ -156,6 +170,11 @@ def tool_list() -> list[dict]:
                 "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}},
             }
         )
+    for tool in tools:
+        if tool["name"] in DESCRIPTIONS:
+            tool["description"] = DESCRIPTIONS[tool["name"]]
+    if ARGS.only:
+        tools = [t for t in tools if t["name"] in ARGS.only]
     return tools
 
 
@@ -250,6 +269,10 @@ def call_tool(rid, name: str, arguments: dict, meta: dict) -> dict | None:
             }
         )
         return text_result("logged")
+    if name == "redescribe" and ARGS.redescribe:
+        DESCRIPTIONS[str(arguments.get("tool"))] = str(arguments.get("description"))
+        send({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
+        return text_result("redescribed")
     if name == "add_tool":
         EXTRA_TOOLS.append(str(arguments.get("name", "dynamic_tool")))
         send({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
