@@ -689,7 +689,7 @@ def status_text(
     for a in pending:
         left = format_duration(max(0.0, float(a.expires_at) - now))
         client = _client_note(getattr(a, "client", None))
-        lines.append(f"• <code>{_field(a.tool)}</code>{client} ({_field(a.rule)}), {left} left")
+        lines.append(f"• <code>{_field(a.tool)}</code> ({_field(a.rule)}), {left} left{client}")
     lines.append(f"<b>Grants</b> ({len(grants)})")
     for g in grants:
         left = format_duration(max(0.0, float(g.expires_at) - now))

@@ -475,7 +475,7 @@ def test_the_approval_message_names_the_client() -> None:
         now=100.0,
     )
     shown = _visible(status)
-    assert "• files/publish [laptop] (rule:files/*), 1m left" in shown
+    assert "• files/publish (rule:files/*), 1m left [laptop]" in shown
     assert "• fs/* (client laptop only), 15m left" in shown and "• gh/*, 15m left" in shown
     logs = _visible(render.logs_text([{"ts": 0, "tool": "a/b", "decision": "allow", "client": "ci"}]))
     assert "[ci] a/b allow" in logs
