@@ -342,6 +342,7 @@ async def reload_config(
       ones keep running, and sessions survive.
     - ``[[client]]`` entries: the Guard takes the new tokens at once (a revoked client's token gets
       401 from the next request on), and each client's tools and rules apply to its next request.
+    - ``[pins] mode``: every server's tools are reviewed again under the new mode.
     - ``[telegram]``: the approval timeout applies to approvals asked from now on; the admin chat
       and the longest grant at once.
     - Sessions get ``notifications/<list>/list_changed`` for every list whose exposed content changed.
@@ -357,6 +358,7 @@ async def reload_config(
         log.error("reload refused, keeping the running config:\n%s", exc)
         return False
     router.reload(policy, anonymizer)
+    router.pins.set_mode(new.pins.mode)  # every listing reviewed again under a new [pins] mode
     router.set_clients(views)  # no await since the policy: a call sees the old or the new set
     if guard is not None:
         guard.set_clients(new.clients)

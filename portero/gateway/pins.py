@@ -148,6 +148,19 @@ class PinGuard:
             if current is not None and current.hash == question.hash and current.state == "quarantined":
                 on_question(question)
 
+    def set_mode(self, mode: str) -> None:
+        """SIGHUP: a new ``[pins] mode``; every listing is reviewed again under it (``off`` shows every
+        tool, stored states stay for when pinning is back)."""
+        if mode == self.mode:
+            return
+
+        def change() -> None:
+            self.mode = mode
+            self._reviewed.clear()
+            self._generation += 1
+
+        self.around_change(change)
+
     # -- deciding ------------------------------------------------------------------------------------
 
     async def decide(self, key: str, approve: bool, *, by: str) -> tuple[str, Pin | None]:
