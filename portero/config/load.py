@@ -619,7 +619,7 @@ def _parse_config(text: str, *, path: str, env: Mapping[str, str], check_files: 
         raise fail()
 
     mcp = [m for _, m in servers]
-    warnings.extend(_warnings(server, telegram, policies, mcp))
+    warnings.extend(_warnings(server, telegram, policies, mcp, clients=len(clients)))
     return Config(
         server=server,
         telegram=telegram,

@@ -447,6 +447,8 @@ def _warnings(
     telegram: TelegramSection | None,
     policies: PoliciesSection,
     servers: list[McpServer],
+    *,
+    clients: int = 0,
 ) -> list[str]:
     """Things that are valid but probably not what the user wants, as far as the file alone tells."""
     out: list[str] = []
@@ -486,6 +488,8 @@ def _warnings(
         out.append("server.bearer_token is a placeholder; set a secret token (e.g. PORTERO_BEARER_TOKEN)")
     if server.auth == "none":
         out.append('auth = "none": anyone who can reach the port can use every tool')
+        if clients:
+            out.append('auth = "none": the [[client]] entries and their tokens are not used')
     if not server.tls and not is_loopback_host(server.host):
         out.append(
             f"listening on {server.host} without TLS: the bearer token crosses the network in clear text"

@@ -1031,3 +1031,12 @@ def test_description_override_mistakes_name_the_key() -> None:
     assert problems_of(MINIMAL + 'descriptions = "x"\n') == [
         'portero.toml: mcp[0].descriptions: expected a table of strings, got "x"'
     ]
+
+
+def test_clients_without_auth_are_warned_about() -> None:
+    text = (
+        '[server]\nauth = "none"\n[[mcp]]\nname = "one"\ncommand = "python"\n'
+        '[[client]]\nname = "laptop"\ntoken_sha256 = "' + "a" * 64 + '"\n'
+    )
+    warnings = parse(text, path="portero.toml").warnings
+    assert 'auth = "none": the [[client]] entries and their tokens are not used' in warnings
