@@ -39,8 +39,8 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 
 _CALLS = Counter(
     "portero_calls",
-    "Tool calls, prompt gets and resource reads by tool, decision and outcome: one per audit record.",
-    ["tool", "decision", "outcome"],
+    "Tool calls, prompt gets and resource reads by tool, decision, outcome and client: one per audit record.",
+    ["tool", "decision", "outcome", "client"],
     registry=REGISTRY,
 )
 _CALL_DURATION = Histogram(
@@ -75,9 +75,10 @@ _AUDIT_WRITE = Histogram(
 )
 
 
-def call_finished(tool: str, decision: str, outcome: str, seconds: float | None) -> None:
-    """One call's final outcome; ``seconds`` None for a call refused before it was timed."""
-    _CALLS.labels(tool, decision, outcome).inc()
+def call_finished(tool: str, decision: str, outcome: str, seconds: float | None, client: str = "") -> None:
+    """One call's final outcome; ``seconds`` None for a call refused before it was timed. ``client``:
+    the configured client that made it (few values: the [[client]] names and "default")."""
+    _CALLS.labels(tool, decision, outcome, client).inc()
     if seconds is not None:
         _CALL_DURATION.observe(max(0.0, seconds))
 

@@ -778,7 +778,7 @@ class Router:
         except Exception as exc:
             # Nothing ran and nothing can be recorded: the refusal is in the log only.
             record.outcome, record.recorded = "refused", True
-            metrics.call_finished(record.tool, record.decision, record.outcome, None)
+            metrics.call_finished(record.tool, record.decision, record.outcome, None, record.client or "")
             log.error("%s (%s): %s", AUDIT_UNAVAILABLE, record.tool, exc, exc_info=_unexpected(exc))
             return False
         return True
@@ -789,7 +789,8 @@ class Router:
         record.recorded = True
         # A refused invalid call's tool is whatever the client sent: one label value, not unbounded ones.
         tool = "(invalid)" if record.source == "invalid" else record.tool
-        metrics.call_finished(tool, record.decision, record.outcome, time.monotonic() - started)
+        elapsed = time.monotonic() - started
+        metrics.call_finished(tool, record.decision, record.outcome, elapsed, record.client or "")
         if self.store is None:
             return
         duration_ms = round((time.monotonic() - started) * 1000, 3)

@@ -79,6 +79,8 @@ def test_metrics_match_the_audit_table(gw: GatewayProcess) -> None:
     }
     assert counted == dict(audit)
     assert counted[("t/echo", "allow", "ok")] == 2
+    clients = {dict(labels)["client"] for (name, labels), _ in got.items() if name == "portero_calls_total"}
+    assert clients == {"default"}  # the one bearer token is the implicit client "default"
     assert counted[("t/delete_thing", "deny", "refused")] == 1
     assert counted[("t/add", "rejected", "refused")] == 1
     assert got[("portero_call_duration_seconds_count", ())] == 5

@@ -56,12 +56,13 @@ def test_state_is_read_at_scrape_time() -> None:
 
 def test_events_are_counted_and_served_with_the_state() -> None:
     state = metrics.StateCollector(upstreams=list, sessions=lambda: 0, approvals_pending=lambda: 0)
-    key = ("portero_calls_total", (("decision", "allow"), ("outcome", "ok"), ("tool", "unit/metrics")))
+    labels = (("client", "laptop"), ("decision", "allow"), ("outcome", "ok"), ("tool", "unit/metrics"))
+    key = ("portero_calls_total", labels)
     before = scrape(state).get(key, 0.0)
     hist = ("portero_call_duration_seconds_count", ())
     hist_before = scrape(state).get(hist, 0.0)
-    metrics.call_finished("unit/metrics", "allow", "ok", 0.25)
-    metrics.call_finished("unit/metrics", "allow", "ok", None)  # counted, not timed
+    metrics.call_finished("unit/metrics", "allow", "ok", 0.25, "laptop")
+    metrics.call_finished("unit/metrics", "allow", "ok", None, "laptop")  # counted, not timed
     metrics.approval_decided("approved", 3.0)
     metrics.telegram_api_error("retry_after")
     metrics.audit_write_seconds(0.001)
