@@ -255,7 +255,9 @@ def cmd_client_config(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
     url = f"{gateway_url(config)}/mcp"
     headers: dict[str, str] = {}
     if config.server.auth == "bearer":
-        headers["Authorization"] = f"Bearer {config.server.bearer_token}"
+        # Without a bearer_token, each [[client]] has its own token (printed once by portero client add).
+        token = config.server.bearer_token or "<your client token>"
+        headers["Authorization"] = f"Bearer {token}"
 
     command = ["claude", "mcp", "add", "--transport", "http", "portero", shlex.quote(url)]
     for key, value in headers.items():

@@ -158,10 +158,16 @@ class _Client:
                 pass  # the listing is what matters; an idle session expires anyway
 
 
-def list_tools(config: Config, base: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Every tool the running gateway at ``base`` lists (all pages), and its servers as ``/health``
-    shows them. Raises :class:`GatewayError`."""
-    token = config.server.bearer_token if config.server.auth == "bearer" else None
+def list_tools(
+    config: Config, base: str, token: str | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every tool the running gateway at ``base`` lists (all pages) to the client whose ``token`` is
+    given (default: ``server.bearer_token``), and its servers as ``/health`` shows them. Raises
+    :class:`GatewayError`."""
+    if config.server.auth != "bearer":
+        token = None
+    elif not token:
+        token = config.server.bearer_token or None
     client = _Client(base, token, _verify(config))
     try:
         client.request(
@@ -273,7 +279,8 @@ def cmd_tools(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     engine = PolicyEngine(config.policies.default, dict(config.policies.rules))
     base = gateway_url(config)
     try:
-        tools, servers = list_tools(config, base)
+        # A [[client]]'s own view: its token in PORTERO_TOKEN (a config may have no bearer_token).
+        tools, servers = list_tools(config, base, os.environ.get("PORTERO_TOKEN"))
     except GatewayError as exc:
         print(str(exc), file=err)
         return 2

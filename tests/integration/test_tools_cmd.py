@@ -120,3 +120,33 @@ def test_tools_when_the_gateway_is_not_running(tmp_path: Path) -> None:
     assert r.stderr.splitlines() == [
         f"cannot reach the gateway at {url}: connection refused — is `portero serve` running?"
     ]
+
+
+def test_a_clients_own_view_with_its_token_in_portero_token(tmp_path: Path) -> None:
+    import hashlib
+    import os
+
+    port = free_port()
+    laptop = "laptop-token-0123456789abcdefghij"
+    clients = (
+        '[[client]]\nname = "laptop"\n'
+        f'token_sha256 = "{hashlib.sha256(laptop.encode()).hexdigest()}"\ntools = ["alpha/echo"]\n'
+    )
+    cfg = tmp_path / "portero.toml"
+    gw = GatewayProcess(tmp_path, config_text(tmp_path, port) + clients)
+    try:
+        gw.wait_ready()
+        env = {**os.environ, "PORTERO_TOKEN": laptop}
+        out = subprocess.run(
+            [sys.executable, "-m", "portero", "tools", "--config", str(cfg), "--json"],
+            cwd=str(ROOT), capture_output=True, text=True, timeout=60, env=env,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        names = [
+            json.loads(line).get("canonical") for line in out.stdout.splitlines() if '"canonical"' in line
+        ]
+        assert names == ["alpha/echo"]  # the laptop sees only its tool; the bearer token sees them all
+        everything = run_tools(cfg, "--json")
+        assert everything.returncode == 0 and everything.stdout.count('"canonical"') > 1
+    finally:
+        gw.stop()
