@@ -101,14 +101,21 @@ class AdminCommands:
         return Reply(render.grant_text(pattern, seconds, expires_at=expires_at, client=client))
 
     async def revoke(self, args: list[str]) -> Reply:
+        # /revoke [pattern] for every client's grants; /revoke <client> <pattern> for one client's.
+        client: str | None = None
+        if len(args) == 2 and _CLIENT_NAME_RE.fullmatch(args[0]):
+            client, args = args[0], args[1:]
         pattern: str | None = None
         if args:
             try:
                 pattern = render.validate_pattern(args[0])
             except ValueError as e:
                 return Reply(_sentence(e))
-        count = await self._broker.grants.revoke(pattern)
-        return Reply(render.revoke_text(int(count), pattern))
+        count = await self._broker.grants.revoke(pattern, client)
+        text = render.revoke_text(int(count), pattern)
+        return Reply(
+            text if client is None else f"{text[:-1]} of client <code>{render.escape(client)}</code>."
+        )
 
     async def pending(self, args: list[str]) -> Reply:
         pending = list(self._broker.pending())

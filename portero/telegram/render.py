@@ -88,7 +88,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("status", "Children, pending approvals, grants, uptime"),
     ("pending", "List pending approvals with their buttons"),
     ("grant", "/grant [client] <pattern> <duration>: allow matching tools without asking (one client's)"),
-    ("revoke", "/revoke [pattern]: revoke all grants, or one pattern"),
+    ("revoke", "/revoke [client] [pattern]: revoke all grants, one pattern, or one client's"),
     ("logs", "/logs [n]: the last n audit records (default 10, max 50)"),
     ("help", "Show this help"),
 )

@@ -66,8 +66,8 @@ class GrantsDouble:
         self.grants.append(g)
         return g
 
-    async def revoke(self, pattern: str | None) -> int:
-        self.revoked.append(pattern)
+    async def revoke(self, pattern: str | None, client: str | None = None) -> int:
+        self.revoked.append(pattern if client is None else f"{client}:{pattern}")
         before = len(self.grants)
         self.grants = [g for g in self.grants if pattern is not None and g.pattern != pattern]
         return before - len(self.grants)
@@ -479,6 +479,9 @@ async def test_revoke(env: Env) -> None:
     msg = await reply_to(env, "/revoke")
     assert msg.visible_text == "Revoked 1 grant in total."
     assert env.broker.grants.revoked == ["github/*", None]
+    msg = await reply_to(env, "/revoke laptop github/*")  # one client's grants only
+    assert msg.visible_text == "Revoked 0 grants matching github/* of client laptop."
+    assert env.broker.grants.revoked[-1] == "laptop:github/*"
 
 
 async def test_pending_lists_each_with_buttons_and_a_press_settles_every_copy(env: Env) -> None:
