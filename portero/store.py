@@ -158,6 +158,26 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE approvals ADD COLUMN client TEXT;
     ALTER TABLE grants ADD COLUMN client TEXT;
     """,
+    # Telegram, finished: rules the admin adds from the chat (/allow /deny /ask, Always allow/deny),
+    # kept across restarts and reloads; an approval's deny reason and edited arguments.
+    """
+    CREATE TABLE chat_rules (
+        pattern TEXT PRIMARY KEY,
+        action TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        created_by TEXT NOT NULL
+    );
+    ALTER TABLE approvals ADD COLUMN reason TEXT;
+    ALTER TABLE approvals ADD COLUMN edited_arguments TEXT;
+    """,
+    # Small settings the gateway keeps for itself (the paired admin chat of Telegram pairing).
+    """
+    CREATE TABLE settings (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
