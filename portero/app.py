@@ -97,6 +97,7 @@ async def serve(
         router = Router(
             config, env, sessions=sessions, store=store, broker=broker, clean_log=clean, tracing=tracing
         )
+        router.set_chat_rules(await store.chat_rules())  # the admin's rules from the chat, kept in the store
         if redactor is not None:
             redactor.also = lambda text: router.anonymizer.to_fake_text(text)  # follows reloads
         shutdown = trio.Event()
@@ -407,6 +408,7 @@ async def _start_bot(
         }
 
     bot = TelegramBot(config.telegram, broker, status, store)
+    bot.rules = router  # /allow /deny /ask /unrule /rules and the Always allow / Always deny buttons
     broker.approver = bot
     await nursery.start(bot.run)
 

@@ -966,6 +966,38 @@ class Store:
 
     # === end of pinned tool definitions ===================================================================
 
+    # === Rules from the chat ==============================================================================
+    # One row per pattern of the ``chat_rules`` table (migration 6): what the admin added with /allow,
+    # /deny, /ask or an Always allow / Always deny button. The gateway loads them at start and keeps them in
+    # memory (Router.chat_rules); ``portero tools`` reads them with :func:`read_chat_rules`.
+
+    async def chat_rules(self) -> dict[str, str]:
+        """Every rule from the chat, pattern -> action, oldest first."""
+        return await self._run(_select_chat_rules)
+
+    async def set_chat_rule(self, pattern: str, action: str, by: str, now: float) -> None:
+        """Add the rule for ``pattern``, or replace its action (and who set it, and when)."""
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO chat_rules (pattern, action, created_at, created_by) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (pattern) DO UPDATE SET action = excluded.action, "
+                "created_at = excluded.created_at, created_by = excluded.created_by",
+                (pattern, action, now, by),
+            )
+
+        await self._write(run)
+
+    async def delete_chat_rule(self, pattern: str) -> bool:
+        """Remove the rule for exactly ``pattern``; whether there was one."""
+
+        def run(conn: sqlite3.Connection) -> bool:
+            return conn.execute("DELETE FROM chat_rules WHERE pattern = ?", (pattern,)).rowcount > 0
+
+        return await self._write(run)
+
+    # === end of rules from the chat =======================================================================
+
 
 def _audit_dict(row: Sequence[Any], *, iso: bool) -> dict[str, Any]:
     record = dict(zip(_AUDIT_COLUMNS, row, strict=True))
@@ -1042,6 +1074,24 @@ def read_grants(db_path: str, *, now: float | None = None) -> list[Grant]:
         return _live_grants(conn, time.time() if now is None else now, with_client=version >= 5)
     finally:
         conn.close()
+
+
+def read_chat_rules(db_path: str) -> dict[str, str]:
+    """The rules from the chat (pattern -> action) for ``portero tools``: synchronous and read-only, like
+    :func:`read_grants`. No database at ``db_path``, or one from before migration 6, means none."""
+    conn = _connect_read_only(db_path) if os.path.exists(db_path) else None
+    if conn is None:
+        return {}
+    try:
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        return _select_chat_rules(conn) if version >= 6 else {}
+    finally:
+        conn.close()
+
+
+def _select_chat_rules(conn: sqlite3.Connection) -> dict[str, str]:
+    rows = conn.execute("SELECT pattern, action FROM chat_rules ORDER BY created_at, pattern").fetchall()
+    return {pattern: action for pattern, action in rows}
 
 
 def read_pins(db_path: str) -> list[Pin]:

@@ -2,9 +2,9 @@
 say, for each, its server, canonical name and the policy that applies and why.
 
 The gateway marks every ``tools/list`` item with ``_meta["io.portero/canonical"]`` (``server/tool``);
-the decision is the config's policy engine with the live grants of ``data_dir/gateway.db`` (read-only)
-applied. Denied tools are not listed by the gateway, so the deny rules that cover whole servers (and a
-``deny`` default) are printed after the table.
+the decision is the config's policy engine, with the rules from the chat (``chat-rule:<pattern>``) and the
+live grants of ``data_dir/gateway.db`` (read-only) applied. Denied tools are not listed by the gateway,
+so the deny rules that cover whole servers (and a ``deny`` default) are printed after the table.
 """
 
 from __future__ import annotations
@@ -204,6 +204,17 @@ def _grants(config: Config, err: TextIO) -> list[Grant]:
         return []
 
 
+def _chat_rules(config: Config, err: TextIO) -> dict[str, str]:
+    db_path = os.path.join(config.server.data_dir, "gateway.db")
+    from portero.store import read_chat_rules
+
+    try:
+        return read_chat_rules(db_path)
+    except (OSError, sqlite3.Error) as exc:
+        print(f"warning: {db_path}: cannot read the chat's rules ({exc}); shown without them", file=err)
+        return {}
+
+
 def describe(tool: dict[str, Any], engine: PolicyEngine, grants: list[Grant], now: float) -> dict[str, Any]:
     """One row of the listing: name, server, canonical, action, source, and the rule and grant behind it."""
     name = tool.get("name")
@@ -227,19 +238,24 @@ def describe(tool: dict[str, Any], engine: PolicyEngine, grants: list[Grant], no
     return row
 
 
-def whole_server_denials(config: Config) -> list[dict[str, Any]]:
-    """The configured deny rules that cover whole servers, as ``{"deny": "rule:<pattern>", "servers":
-    [...]}``, and ``{"deny": "default", "servers": []}`` when the default is deny (a more specific rule
-    may still allow some of a server's tools)."""
+def whole_server_denials(config: Config, chat: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """The configured deny rules (and the rules from the chat, ``chat``) that cover whole servers, as
+    ``{"deny": "rule:<pattern>", "servers": [...]}`` (``chat-rule:<pattern>``), and ``{"deny": "default",
+    "servers": []}`` when the default is deny (a more specific rule may still allow some of a server's
+    tools)."""
     out: list[dict[str, Any]] = []
     servers = [m.name for m in config.mcp]
-    for pattern, action in config.policies.rules.items():
+    rules = [
+        *(("rule", p, a) for p, a in config.policies.rules.items()),
+        *(("chat-rule", p, a) for p, a in (chat or {}).items()),
+    ]
+    for prefix, pattern, action in rules:
         if action != "deny" or not pattern.endswith("*"):
             continue
         # pattern = Q* matches every "server/<x>" exactly when it matches "server/".
         covered = [s for s in servers if glob_match(pattern, f"{s}/")]
         if covered:
-            out.append({"deny": f"rule:{pattern}", "servers": covered})
+            out.append({"deny": f"{prefix}:{pattern}", "servers": covered})
     if config.policies.default == "deny":
         out.append({"deny": "default", "servers": []})
     return out
@@ -276,7 +292,8 @@ def cmd_tools(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             file=err,
         )
         return 2
-    engine = PolicyEngine(config.policies.default, dict(config.policies.rules))
+    chat = _chat_rules(config, err)
+    engine = PolicyEngine(config.policies.default, dict(config.policies.rules), chat=chat)
     base = gateway_url(config)
     try:
         # A [[client]]'s own view: its token in PORTERO_TOKEN (a config may have no bearer_token).
@@ -287,7 +304,7 @@ def cmd_tools(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     now = time.time()
     grants = _grants(config, err)
     rows = [describe(t, engine, grants, now) for t in tools]
-    denials = whole_server_denials(config)
+    denials = whole_server_denials(config, chat)
     not_ready = not_ready_servers(servers)
     if args.json:
         for obj in [*rows, *denials, *not_ready]:
@@ -305,8 +322,9 @@ def cmd_tools(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             if d["deny"] == "default":
                 print("  default = deny: every tool no rule matches", file=out)
             else:
-                rule = d["deny"].removeprefix("rule:")
-                print(f"  rule {rule} = deny: all of {', '.join(d['servers'])}", file=out)
+                kind, _, rule = d["deny"].partition(":")
+                kind = "rule" if kind == "rule" else "rule from the chat"
+                print(f"  {kind} {rule} = deny: all of {', '.join(d['servers'])}", file=out)
     if not_ready:
         print(file=out)
         print("Not ready, so their tools are not listed:", file=out)

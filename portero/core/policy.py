@@ -18,6 +18,12 @@ replaces a global rule for the same name). So a client's ``github/create_pull_re
 a global ``github/* = "require-approval"``, while a global exact ``deny`` still beats a client's broad
 ``github/* = "allow"``. Their decisions say so: source ``client-rule:<pattern>``.
 
+Rules the admin adds from the chat (Telegram ``/allow`` ``/deny`` ``/ask``, Always allow / Always deny;
+kept in the store) join the same union (``PolicyEngine(..., chat=chat_rules)``): specificity still comes
+first, and at equal specificity a client's own rule beats a chat rule, which beats a config rule, whatever
+their actions (an exact chat rule replaces the config's exact rule for the same name; a client's exact
+rule replaces both). Their decisions say ``chat-rule:<pattern>``.
+
 A grant turns ``require-approval`` into ``allow`` for the names it matches until it expires. Its pattern is a
 glob with one addition (see :func:`grant_match`): ``\\*`` is a literal ``*`` and ``\\\\`` a literal
 backslash, so :func:`escape_glob` turns any canonical name into a grant pattern that matches that name only
@@ -110,7 +116,8 @@ def validate_pattern(pattern: str) -> str | None:
 class Decision:
     """What to do with a call: ``action`` is one of :data:`ACTIONS`.
 
-    ``source`` says why, as recorded in the audit log: ``rule:<pattern>``, ``default`` or ``grant:<pattern>``.
+    ``source`` says why, as recorded in the audit log: ``rule:<pattern>``, ``client-rule:<pattern>``,
+    ``chat-rule:<pattern>``, ``default`` or ``grant:<pattern>``.
     ``rule`` is the matching pattern (of the rule or grant), ``None`` for the default.
     """
 
@@ -127,13 +134,19 @@ class PolicyEngine:
     """
 
     def __init__(
-        self, default: str, rules: Mapping[str, str], *, first: Mapping[str, str] | None = None
+        self,
+        default: str,
+        rules: Mapping[str, str],
+        *,
+        first: Mapping[str, str] | None = None,
+        chat: Mapping[str, str] | None = None,
     ) -> None:
         problems: list[str] = []
         if default not in ACTIONS:
             problems.append(f"default action {default!r} is not one of {', '.join(ACTIONS)}")
         first = dict(first or {})
-        for pattern, action in [*rules.items(), *first.items()]:
+        chat = dict(chat or {})
+        for pattern, action in [*rules.items(), *first.items(), *chat.items()]:
             error = validate_pattern(pattern)
             if error is not None:
                 problems.append(f"rule {pattern!r}: {error}")
@@ -142,16 +155,19 @@ class PolicyEngine:
         if problems:
             raise ValueError("; ".join(problems))
         self.default = default
-        # (pattern, action, source prefix, rank): rank 0 (a client's own rule) wins a tie of specificity.
+        self.rules, self.first, self.chat = dict(rules), first, chat  # as given: see with_chat
+        # (pattern, action, source prefix, rank): the lower rank wins a tie of specificity -- a client's
+        # own rule (0), then a rule from the chat (1), then the config's (2).
         tagged = [
-            *((p, a, "rule", 1) for p, a in rules.items()),
+            *((p, a, "rule", 2) for p, a in rules.items()),
+            *((p, a, "chat-rule", 1) for p, a in chat.items()),
             *((p, a, "client-rule", 0) for p, a in first.items()),
         ]
         self._exact: dict[str, tuple[str, str]] = {}
-        for p, a, prefix, _rank in tagged:  # the client's come last: they replace a global exact rule
+        for p, a, prefix, _rank in tagged:  # lowest rank last: it replaces the others' exact rule
             if "*" not in p:
                 self._exact[p] = (a, prefix)
-        # Most specific first, then the client's own, then strictest first: the first match is the winner.
+        # Most specific first, then by rank, then strictest first: the first match is the winner.
         self._patterns: list[tuple[str, str, str]] = [
             (p, a, prefix)
             for p, a, prefix, _rank in sorted(
@@ -160,6 +176,13 @@ class PolicyEngine:
             )
         ]
         self._cache: dict[str, Decision] = {}
+
+    def with_chat(self, chat: Mapping[str, str]) -> PolicyEngine:
+        """This engine with ``chat`` as its rules from the chat (replacing the ones it has); itself when
+        they are the same."""
+        if dict(chat) == self.chat:
+            return self
+        return PolicyEngine(self.default, self.rules, first=self.first, chat=chat)
 
     def decide(self, canonical: str) -> Decision:
         """The policy decision for ``canonical`` (grants not applied; see :func:`apply_grant`)."""

@@ -111,6 +111,8 @@ class Router:
         self.store = store
         self.broker = broker
         self.policy = PolicyEngine(config.policies.default, dict(config.policies.rules))
+        # The admin's rules from the chat (pattern -> action), in every engine: see set_chat_rules.
+        self.chat_rules: dict[str, str] = {}
         # What each client (by the name its token gave its session) sees, and its own rules.
         self.clients: dict[str, ClientView] = client_views(config.clients, config.policies)
         self.anonymizer = Anonymizer.from_config(config.replacements)
@@ -319,16 +321,54 @@ class Router:
         """Swap the rules in one step (no await in between): a call sees the old or the new set.
         Sessions are told when what they see changes (a tool now denied disappears, say)."""
         before = self._exposed()
-        self.policy = policy
+        self.policy = policy.with_chat(self.chat_rules)  # the chat's rules outlive a reload
         self.anonymizer = anonymizer
         self._tool_list_cache = {}
         self._announce_changes(before)
 
     def set_clients(self, views: dict[str, ClientView]) -> None:
         """SIGHUP: the clients' tools and rules (:func:`.clients.client_views` of the new config), in one
-        step; each client's next request sees them."""
-        self.clients = views
+        step; each client's next request sees them (with the rules from the chat)."""
+        self.clients = {name: self._with_chat(view) for name, view in views.items()}
         self._tool_list_cache = {}
+
+    # --- rules from the chat (Telegram /allow /deny /ask /unrule, Always allow / Always deny) ----------
+    # Kept in the store (chat_rules) and in every engine: the global one and each client's own. They are
+    # loaded at start (app.py) and survive reloads (reload and set_clients add them to the new engines).
+
+    def _with_chat(self, view: ClientView) -> ClientView:
+        if view.policy is None or view.policy.chat == self.chat_rules:
+            return view
+        return ClientView(name=view.name, tools=view.tools, policy=view.policy.with_chat(self.chat_rules))
+
+    def set_chat_rules(self, rules: Mapping[str, str]) -> None:
+        """Install ``rules`` as the rules from the chat, in one step (no await): every engine is rebuilt
+        with them, and sessions are told when what they see changes."""
+        self.chat_rules = dict(rules)
+        self.reload(self.policy, self.anonymizer)
+        self.set_clients(self.clients)
+
+    async def add_chat_rule(self, pattern: str, action: str, by: str = "telegram") -> str | None:
+        """Add or replace the rule from the chat for ``pattern``: stored first, then applied. Returns the
+        action it had before (None: new). Raises ValueError for a pattern or action the engine refuses,
+        StoreError when it cannot be stored (then nothing changes)."""
+        PolicyEngine("deny", {pattern: action})  # validates both, as config rules are
+        if self.store is None:
+            raise ValueError("rules from the chat need the store")
+        await self.store.set_chat_rule(pattern, action, by, time.time())
+        before = self.chat_rules.get(pattern)
+        self.set_chat_rules({**self.chat_rules, pattern: action})
+        return before
+
+    async def remove_chat_rule(self, pattern: str) -> str | None:
+        """Remove the rule from the chat for ``pattern``; returns its action (None: there was none)."""
+        if self.store is None:
+            return None
+        await self.store.delete_chat_rule(pattern)
+        rules = dict(self.chat_rules)
+        before = rules.pop(pattern, None)
+        self.set_chat_rules(rules)
+        return before
 
     def _client(self, ctx: RequestContext) -> tuple[ClientView, PolicyEngine]:
         """The view of the request's client (by its session) and the policy engine that decides for it."""

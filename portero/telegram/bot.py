@@ -52,7 +52,7 @@ from .api import (
     TelegramUnavailable,
     _Backoff,
 )
-from .commands import AdminCommands, StatusProvider
+from .commands import AdminCommands, RuleBook, StatusProvider
 
 if TYPE_CHECKING:
     from ..approvals import Approval, ApprovalBroker
@@ -149,6 +149,16 @@ class TelegramBot:
         self._cancel_scope: trio.CancelScope | None = None
         # Decides a pinned definition from its buttons: (question key, approve?, by) -> (result, pin).
         self.pin_decider: Callable[[str, bool], Awaitable[tuple[str, Pin | None]]] | None = None
+
+    @property
+    def rules(self) -> RuleBook | None:
+        """The rules from the chat (the router): /allow /deny /ask /unrule /rules and the Always allow /
+        Always deny buttons, which are shown only once this is set."""
+        return self._commands.rules
+
+    @rules.setter
+    def rules(self, rules: RuleBook | None) -> None:
+        self._commands.rules = rules
 
     def apply_settings(self, config: TelegramSection) -> bool:
         """A reload's ``[telegram]``: the admin chat and the longest grant apply at once; False when
@@ -399,6 +409,18 @@ class TelegramBot:
                 await self._send_full_arguments(approval)
                 return
             result = "unknown"
+        elif action in render.ALWAYS_ACTIONS:
+            # The exact rule from the chat is stored first (the admin asked for it whatever becomes of this
+            # call); only then is the call decided. A rule that cannot be stored decides nothing.
+            result = "unknown"
+            if approval is not None and self.rules is not None and "*" not in approval.tool:
+                try:
+                    await self.rules.add_chat_rule(approval.tool, render.ALWAYS_ACTIONS[action], "telegram")
+                except Exception as e:
+                    await self._answer(qid, "The rule could not be saved; nothing was decided")
+                    log.warning("Telegram: saving a rule from the chat failed: %s", type(e).__name__)
+                    return
+                result = self._broker.decide(approval_id, action == "always-allow")
         # decide() is synchronous, so answering right after it is "at once", and lets the toast say what
         # happened (a second answer to the same query would be refused).
         elif action == "grant":
@@ -417,7 +439,10 @@ class TelegramBot:
             if action == "grant":
                 seconds = render.GRANT_BUTTON_SECONDS
                 note = f"{approval.tool} allowed for {format_duration(seconds)} (this tool only)"
-            state = "rejected" if action == "deny" else "approved"
+            elif action in render.ALWAYS_ACTIONS:
+                done = "allowed" if action == "always-allow" else "denied"
+                note = f"{approval.tool} always {done} from now on: a rule from the chat (/rules, /unrule)"
+            state = "rejected" if action in ("deny", "always-deny") else "approved"
             final_text = render.settled_text(approval, state=state, source="admin", note=note)
             to_edit = self._mark_final(approval_id, final_text)
         await self._answer(qid, render.callback_answer(str(result), action))
@@ -551,7 +576,9 @@ class TelegramBot:
                 "chat_id": self._chat_id,
                 "text": render.approval_text(approval, now=now),
                 "parse_mode": "HTML",
-                "reply_markup": render.approval_keyboard(approval.id),
+                "reply_markup": render.approval_keyboard(
+                    approval.id, always=self.rules is not None and "*" not in approval.tool
+                ),
             },
             on_sent=functools.partial(self._message_sent, approval.id),
         )

@@ -1,32 +1,57 @@
-"""The admin's commands (/status /grant /revoke /pending /logs /help): what each does, and what it answers.
+"""The admin's commands (/status /grant /revoke /pending /logs /help, and the rules from the chat: /allow
+/deny /ask /unrule /rules): what each does, and what it answers.
 
 A command gets its arguments and returns a :class:`Reply`; the bot sends it (and decides who may command).
 The handlers only read the broker, the store and the status provider, except /grant and /revoke, which
-change the broker's grants.
+change the broker's grants, and /allow /deny /ask /unrule, which change the rules from the chat
+(:class:`RuleBook`, the router).
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
 from ..durations import format_duration, parse_duration
+from ..store import StoreError
 from . import render
 
 if TYPE_CHECKING:
     from ..approvals import Approval, ApprovalBroker
+    from ..core.policy import PolicyEngine
     from ..store import Store
 
-__all__ = ["AdminCommands", "Reply", "StatusProvider"]
+__all__ = ["AdminCommands", "Reply", "RuleBook", "StatusProvider"]
 
 # Returns (or returns an awaitable of)
 # ``{"children": [{"name", "state", "tools", "restarts"}], "uptime_s": float, "pending": int}``.
 StatusProvider = Callable[[], dict[str, Any] | Awaitable[dict[str, Any]]]
+
+
+class RuleBook(Protocol):
+    """Where the rules from the chat live (the router): the engine in force (its ``default`` and
+    ``rules``, the config's), the rules from the chat, and adding or removing one (stored, then applied).
+    ``add_chat_rule`` raises ValueError for a rule the policy engine refuses."""
+
+    @property
+    def policy(self) -> PolicyEngine: ...
+
+    @property
+    def chat_rules(self) -> Mapping[str, str]: ...
+
+    async def add_chat_rule(self, pattern: str, action: str, by: str = ...) -> str | None: ...
+
+    async def remove_chat_rule(self, pattern: str) -> str | None: ...
+
+
+# The rule-adding commands and the action each adds.
+RULE_COMMANDS = {"allow": "allow", "deny": "deny", "ask": "require-approval"}
 
 
 @attrs.frozen
@@ -55,6 +80,7 @@ class AdminCommands:
         self._status_provider = status_provider
         self._telegram_state = telegram_state
         self.max_grant = max_grant
+        self.rules: RuleBook | None = None  # set by the gateway (app.py); None: no rules from the chat
         self._handlers: dict[str, Callable[[list[str]], Awaitable[Reply]]] = {
             "help": self.help,
             "start": self.help,
@@ -63,6 +89,11 @@ class AdminCommands:
             "revoke": self.revoke,
             "pending": self.pending,
             "logs": self.logs,
+            "allow": functools.partial(self.add_rule, "allow"),
+            "deny": functools.partial(self.add_rule, "deny"),
+            "ask": functools.partial(self.add_rule, "ask"),
+            "unrule": self.unrule,
+            "rules": self.list_rules,
         }
 
     async def run(self, name: str, args: list[str]) -> Reply | None:
@@ -83,6 +114,7 @@ class AdminCommands:
             grants=list(self._broker.grants.active()),
             telegram_state=self._telegram_state(),
             now=time.time(),
+            chat_rules=len(self.rules.chat_rules) if self.rules is not None else None,
         )
         return Reply(text)
 
@@ -117,6 +149,42 @@ class AdminCommands:
             text if client is None else f"{text[:-1]} of client <code>{render.escape(client)}</code>."
         )
 
+    async def add_rule(self, command: str, args: list[str]) -> Reply:
+        """/allow, /deny, /ask <pattern>: add (or change) a rule from the chat."""
+        if self.rules is None:
+            return Reply(_NO_RULES)
+        try:
+            pattern = parse_rule_pattern(command, args)
+        except ValueError as e:
+            return Reply(str(e))
+        action = RULE_COMMANDS[command]
+        try:
+            before = await self.rules.add_chat_rule(pattern, action, "telegram")
+        except (ValueError, StoreError) as e:
+            return Reply(f"Not added: {render.escape(str(e))}")
+        return Reply(render.rule_added_text(pattern, action, before))
+
+    async def unrule(self, args: list[str]) -> Reply:
+        """/unrule <pattern>: remove the rule from the chat for exactly this pattern."""
+        if self.rules is None:
+            return Reply(_NO_RULES)
+        try:
+            pattern = parse_rule_pattern("unrule", args)
+        except ValueError as e:
+            return Reply(str(e))
+        try:
+            before = await self.rules.remove_chat_rule(pattern)
+        except StoreError as e:
+            return Reply(f"Not removed: {render.escape(str(e))}")
+        return Reply(render.rule_removed_text(pattern, before))
+
+    async def list_rules(self, args: list[str]) -> Reply:
+        """/rules: the config's rules and the rules from the chat, and which wins."""
+        if self.rules is None:
+            return Reply(_NO_RULES)
+        engine = self.rules.policy
+        return Reply(render.rules_text(engine.default, engine.rules, self.rules.chat_rules))
+
     async def pending(self, args: list[str]) -> Reply:
         pending = list(self._broker.pending())
         if not pending:
@@ -133,6 +201,19 @@ class AdminCommands:
 
 
 _CLIENT_NAME_RE = re.compile(r"[A-Za-z0-9-]+")
+_NO_RULES = "Rules from the chat are not available here."
+
+
+def parse_rule_pattern(command: str, args: list[str]) -> str:
+    """``/allow <pattern>`` (and /deny /ask /unrule): the pattern, validated like a config rule's (see
+    :func:`render.validate_pattern`). Raises ValueError with the message to answer (HTML, escaped)."""
+    usage = f"Usage: /{command} &lt;pattern&gt;, e.g. /{command} github/create_issue or /{command} github/*"
+    if len(args) != 1:
+        raise ValueError(usage)
+    try:
+        return render.validate_pattern(args[0])
+    except ValueError as e:
+        raise ValueError(f"{_sentence(e)}\n{usage}") from None
 
 
 def split_grant_client(args: list[str]) -> tuple[str | None, list[str]]:

@@ -39,6 +39,7 @@ __all__ = [
     "GRANT_BUTTON_SECONDS",
     "TEXT_BUDGET",
     "TEXT_LIMIT",
+    "always_buttons",
     "approval_keyboard",
     "approval_text",
     "callback_answer",
@@ -56,6 +57,9 @@ __all__ = [
     "parse_command",
     "parse_logs_count",
     "revoke_text",
+    "rule_added_text",
+    "rule_removed_text",
+    "rules_text",
     "settled_text",
     "server_state",
     "status_text",
@@ -89,12 +93,21 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("pending", "List pending approvals with their buttons"),
     ("grant", "/grant [client] <pattern> <duration>: allow matching tools without asking (one client's)"),
     ("revoke", "/revoke [client] [pattern]: revoke all grants, one pattern, or one client's"),
+    ("allow", "/allow <pattern>: a rule from the chat, kept across restarts: run without asking"),
+    ("deny", "/deny <pattern>: a rule from the chat: refuse (and hide) matching tools"),
+    ("ask", "/ask <pattern>: a rule from the chat: ask the admin before each call"),
+    ("unrule", "/unrule <pattern>: remove the rule from the chat for exactly this pattern"),
+    ("rules", "The config's rules and the rules from the chat, and which wins"),
     ("logs", "/logs [n]: the last n audit records (default 10, max 50)"),
     ("help", "Show this help"),
 )
 
 # The one-letter actions in callback data (Telegram allows 64 bytes) -- not policy actions.
 CALLBACK_ACTIONS = {"a": "approve", "d": "deny", "g": "grant", "f": "full"}
+# Always allow / Always deny: decide and add the exact rule from the chat ("r" for rule, two letters so
+# they collide with no one-letter action).
+CALLBACK_ACTIONS.update({"ra": "always-allow", "rd": "always-deny"})
+ALWAYS_ACTIONS = {"always-allow": "allow", "always-deny": "deny"}
 
 # Characters that hide, reorder or fake text: Unicode 15's Cc (C0/C1 controls), Cf (format: zero-width, bidi
 # embeddings/overrides/isolates, U+FEFF, soft hyphen, tags...), Cs (lone surrogates), Zl and Zp (U+2028,
@@ -247,10 +260,11 @@ def parse_callback(data: str | None) -> tuple[str, str] | None:
     return CALLBACK_ACTIONS[action], approval_id
 
 
-def approval_keyboard(approval_id: str) -> dict[str, Any]:
-    """The inline keyboard for an approval: Approve / Deny on one row, Approve 30m on the next, then Full
+def approval_keyboard(approval_id: str, *, always: bool = False) -> dict[str, Any]:
+    """The inline keyboard for an approval: Approve / Deny on one row, Approve 30m on the next, with
+    ``always`` Always allow / Always deny on the next (rules from the chat for this one tool), then Full
     arguments."""
-    return {
+    keyboard = {
         "inline_keyboard": [
             [
                 {"text": "✅ Approve", "callback_data": callback_data("a", approval_id)},
@@ -265,6 +279,17 @@ def approval_keyboard(approval_id: str) -> dict[str, Any]:
             [{"text": FULL_ARGUMENTS_BUTTON, "callback_data": callback_data("f", approval_id)}],
         ]
     }
+    if always:
+        keyboard["inline_keyboard"].insert(-1, always_buttons(approval_id))
+    return keyboard
+
+
+def always_buttons(approval_id: str) -> list[dict[str, str]]:
+    """The Always allow / Always deny row of an approval's keyboard."""
+    return [
+        {"text": "♾️ Always allow", "callback_data": callback_data("ra", approval_id)},
+        {"text": "⛔ Always deny", "callback_data": callback_data("rd", approval_id)},
+    ]
 
 
 def callback_answer(result: str, action: str | None) -> str:
@@ -275,6 +300,8 @@ def callback_answer(result: str, action: str | None) -> str:
             "deny": "Denied",
             "grant": f"Approved; allowed for {format_duration(GRANT_BUTTON_SECONDS)}",
             "full": "Sending the full arguments",
+            "always-allow": "Approved; always allowed from now on",
+            "always-deny": "Denied; always denied from now on",
         }.get(action or "", "Done")
     if result == "already":
         return "Already decided"
@@ -667,13 +694,17 @@ def status_text(
     grants: Sequence[Any],
     telegram_state: str,
     now: float,
+    chat_rules: int | None = None,
 ) -> str:
-    """/status: children, pending approvals, active grants with time left, Telegram state, uptime."""
+    """/status: children, pending approvals, active grants with time left, Telegram state, uptime, and
+    how many rules from the chat there are (``chat_rules``; None: not shown)."""
     lines = ["<b>Portero status</b>"]
     uptime = status.get("uptime_s")
     if isinstance(uptime, int | float):
         lines.append(f"Uptime: {format_duration(uptime)}")
     lines.append(f"Telegram: {escape(telegram_state)}")
+    if chat_rules is not None:
+        lines.append(f"Rules from the chat: {chat_rules} (/rules)")
     children = status.get("children") or []
     lines.append(f"<b>Children</b> ({len(children)})")
     for child in children:
@@ -705,6 +736,51 @@ def grant_text(pattern: str, seconds: float, *, expires_at: float, client: str |
         f"✅ Granted <code>{_field(pattern)}</code>{whom} for {format_duration(seconds)} (until {when}). "
         "Matching require-approval tools run without asking; deny rules still apply."
     )
+
+
+# ------------------------------------------------------------------------------ rules from the chat
+
+
+def rule_added_text(pattern: str, action: str, before: str | None) -> str:
+    """/allow, /deny, /ask: one line saying what the rule from the chat now is (and was)."""
+    was = f" (was {escape(before)})" if before is not None and before != action else ""
+    return f"Rule from the chat: <code>{_field(pattern)}</code> → {escape(action)}{was}. /rules shows all."
+
+
+def rule_removed_text(pattern: str, before: str | None) -> str:
+    """/unrule: one line."""
+    if before is None:
+        return f"No rule from the chat for <code>{_field(pattern)}</code> (/rules lists them)."
+    return f"Removed the rule from the chat <code>{_field(pattern)}</code> → {escape(before)}."
+
+
+def _by_precedence(rules: Mapping[str, str]) -> list[tuple[str, str]]:
+    """Exact rules first, then patterns by literal characters (most first): the order in which they win."""
+    return sorted(rules.items(), key=lambda r: ("*" in r[0], -(len(r[0]) - r[0].count("*")), r[0]))
+
+
+def rules_text(default: str, config_rules: Mapping[str, str], chat_rules: Mapping[str, str]) -> str:
+    """/rules: the rules from the chat and the config's, most specific first, and which wins where both
+    have a rule for the same pattern."""
+    lines = [f"<b>Rules</b> (default: {escape(default)})", f"<b>From the chat</b> ({len(chat_rules)})"]
+    for pattern, action in _by_precedence(chat_rules):
+        theirs = config_rules.get(pattern)
+        over = f" — beats the config's {escape(theirs)}" if theirs is not None else ""
+        lines.append(f"• <code>{_field(pattern)}</code> → {escape(action)}{over}")
+    if not chat_rules:
+        lines.append("none (/allow, /deny, /ask, or Always allow / Always deny on an approval)")
+    lines.append(f"<b>From the config</b> ({len(config_rules)})")
+    for pattern, action in _by_precedence(config_rules):
+        under = " — overridden by the chat's rule" if pattern in chat_rules else ""
+        lines.append(f"• <code>{_field(pattern)}</code> → {escape(action)}{under}")
+    if not config_rules:
+        lines.append("none")
+    lines.append(
+        "The most specific rule wins (exact, then more literal characters); at equal specificity a rule "
+        "from the chat beats the config's, and a client's own rule beats both. /unrule &lt;pattern&gt; "
+        "removes a rule from the chat."
+    )
+    return _lines_within(lines, TEXT_BUDGET, "… and {n} more lines")
 
 
 def revoke_text(count: int, pattern: str | None) -> str:

@@ -287,6 +287,8 @@ async def test_approve_deny_replay_and_admin_commands(
         "✅ Approve",
         "❌ Deny",
         "✅ Approve 30m",
+        "♾️ Always allow",
+        "⛔ Always deny",
         "📄 Full arguments",
     ]
     assert client.session_id is not None and client.session_id not in shown  # only a short prefix

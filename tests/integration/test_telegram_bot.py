@@ -222,7 +222,8 @@ async def test_start_registers_commands_for_the_admin_chat_only(env: Env) -> Non
     call = await env.fake.wait_for_call("setMyCommands")
     assert call.params["scope"] == {"type": "chat", "chat_id": ADMIN}
     names = [c["command"] for c in env.fake.commands]
-    assert names == ["status", "pending", "grant", "revoke", "logs", "help"]
+    rules = ["allow", "deny", "ask", "unrule", "rules"]  # the rules from the chat
+    assert names == ["status", "pending", "grant", "revoke", *rules, "logs", "help"]
     # Once at start (a stale webhook would block getUpdates), keeping pending updates.
     assert env.fake.count("deleteWebhook", ok=None) == 1
     (dw,) = [c for c in env.fake.calls if c.method == "deleteWebhook"]
