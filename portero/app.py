@@ -416,6 +416,7 @@ async def _start_bot(
         bot.notify_admin(f"Server {name} needs a login: run `portero login {name}` on the gateway's machine.")
 
     router.on_needs_login = needs_login
+    router.on_call_finished = bot.record_call  # the activity feed ([telegram] activity)
     router.tell_needs_login()  # the servers that needed one before the bot was up
 
     # Pinned tool definitions: one message per change, its buttons decide (the questions asked before

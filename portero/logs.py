@@ -5,8 +5,9 @@ as a :class:`RedactFilter` on every log handler (the last line of defence: a sec
 log record never reaches the log), by ``portero check`` on what it prints, and by the Telegram bot on
 the ``httpx`` loggers (the bot token is in every Bot API URL).
 
-Which values count as secrets (:func:`secret_values`): the bearer token, the bot token, every
-``[[mcp]].env`` value, a remote server's ``token``, ``client_secret`` and ``headers`` values, and
+Which values count as secrets (:func:`secret_values`): the bearer token, the bot token, the
+Telegram pairing code, every ``[[mcp]].env`` value, a remote server's ``token``, ``client_secret``
+and ``headers`` values, and
 environment variables whose names look secret (they may have been interpolated anywhere). Values
 shorter than :data:`MIN_SECRET_LENGTH` are left alone: they are not credentials, and blanking ``"1"``
 everywhere would make logs unreadable.
@@ -125,7 +126,7 @@ def secret_values(config: Config, env: Mapping[str, str]) -> list[str]:
     """Every value that must never be shown: see the module docstring."""
     values = [config.server.bearer_token, config.server.metrics_token]
     if config.telegram is not None:
-        values.append(config.telegram.bot_token)
+        values += [config.telegram.bot_token, config.telegram.pairing_code]
     values += [value for name, value in env.items() if _SECRET_NAME_RE.search(name)]
     for m in config.mcp:
         values += list(m.env.values())

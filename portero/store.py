@@ -998,6 +998,42 @@ class Store:
 
     # === end of rules from the chat =======================================================================
 
+    # === Settings: the paired admin chat of Telegram pairing ==============================================
+    # Small values the gateway keeps for itself in the ``settings`` table (migration 7), by key; the bot
+    # keeps the chat paired with ``/pair`` under ``telegram.admin_chat_id``.
+
+    async def get_setting(self, key: str) -> str | None:
+        """The value stored under ``key``, or None."""
+
+        def run(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+            return None if row is None else str(row[0])
+
+        return await self._run(run)
+
+    async def set_setting(self, key: str, value: str) -> None:
+        """Store ``value`` under ``key`` (replacing what was there), committed before returning."""
+        when = time.time()
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO settings (key, value, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                (key, value, when),
+            )
+
+        await self._write(run)
+
+    async def delete_setting(self, key: str) -> bool:
+        """Remove ``key``; False when it was not there."""
+
+        def run(conn: sqlite3.Connection) -> bool:
+            return conn.execute("DELETE FROM settings WHERE key = ?", (key,)).rowcount > 0
+
+        return await self._write(run)
+
+    # === end of settings ==================================================================================
+
 
 def _audit_dict(row: Sequence[Any], *, iso: bool) -> dict[str, Any]:
     record = dict(zip(_AUDIT_COLUMNS, row, strict=True))

@@ -99,9 +99,9 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         print("  telegram:     off (require-approval calls will be denied)", file=out)
     else:
         t = config.telegram
+        chat = t.admin_chat_id if t.admin_chat_id is not None else "paired with /pair"
         print(
-            f"  telegram:     on (chat {t.admin_chat_id}, "
-            f"approval timeout {format_duration(t.approval_timeout)})",
+            f"  telegram:     on (chat {chat}, approval timeout {format_duration(t.approval_timeout)})",
             file=out,
         )
     rules = len(config.policies.rules)

@@ -38,6 +38,8 @@ AUTH_MODES = ("bearer", "none")
 REMOTE_TRANSPORTS = ("auto", "streamable-http", "sse", "websocket")
 REMOTE_AUTH_MODES = ("none", "bearer", "oauth")
 CHILD_PROTOCOLS = ("handshake", "auto")  # [[mcp]].protocol
+ACTIVITY_MODES = ("off", "batched", "all")  # [telegram].activity
+MIN_PAIRING_CODE_LENGTH = 8
 MIN_TOKEN_LENGTH = 16
 
 
@@ -105,10 +107,14 @@ class ServerSection:
 @attrs.frozen
 class TelegramSection:
     bot_token: str = attrs.field(repr=False)
-    admin_chat_id: int
+    # None: no admin chat in the config; the first chat that sends ``/pair <pairing_code>`` becomes it.
+    admin_chat_id: int | None = None
     api_base: str = "https://api.telegram.org"
     approval_timeout: float = _duration(default=120.0)
     max_grant: float = _duration(default=86400.0)
+    pairing_code: str = attrs.field(default="", repr=False)
+    activity: str = "off"  # ACTIVITY_MODES: the activity feed of allowed, denied and refused calls
+    activity_interval: float = _duration(default=60.0)  # at most one batched feed message per interval
 
 
 @attrs.frozen

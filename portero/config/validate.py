@@ -28,11 +28,13 @@ from ..core.net import is_loopback_host
 from ..core.policy import PolicyEngine, validate_pattern
 from .model import (
     ACTIONS,
+    ACTIVITY_MODES,
     AUTH_MODES,
     CHILD_PROTOCOLS,
     DEFAULT_CLIENT,
     GATEWAY_LOG_LEVELS,
     LOG_FORMATS,
+    MIN_PAIRING_CODE_LENGTH,
     MIN_TOKEN_LENGTH,
     PIN_MODES,
     REMOTE_AUTH_MODES,
@@ -157,6 +159,24 @@ def _check_telegram(t: TelegramSection, problems: list[str]) -> None:
         problems.append("telegram.bot_token: must not be empty")
     if not re.match(r"^https?://", t.api_base):
         problems.append(f"telegram.api_base: expected an http(s) URL, got {_describe(t.api_base)}")
+    # (An admin_chat_id that is there but not a number was reported already, and defaulted to None.)
+    bad_chat = any("telegram.admin_chat_id:" in p for p in problems)
+    if t.admin_chat_id is None and not t.pairing_code and not bad_chat:
+        problems.append(
+            "telegram.admin_chat_id: missing required key "
+            "(or set pairing_code, and send /pair <code> to the bot)"
+        )
+    if t.pairing_code and len(t.pairing_code.strip()) < MIN_PAIRING_CODE_LENGTH:
+        problems.append(
+            f"telegram.pairing_code: must be at least {MIN_PAIRING_CODE_LENGTH} characters (a secret)"
+        )
+    if t.activity not in ACTIVITY_MODES:
+        hint = difflib.get_close_matches(t.activity, ACTIVITY_MODES, n=1)
+        suffix = f' (did you mean "{hint[0]}"?)' if hint else ""
+        problems.append(
+            f"telegram.activity: expected one of {', '.join(ACTIVITY_MODES)}, "
+            f"got {_describe(t.activity)}{suffix}"
+        )
 
 
 def _check_pins(p: PinsSection, problems: list[str]) -> None:

@@ -124,6 +124,9 @@ class Router:
         self._oauth = oauth_factory(store) if store is not None else None
         # Told a server's name once each time it enters needs-login (app.py: a Telegram message).
         self.on_needs_login: Callable[[str], None] | None = None
+        # The Telegram activity feed: (tool, decision, source, outcome) of each finished call. Called on
+        # the call's path, so it must be cheap and synchronous (it appends to a bounded buffer).
+        self.on_call_finished: Callable[[str, str, str, str], None] | None = None
         self._told_needs_login: set[str] = set()
         self.upstreams: dict[str, Upstream] = {cfg.name: self._new_upstream(cfg) for cfg in config.mcp}
         self._scopes: dict[str, trio.CancelScope] = {}  # each running upstream's, for reloads
@@ -831,6 +834,8 @@ class Router:
         tool = "(invalid)" if record.source == "invalid" else record.tool
         elapsed = time.monotonic() - started
         metrics.call_finished(tool, record.decision, record.outcome, elapsed, record.client or "")
+        if self.on_call_finished is not None:
+            self.on_call_finished(tool, record.decision, record.source, record.outcome)
         if self.store is None:
             return
         duration_ms = round((time.monotonic() - started) * 1000, 3)

@@ -38,7 +38,8 @@ import httpx
 import trio
 
 from ..durations import format_duration
-from . import render
+from . import pairing, render
+from .activity import ActivityFeed
 from .api import (
     DEFAULT_API_BASE,
     BotAPI,
@@ -127,7 +128,16 @@ class TelegramBot:
         http: httpx.AsyncClient | None = None,
     ) -> None:
         self._api = BotAPI(str(config.bot_token), str(config.api_base or DEFAULT_API_BASE).rstrip("/"), http)
-        self._chat_id = int(config.admin_chat_id)
+        # The admin chat: the config's, or (without one) the chat paired with /pair, read from the store
+        # when the bot starts. None: nobody is paired yet, and approvals are denied as unreachable.
+        self._chat_id: int | None = config.admin_chat_id
+        self._config_chat_id = config.admin_chat_id
+        self._pairing_code = config.pairing_code
+        self._pair_limiter = pairing.PairingLimiter()
+        # The activity feed ([telegram] activity): the router's record_call fills it, _feed_loop sends it.
+        self.feed = ActivityFeed(config.activity)
+        self.feed_interval = float(config.activity_interval)
+        self._feed_wake = trio.Event()
         self._broker = broker
         self._store = store
         self._commands = AdminCommands(
@@ -166,7 +176,10 @@ class TelegramBot:
         token, base = str(config.bot_token), str(config.api_base or DEFAULT_API_BASE).rstrip("/")
         if (token, base) != (self._api._token, self._api.api_base):
             return False
-        self._chat_id = int(config.admin_chat_id)
+        self._config_chat_id, self._pairing_code = config.admin_chat_id, config.pairing_code
+        if config.admin_chat_id is not None:
+            self._chat_id = config.admin_chat_id  # else: the paired chat, if any, stays
+        self.feed.mode, self.feed_interval = config.activity, float(config.activity_interval)
         self._commands.max_grant = float(config.max_grant) if config.max_grant else 86400.0
         return True
 
@@ -177,13 +190,14 @@ class TelegramBot:
 
     @property
     def available(self) -> bool:
-        """True once the token was accepted (getMe) and until the bot stops."""
-        return self._started and not self._stopped
+        """True once the token was accepted (getMe), while there is an admin chat, until the bot stops."""
+        return self._started and not self._stopped and self._chat_id is not None
 
     @property
     def state(self) -> str:
         """``starting`` | ``polling`` | ``backoff`` | ``conflict`` | ``stopped``, plus detail if any."""
-        return f"{self._state} ({self._state_detail})" if self._state_detail else self._state
+        state = f"{self._state} ({self._state_detail})" if self._state_detail else self._state
+        return state if self._chat_id is not None else f"{state}, unpaired (send /pair <code>)"
 
     async def announce(self, approval: Approval) -> None:
         """Send the approval message with its buttons; returns once Telegram accepted it.
@@ -215,8 +229,8 @@ class TelegramBot:
         """Send the admin a plain-text message through the outbound queue, without waiting (a full
         queue or a stopped bot drops it, with a warning). For news the admin should act on, such as
         a remote server that needs ``portero login``."""
-        if self._send_channel is None or self._stopped:
-            log.warning("Telegram: a message to the admin was dropped: the bot is not running")
+        if self._send_channel is None or self._stopped or self._chat_id is None:
+            log.warning("Telegram: a message to the admin was dropped: the bot is not running or not paired")
             return
         try:
             self._send_channel.send_nowait(_Outbound("sendMessage", {"chat_id": self._chat_id, "text": text}))
@@ -237,7 +251,9 @@ class TelegramBot:
                 async with trio.open_nursery() as nursery:
                     self._cancel_scope = nursery.cancel_scope
                     nursery.start_soon(self._sender, receive)
+                    nursery.start_soon(self._feed_loop)
                     task_status.started()
+                    await self._load_paired_chat()
                     try:
                         await self._poll_forever()
                     except TelegramFatal as e:
@@ -333,6 +349,12 @@ class TelegramBot:
         self._username = username if isinstance(username, str) and username else None
         self._started = True
         log.info("Telegram: connected as @%s", self._username or "?")
+        await self._set_commands()
+
+    async def _set_commands(self) -> None:
+        """The command menu, for the admin chat only (nothing while unpaired)."""
+        if self._chat_id is None:
+            return
         commands = [{"command": name, "description": desc[:256]} for name, desc in render.COMMANDS]
         try:
             await self._api.call(
@@ -361,7 +383,7 @@ class TelegramBot:
     # ------------------------------------------------------------------------------- updates
 
     def _is_admin(self, chat_id: object, user_id: object) -> bool:
-        if chat_id != self._chat_id:
+        if self._chat_id is None or chat_id != self._chat_id:
             return False
         # A positive chat id is a private chat: only that user. A group id: any member of the admin group.
         return self._chat_id < 0 or user_id == self._chat_id
@@ -483,6 +505,8 @@ class TelegramBot:
         chat_id = (message.get("chat") or {}).get("id")
         user_id = (message.get("from") or {}).get("id")
         text = message.get("text")
+        if await self._pairing_command(chat_id, user_id, text):
+            return
         if not self._is_admin(chat_id, user_id):
             await self._ignored("message", chat_id, user_id, text)
             return
@@ -506,14 +530,131 @@ class TelegramBot:
             req = self._approval_request(approval, now=now)
             await self._submit(req.method, req.params, on_sent=req.on_sent)
 
+    # ------------------------------------------------------------- pairing and /whoami
+
+    async def _load_paired_chat(self) -> None:
+        """Without ``admin_chat_id`` in the config: the chat paired before, if any (it survives restarts)."""
+        if self._config_chat_id is not None:
+            return
+        try:
+            stored = await self._store.get_setting(pairing.SETTING_KEY)
+        except Exception as e:
+            log.error("Telegram: could not read the paired admin chat: %s", type(e).__name__)
+            stored = None
+        if stored is not None and stored.lstrip("-").isdigit():
+            self._chat_id = int(stored)
+            log.info("Telegram: admin chat %s (paired with /pair)", self._chat_id)
+        elif self._chat_id is None:
+            log.warning(
+                "Telegram: no admin chat yet: send /pair <code> to the bot; until then approvals are denied "
+                "(as when Telegram is unreachable)"
+            )
+
+    async def _pairing_command(self, chat_id: object, user_id: object, text: object) -> bool:
+        """/whoami (from anyone), /pair and /unpair; True when the message was one of them and is handled."""
+        if not isinstance(text, str) or not isinstance(chat_id, int):
+            return False
+        parsed = render.parse_command(text, self._username)
+        if parsed is None:
+            return False
+        name, args = parsed
+        if name == "whoami":
+            await self._reply_to(chat_id, pairing.whoami_text(chat_id))
+            return True
+        if name == "unpair" and self._is_admin(chat_id, user_id):
+            if self._config_chat_id is not None:
+                await self._reply_to(chat_id, pairing.UNPAIR_CONFIGURED)
+                return True
+            await self._store.delete_setting(pairing.SETTING_KEY)
+            await self._reply_to(chat_id, pairing.UNPAIRED)
+            self._chat_id = None
+            log.warning("Telegram: chat %s unpaired; approvals are denied until a chat pairs again", chat_id)
+            await self._record_pairing("telegram_unpaired", chat_id, user_id)
+            return True
+        if name != "pair" or self._config_chat_id is not None or not self._pairing_code:
+            return False
+        if self._chat_id is not None:
+            if self._is_admin(chat_id, user_id):
+                await self._reply_to(chat_id, pairing.ALREADY_PAIRED)
+                return True
+            return False  # paired with another chat: a stranger's message, ignored and recorded
+        now = time.time()
+        if not self._pair_limiter.allowed(chat_id, now):
+            await self._record_pairing("telegram_pair_limited", chat_id, user_id)
+            await self._reply_to(chat_id, pairing.TOO_MANY)
+            return True
+        if len(args) != 1:
+            await self._reply_to(chat_id, pairing.PAIR_USAGE)
+            return True
+        if not pairing.code_matches(args[0], self._pairing_code):
+            self._pair_limiter.failed(chat_id, now)
+            # Never the code sent: a near miss would tell the log's readers most of the secret.
+            await self._record_pairing("telegram_pair_failed", chat_id, user_id)
+            log.warning("Telegram: a wrong pairing code from chat %s", chat_id)
+            await self._reply_to(chat_id, pairing.WRONG_CODE)
+            return True
+        await self._store.set_setting(pairing.SETTING_KEY, str(chat_id))
+        self._chat_id = chat_id
+        log.info("Telegram: chat %s paired as the admin chat", chat_id)
+        await self._record_pairing("telegram_paired", chat_id, user_id)
+        await self._reply_to(chat_id, pairing.PAIRED)
+        try:
+            await self._set_commands()
+        except TelegramFatal:
+            raise
+        except TelegramError as e:
+            log.warning("Telegram: setMyCommands failed: %s", e)
+        return True
+
+    async def _record_pairing(self, kind: str, chat_id: object, user_id: object) -> None:
+        try:
+            await self._store.record_event(kind, {"chat_id": chat_id, "user_id": user_id})
+        except Exception as e:
+            log.warning("Telegram: recording %s failed: %s", kind, type(e).__name__)
+
+    async def _reply_to(self, chat_id: int, text: str) -> None:
+        await self._submit("sendMessage", {"chat_id": chat_id, "text": text})
+
+    # ------------------------------------------------------------------------ activity feed
+
+    def record_call(self, tool: str, decision: str, source: str, outcome: str) -> None:
+        """The router's hook: one finished tool call. On the call's hot path: no await, no I/O."""
+        if self.feed.record(tool, decision, source, outcome):
+            self._feed_wake.set()
+
+    async def _feed_loop(self) -> None:
+        async def woken() -> None:
+            await self._feed_wake.wait()
+            self._feed_wake = trio.Event()
+
+        await feed_loop(self.feed, self._send_feed, interval=lambda: self.feed_interval, woken=woken)
+
+    async def _send_feed(self, text: str) -> None:
+        """One feed message; returns once it is sent (or dropped), so the feed never fills the queue
+        that approvals go through."""
+        if self._chat_id is None:
+            return
+        req = _Outbound("sendMessage", {"chat_id": self._chat_id, "text": text})
+        try:
+            await self._enqueue(req)
+        except TelegramUnavailable:
+            return
+        try:
+            await req.done.wait()
+        finally:
+            req.abandoned = True
+
     # ------------------------------------------------------------------- pinned definitions
 
     def ask_pin(self, question: Question) -> None:
         """Send the admin the question about a quarantined tool definition, with Approve / Keep blocked,
         through the outbound queue without waiting (like :meth:`notify_admin`; dropped with a warning when
         the bot is not running or the queue is full: ``portero pins`` still shows the tool)."""
-        if self._send_channel is None or self._stopped:
-            log.warning("Telegram: a question about a tool definition was dropped: the bot is not running")
+        if self._send_channel is None or self._stopped or self._chat_id is None:
+            log.warning(
+                "Telegram: a question about a tool definition was dropped: the bot is not running or "
+                "not paired"
+            )
             return
         params = {
             "chat_id": self._chat_id,
@@ -728,6 +869,26 @@ class TelegramBot:
             else:
                 backoff.reset()
                 return result
+
+
+async def feed_loop(
+    feed: ActivityFeed,
+    send: Callable[[str], Awaitable[None]],
+    *,
+    interval: Callable[[], float],
+    woken: Callable[[], Awaitable[None]],
+) -> None:
+    """Send what ``feed`` holds, forever: in ``all`` mode as soon as ``woken()`` returns (a call was
+    recorded), otherwise once per ``interval()`` seconds -- at most one summary per interval, and
+    nothing when there was no activity. ``send`` returns once its message is out, so calls that finish
+    meanwhile wait in the feed (bounded: it folds them into a summary)."""
+    while True:
+        if feed.mode == "all":
+            await woken()
+        else:
+            await trio.sleep(interval())
+        for text in feed.take():
+            await send(text)
 
 
 def _fail_queued(receive: trio.MemoryReceiveChannel[_Outbound]) -> None:

@@ -654,6 +654,9 @@ def help_text() -> str:
     lines = ["<b>Portero commands</b>"]
     for name, desc in COMMANDS:
         lines.append(f"/{name}: {escape(desc)}")
+    lines.append(
+        escape("/whoami: your chat id (answers anyone); /unpair: release a chat paired with /pair <code>")
+    )
     lines.append("Durations: 45s, 30m, 2h, 1h30m. Patterns: github/create_issue, github/*, */delete_*.")
     lines.append(
         escape("In a grant pattern \\* is a literal * (Approve 30m grants one tool: evil/create_\\*).")

@@ -163,6 +163,9 @@ def make_bot(
         api_base=api_base or fake.api_base,
         approval_timeout=120.0,
         max_grant=86400.0,
+        pairing_code="",
+        activity="off",
+        activity_interval=60.0,
     )
     bot = TelegramBot(config, broker, status, store)
     bot.poll_timeout = 2.0
@@ -696,10 +699,19 @@ async def test_a_reload_applies_the_admin_chat_and_the_longest_grant(fake: FakeB
     """SIGHUP's [telegram]: the admin chat and max_grant apply at once; a new token or API base
     needs a restart (apply_settings says so by returning False)."""
     bot = make_bot(fake, BrokerDouble(), StoreDouble())
-    new = SimpleNamespace(bot_token=TOKEN, admin_chat_id=ADMIN + 1, api_base=fake.api_base, max_grant=60.0)
+    new = SimpleNamespace(
+        bot_token=TOKEN,
+        admin_chat_id=ADMIN + 1,
+        api_base=fake.api_base,
+        max_grant=60.0,
+        pairing_code="",
+        activity="batched",
+        activity_interval=5.0,
+    )
     assert bot.apply_settings(new) is True  # type: ignore[arg-type]
     assert f"chat={ADMIN + 1}" in repr(bot)
     assert bot._commands.max_grant == 60.0
+    assert (bot.feed.mode, bot.feed_interval) == ("batched", 5.0)  # the activity feed follows a reload
     other_token = SimpleNamespace(
         bot_token="999:other", admin_chat_id=ADMIN, api_base=fake.api_base, max_grant=60.0
     )

@@ -484,7 +484,10 @@ def test_replacement_duplicate_fake() -> None:
 
 def test_telegram_section() -> None:
     problems = problems_of(MINIMAL + '[telegram]\nbot_token = ""\n')
-    assert "portero.toml: telegram.admin_chat_id: missing required key" in problems
+    assert (
+        "portero.toml: telegram.admin_chat_id: missing required key "
+        "(or set pairing_code, and send /pair <code> to the bot)"
+    ) in problems
     problems = problems_of(MINIMAL + '[telegram]\nbot_token = ""\nadmin_chat_id = 1\napi_base = "ftp://x"\n')
     assert problems == [
         "portero.toml: telegram.bot_token: must not be empty",
