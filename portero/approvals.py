@@ -19,11 +19,32 @@ the model can read.
 :class:`Grants` keeps the live grants in memory (so :meth:`Grants.match` is synchronous and cheap) and
 writes every change through to the store. Grants turn ``require-approval`` into ``allow``; they never
 override ``deny`` (see :func:`portero.core.policy.apply_grant`).
+
+**Deny with a reason.** The admin replies to the approval message with a line of text instead of pressing
+a button (:meth:`ApprovalBroker.deny_with_reason`): the call is denied at once and its refusal carries the
+reason, anonymized to the fake side ("denied by the admin: use the staging repository instead"); the
+approval keeps it (``approvals.reason``) and the audit row's error text has it. After the **Deny button** the
+call answers at once with the plain refusal, and a reply within :data:`REASON_WINDOW` is recorded in the
+approval only (:meth:`ApprovalBroker.give_reason`); the admin is told that the model did not see it.
+
+Why not hold a denied call for a while in case a reason comes: every Deny without one (most of them) would
+then stall the agent for that grace, and a reason typed a little too slowly would still miss it. Replying
+*instead of* Deny costs nothing when there is no reason and loses no reason when there is one; the window
+after Deny is only for the record. The window runs on trio's clock (:func:`reason_state` takes ``now``).
+
+**Approve with edited arguments.** For a call whose arguments take under :data:`EDIT_MAX_CHARS` characters of
+JSON, the admin may reply with other arguments (a JSON object, real values as the child will get them):
+:meth:`ApprovalBroker.approve_edited` checks them against the tool's ``inputSchema``
+(:func:`portero.core.argschema.validate`) and, when they fit, approves the call with them; when not, the
+approval stays pending. The approval keeps both (``arguments`` as the client sent them, ``edited_arguments``
+anonymized to the fake side).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import secrets
 import time
 from collections import OrderedDict
@@ -34,6 +55,7 @@ import attrs
 import trio
 
 from portero import metrics
+from portero.core.argschema import validate as validate_arguments
 from portero.core.policy import (
     Decision,
     Grant,
@@ -55,6 +77,13 @@ SETTLE_TIMEOUT = 5.0
 SHUTDOWN_GRACE = 5.0
 # How many decided ids are remembered so that a second button press answers "already", not "unknown".
 _REMEMBERED = 1024
+# After the Deny button, how long a reply to the approval message is recorded as the reason (trio clock
+# seconds). The call has answered by then: see the module docstring.
+REASON_WINDOW = 120.0
+# A reason is one line of at most this many characters (longer ones are cut).
+MAX_REASON_CHARS = 500
+# Editing is offered for arguments whose compact JSON is shorter than this.
+EDIT_MAX_CHARS = 1000
 
 WallClock = Callable[[], float]
 WaitTick = Callable[[float, float], Awaitable[None]]
@@ -85,6 +114,18 @@ class Approval:
     handle: Any = attrs.field(default=None, repr=False)
     event: trio.Event = attrs.field(factory=trio.Event, repr=False)
     client: str | None = None  # the [[client]] whose call it is ("default": server.bearer_token's)
+    # The tool's inputSchema (edited arguments are checked against it), and real -> fake for what the admin
+    # writes (a reason, edited arguments) before it is stored or shown to the model.
+    input_schema: Any = attrs.field(default=None, repr=False)
+    to_fake: Callable[[Any], Any] = attrs.field(default=lambda value: value, repr=False)
+    reason: str | None = None  # the admin's reason for a Deny (fake side)
+    denied_at: float | None = None  # trio clock, when the admin denied it
+    edited_arguments: dict[str, Any] | None = attrs.field(default=None, repr=False)  # real side
+
+    @property
+    def editable(self) -> bool:
+        """Whether the admin is offered to approve with edited arguments (small arguments only)."""
+        return arguments_editable(self.arguments_real)
 
     def to_record(self) -> dict[str, Any]:
         """The row for :meth:`Store.add_approval` (fake arguments only)."""
@@ -127,6 +168,8 @@ class Outcome:
     decision: str
     source: str
     reason: str
+    arguments: dict[str, Any] | None = None  # approved with these (real) arguments instead of the client's
+    approval: str | None = attrs.field(default=None, eq=False)  # the approval's id (for the audit note)
 
     @property
     def approved(self) -> bool:
@@ -135,6 +178,46 @@ class Outcome:
 
 NO_APPROVER_REASON = "no approver configured (no [telegram] section)"
 UNREACHABLE_REASON = "Telegram unreachable"
+_SPACES = re.compile(r"\s+")
+
+
+def arguments_editable(arguments: Any) -> bool:
+    """Whether ``arguments`` are small enough to be edited from the chat (:data:`EDIT_MAX_CHARS`)."""
+    try:
+        text = json.dumps(arguments, ensure_ascii=False, separators=(",", ":"), default=str)
+    except (TypeError, ValueError, RecursionError):
+        return False
+    return len(text) < EDIT_MAX_CHARS
+
+
+def clean_reason(text: str) -> str | None:
+    """The admin's reply as one line for the model: whitespace runs (newlines included) become one space,
+    control characters go, at most :data:`MAX_REASON_CHARS` characters; None when nothing is left."""
+    text = "".join(ch if ch.isprintable() or ch.isspace() else " " for ch in text)
+    text = _SPACES.sub(" ", text).strip()
+    if not text:
+        return None
+    if len(text) > MAX_REASON_CHARS:
+        text = text[: MAX_REASON_CHARS - 1].rstrip() + "…"
+    return text
+
+
+def denial_text(reason: str | None) -> str:
+    """What the model reads when the admin denied its call: with the reason when one was given."""
+    if reason is None:
+        return "approval denied by the admin"
+    return "denied by the admin: " + reason.rstrip(" .")
+
+
+def reason_state(approval: Approval, now: float) -> str:
+    """What a reply to ``approval``, denied with the button, at trio time ``now`` would do: ``"audit"``
+    (recorded: within :data:`REASON_WINDOW`), ``"late"`` (the window closed), ``"already"`` (it has a
+    reason) or ``"unknown"`` (not denied by the admin)."""
+    if approval.state != "rejected" or approval.source != "admin" or approval.denied_at is None:
+        return "unknown"
+    if approval.reason is not None:
+        return "already"
+    return "late" if now - approval.denied_at > REASON_WINDOW else "audit"
 
 
 class Grants:
@@ -234,6 +317,8 @@ class ApprovalBroker:
         self.grants = grants if grants is not None else Grants(store, wall_clock=wall_clock)
         self._pending: dict[str, Approval] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
+        # Approvals the admin denied, by id, oldest first: a reply may give the reason (REASON_WINDOW).
+        self._denied: OrderedDict[str, Approval] = OrderedDict()
         self._inflight = 0
         self._drained: trio.Event | None = None
         self._closed = False
@@ -281,8 +366,88 @@ class ApprovalBroker:
             return "already"
         if approved:
             approval.grant_seconds = grant_seconds
+        elif source == "admin":
+            self._remember_denied(approval)
         self._resolve(approval, "approved" if approved else "rejected", source)
         return "ok"
+
+    def deny_with_reason(self, approval_id: str, text: str) -> str:
+        """Deny a pending approval with the admin's reason, which the model reads in the refusal
+        (:func:`clean_reason`, then anonymized with :attr:`Approval.to_fake`: the admin writes real names,
+        the model knows the fake ones). Returns ``"ok"``, ``"empty"`` (nothing in ``text``: still
+        pending), or ``"already"`` / ``"unknown"`` as :meth:`decide`."""
+        approval = self._pending.get(approval_id)
+        if approval is None:
+            return "already" if approval_id in self._finished else "unknown"
+        if approval.state != "pending":
+            return "already"
+        reason = clean_reason(text)
+        if reason is None:
+            return "empty"
+        approval.reason = str(approval.to_fake(reason))
+        self._remember_denied(approval)
+        self._resolve(approval, "rejected", "admin")
+        return "ok"
+
+    def approve_edited(self, approval_id: str, arguments: dict[str, Any]) -> tuple[str, list[str]]:
+        """Approve a pending approval with ``arguments`` (real values, as the admin wrote them) instead of
+        the client's. Returns ``("ok", [])``; ``("invalid", problems)`` when they do not fit the tool's
+        ``inputSchema`` (the approval stays pending); ``("too-long", [])`` when editing was not offered
+        (:data:`EDIT_MAX_CHARS`); or ``("already" | "unknown", [])`` as :meth:`decide`."""
+        approval = self._pending.get(approval_id)
+        if approval is None:
+            return ("already" if approval_id in self._finished else "unknown"), []
+        if approval.state != "pending":
+            return "already", []
+        if not approval.editable:
+            return "too-long", []
+        schema = approval.input_schema if isinstance(approval.input_schema, dict) else {"type": "object"}
+        problems = validate_arguments(arguments, schema)
+        if problems:
+            return "invalid", problems
+        approval.edited_arguments = arguments
+        self._resolve(approval, "approved", "admin")
+        return "ok", []
+
+    def denied(self, approval_id: str) -> Approval | None:
+        """An approval the admin denied lately (for the reply that gives the reason), or None."""
+        self._forget_denied()
+        return self._denied.get(approval_id)
+
+    async def give_reason(self, approval_id: str, text: str) -> str:
+        """The admin's reason for ``approval_id``, denied with the button: recorded in the approval
+        (anonymized like :meth:`deny_with_reason`'s); the call has answered already. Returns
+        :func:`reason_state`'s answer (``"audit"``: recorded), or ``"empty"`` for a reply with nothing in
+        it."""
+        approval = self.denied(approval_id)
+        if approval is None:
+            return "unknown"
+        state = reason_state(approval, trio.current_time())
+        if state != "audit":
+            return state
+        reason = clean_reason(text)
+        if reason is None:
+            return "empty"
+        reason = str(approval.to_fake(reason))
+        approval.reason = reason
+        try:
+            await self.store.set_approval_reason(approval.id, reason)
+        except Exception:
+            log.exception("could not record the deny reason of approval %s", approval.id)
+        return state
+
+    def _remember_denied(self, approval: Approval) -> None:
+        approval.denied_at = trio.current_time()
+        self._denied[approval.id] = approval
+        self._forget_denied()
+
+    def _forget_denied(self) -> None:
+        now = trio.current_time()
+        while self._denied:
+            oldest = next(iter(self._denied.values()))
+            if len(self._denied) <= _REMEMBERED and now - (oldest.denied_at or 0.0) <= REASON_WINDOW:
+                break
+            self._denied.popitem(last=False)
 
     def _resolve(self, approval: Approval, state: str, source: str) -> None:
         approval.state = state
@@ -314,8 +479,12 @@ class ApprovalBroker:
         session: str | None,
         on_wait_tick: WaitTick | None = None,
         client: str | None = None,
+        input_schema: Any = None,
+        to_fake: Callable[[Any], Any] | None = None,
     ) -> Outcome:
         """Ask the admin and wait for the outcome (at most ``timeout`` seconds).
+
+        ``input_schema`` is the tool's, for edited arguments; ``to_fake`` anonymizes what the admin writes.
 
         ``on_wait_tick(elapsed, timeout)`` is awaited about every :data:`TICK_INTERVAL` seconds while
         waiting (for progress notifications); its errors are logged and ignored. Cancellation withdraws the
@@ -341,7 +510,10 @@ class ApprovalBroker:
             created_at=now,
             expires_at=now + self.timeout,
             client=client,
+            input_schema=input_schema,
         )
+        if to_fake is not None:
+            approval.to_fake = to_fake
         await self.store.add_approval(approval.to_record())
         self._pending[approval.id] = approval
         self._inflight += 1
@@ -398,6 +570,18 @@ class ApprovalBroker:
             )
         except Exception:
             log.exception("could not record the decision of approval %s", approval.id)
+        if approval.reason is not None:
+            try:
+                await self.store.set_approval_reason(approval.id, approval.reason)
+            except Exception:
+                log.exception("could not record the deny reason of approval %s", approval.id)
+        if approval.edited_arguments is not None:
+            try:
+                await self.store.set_approval_edited_arguments(
+                    approval.id, approval.to_fake(approval.edited_arguments)
+                )
+            except Exception:
+                log.exception("could not record the edited arguments of approval %s", approval.id)
         if approval.state == "approved" and approval.grant_seconds:
             try:
                 # "Approve 30m" grants the tool to the client that asked, not to every client.
@@ -434,8 +618,10 @@ class ApprovalBroker:
             reason = "the call was cancelled while waiting for approval"
         elif state == "approved":
             reason = "approved by the admin"
+            if approval.edited_arguments is not None:
+                reason += " with edited arguments"
             if approval.grant_seconds:
                 reason += f" (and granted for {format_duration(approval.grant_seconds)})"
         else:
-            reason = "approval denied by the admin"
-        return Outcome(state, source, reason)
+            reason = denial_text(approval.reason)
+        return Outcome(state, source, reason, approval.edited_arguments, approval.id)

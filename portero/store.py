@@ -998,6 +998,31 @@ class Store:
 
     # === end of rules from the chat =======================================================================
 
+    # === Deny reasons and edited arguments ================================================================
+    # The admin's answers to an approval message (migration 6 columns): the reason given after Deny, and the
+    # arguments a call was approved with instead of the client's. Both on the fake side, like ``arguments``.
+
+    async def set_approval_reason(self, id: str, reason: str) -> bool:
+        """Record the reason the admin gave for denying approval ``id``; False when there is no such one."""
+
+        def run(conn: sqlite3.Connection) -> bool:
+            return conn.execute("UPDATE approvals SET reason = ? WHERE id = ?", (reason, id)).rowcount == 1
+
+        return await self._write(run)
+
+    async def set_approval_edited_arguments(self, id: str, arguments: dict[str, Any]) -> bool:
+        """Record the arguments approval ``id`` was approved with (anonymized to the fake side by the
+        caller); False when there is no such approval."""
+        text = _dumps(arguments)
+
+        def run(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute("UPDATE approvals SET edited_arguments = ? WHERE id = ?", (text, id))
+            return cur.rowcount == 1
+
+        return await self._write(run)
+
+    # === end of deny reasons and edited arguments =========================================================
+
     # === Settings: the paired admin chat of Telegram pairing ==============================================
     # Small values the gateway keeps for itself in the ``settings`` table (migration 7), by key; the bot
     # keeps the chat paired with ``/pair`` under ``telegram.admin_chat_id``.

@@ -87,6 +87,7 @@ class AuditDraft:
     outcome: str = "ok"
     client: str | None = None  # the [[client]] whose token made the call
     row_id: int | None = None  # the row written before the call ran (outcome pending), if any
+    note: str | None = None  # added to the error column (e.g. "arguments edited by the admin")
     recorded: bool = False  # nothing more to write: the final record is written, or given up on
 
 
@@ -745,6 +746,11 @@ class Router:
                     record, started, f"Call to {entry.canonical} refused: {outcome.reason}."
                 )
             log.info("%s approved (%s)", entry.canonical, outcome.source)
+            if outcome.arguments is not None:
+                # The admin's edited arguments, as written (real values): the audit keeps the client's and
+                # says so; the approval keeps the edited ones (approvals.edited_arguments).
+                args_real = outcome.arguments
+                record.note = f"arguments edited by the admin (approval {outcome.approval})"
         else:
             record.decision = "allow"
 
@@ -839,6 +845,8 @@ class Router:
         if self.store is None:
             return
         duration_ms = round((time.monotonic() - started) * 1000, 3)
+        if record.note is not None:
+            error = f"{error}; {record.note}" if error else record.note
         try:
             if record.row_id is not None:
                 await self.store.finish_audit(
@@ -905,6 +913,8 @@ class Router:
             session=ctx.session.id if ctx.session else None,
             on_wait_tick=tick,
             client=ctx.session.client if ctx.session else None,
+            input_schema=entry.item.get("inputSchema"),
+            to_fake=self.anonymizer.to_fake,
         )
 
     async def _upstream_request(

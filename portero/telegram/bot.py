@@ -26,6 +26,7 @@ transient errors are retried with back-off.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
 import time
@@ -37,6 +38,7 @@ import attrs
 import httpx
 import trio
 
+from ..approvals import EDIT_MAX_CHARS, REASON_WINDOW
 from ..durations import format_duration
 from . import pairing, render
 from .activity import ActivityFeed
@@ -466,6 +468,8 @@ class TelegramBot:
                 note = f"{approval.tool} always {done} from now on: a rule from the chat (/rules, /unrule)"
             state = "rejected" if action in ("deny", "always-deny") else "approved"
             final_text = render.settled_text(approval, state=state, source="admin", note=note)
+            if state == "rejected":
+                final_text += "\n" + render.reason_hint(REASON_WINDOW)
             to_edit = self._mark_final(approval_id, final_text)
         await self._answer(qid, render.callback_answer(str(result), action))
         known = self._tracked.get(approval_id)
@@ -511,6 +515,10 @@ class TelegramBot:
             await self._ignored("message", chat_id, user_id, text)
             return
         if not isinstance(text, str):
+            return
+        replied = message.get("reply_to_message")
+        if isinstance(replied, dict) and not text.startswith("/"):
+            await self._handle_reply(replied.get("message_id"), text)
             return
         parsed = render.parse_command(text, self._username)
         if parsed is None:
@@ -644,6 +652,53 @@ class TelegramBot:
         finally:
             req.abandoned = True
 
+    # ------------------------------------------------- replies: deny reasons, edited arguments
+
+    async def _handle_reply(self, message_id: object, text: str) -> None:
+        """The admin replied to a message. To a pending approval: a JSON object (the text starts with ``{``)
+        approves the call with those arguments, once they fit the tool's schema; any other text denies it
+        with that reason, which the model reads. To one denied with the button: the reason, for the record
+        (see :mod:`portero.approvals`)."""
+        approval_id = next(
+            (aid for aid, t in reversed(self._tracked.items()) if message_id in t.message_ids), None
+        )
+        if approval_id is None:
+            await self._reply(render.NOT_AN_APPROVAL)
+            return
+        pending = self._broker.get(approval_id)
+        if pending is None or pending.state != "pending":
+            result = await self._broker.give_reason(approval_id, text)
+            await self._reply(render.reason_answer(result, REASON_WINDOW))
+            return
+        if not text.lstrip().startswith("{"):
+            result = self._broker.deny_with_reason(approval_id, text)
+            if result == "ok":
+                note = f"Reason (as the model reads it): {pending.reason}"
+                final_text = render.settled_text(pending, state="rejected", source="admin", note=note)
+                for mid in self._mark_final(approval_id, final_text):
+                    await self._edit(mid, final_text)
+                result = "denied"
+            await self._reply(render.reason_answer(result, REASON_WINDOW))
+            return
+        try:
+            edited = json.loads(text)
+        except json.JSONDecodeError as e:
+            await self._reply(render.edit_answer("json", [f"{e.msg} (line {e.lineno}, column {e.colno})"]))
+            return
+        except (ValueError, RecursionError):
+            await self._reply(render.edit_answer("json", ["cannot be read"]))
+            return
+        if not isinstance(edited, dict):
+            await self._reply(render.edit_answer("not-object"))
+            return
+        result, problems = self._broker.approve_edited(approval_id, edited)
+        if result == "ok":
+            note = "with the arguments the admin edited"
+            final_text = render.settled_text(pending, state="approved", source="admin", note=note)
+            for mid in self._mark_final(approval_id, final_text):
+                await self._edit(mid, final_text)
+        await self._reply(render.edit_answer(result, problems, max_chars=EDIT_MAX_CHARS))
+
     # ------------------------------------------------------------------- pinned definitions
 
     def ask_pin(self, question: Question) -> None:
@@ -715,7 +770,7 @@ class TelegramBot:
             "sendMessage",
             {
                 "chat_id": self._chat_id,
-                "text": render.approval_text(approval, now=now),
+                "text": render.approval_text(approval, now=now, replies=True),
                 "parse_mode": "HTML",
                 "reply_markup": render.approval_keyboard(
                     approval.id, always=self.rules is not None and "*" not in approval.tool

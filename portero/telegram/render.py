@@ -523,9 +523,10 @@ def _with_arguments(lines: list[str], arguments: object, tail: list[str]) -> str
     return "\n".join([*lines, _arguments_block(arguments, budget), *tail])
 
 
-def approval_text(approval: Any, *, now: float) -> str:
+def approval_text(approval: Any, *, now: float, replies: bool = False) -> str:
     """The message asking the admin: tool, server, rule, real arguments (each value shortened on its own),
-    time left."""
+    time left; with ``replies``, how to deny with a reason and (small arguments only: ``approval.editable``)
+    how to approve with edited arguments, by replying."""
     left = format_duration(max(0.0, float(approval.expires_at) - now))
     lines = ["🔐 <b>Approval needed</b>", *_header(approval)]
     session = getattr(approval, "session", None)
@@ -533,6 +534,10 @@ def approval_text(approval: Any, *, now: float) -> str:
         lines.append(f"Session: <code>{_field(_session(session))}</code>")
     lines.append("Arguments:")
     tail = [f"⏳ {left} left to decide; then it is denied."]
+    if replies:
+        tail.insert(0, DENY_REASON_HINT)
+        if getattr(approval, "editable", False):
+            tail.insert(0, edit_hint(approval.arguments_real))
     hint = f"Shortened: press {FULL_ARGUMENTS_BUTTON} for all of them (as the client sent them)."
     others = _visible_len("\n".join([*lines, *tail, hint])) + 2
     if not _arguments_fit(approval.arguments_real, TEXT_BUDGET - others):
@@ -911,3 +916,65 @@ def pin_callback_answer(result: str, action: str) -> str:
     if result == "already":
         return "Already decided"
     return "This definition changed since: nothing decided"
+
+
+# ------------------------------------------------------------- replies: deny reasons, edited arguments
+
+
+def edit_hint(arguments: object) -> str:
+    """The line offering to approve with edited arguments: the real arguments as one line of JSON (tap to
+    copy), to correct and send back as a reply."""
+    text = json.dumps(arguments, ensure_ascii=False, separators=(", ", ": "), default=str)
+    return f"✏️ Reply with corrected JSON to approve with it:\n<code>{escape(mark_hidden(text))}</code>"
+
+
+DENY_REASON_HINT = "💬 To deny with a reason the model reads, reply to this message with it."
+
+
+def reason_hint(window: float) -> str:
+    """The line under an approval denied with the button: the reason can still be recorded."""
+    return escape(
+        f"💬 Reply to this message within {format_duration(window)} to record why in the audit (the model "
+        "already has its refusal; next time reply instead of pressing Deny to tell the model)."
+    )
+
+
+def reason_answer(result: str, window: float) -> str:
+    """The answer to a reply to an approval: ``"denied"`` (it was pending: denied with the reason) or
+    :meth:`ApprovalBroker.give_reason`'s result."""
+    return {
+        "denied": "💬 Denied: the model reads your reason in the refusal.",
+        "audit": "💬 Reason recorded in the audit. The call had already answered: the model did not see it.",
+        "late": f"Too late: a reason is taken within {escape(format_duration(window))} of Deny.",
+        "already": "A reason was already given for this call. Nothing changed.",
+        "empty": "An empty reason: nothing recorded.",
+    }.get(result, NOT_AN_APPROVAL)
+
+
+NOT_AN_APPROVAL = (
+    "That message is not a pending or lately denied approval: reply to a denied approval with the reason, "
+    "or to a pending one with corrected JSON to approve with it."
+)
+
+
+def edit_answer(result: str, problems: Sequence[str] = (), *, max_chars: int = 0) -> str:
+    """The answer to JSON sent in reply to a pending approval, from :meth:`ApprovalBroker.approve_edited`'s
+    result (or ``"json"`` / ``"not-object"`` with the parser's problem)."""
+    still = "The call is still waiting: reply again with corrected JSON, or press Approve or Deny."
+    if result == "ok":
+        return "✏️ Approved with your arguments."
+    if result == "json":
+        return f"Not valid JSON: {escape(problems[0] if problems else '?')}. {still}"
+    if result == "not-object":
+        return f"The arguments must be a JSON object ({{…}}). {still}"
+    if result == "invalid":
+        lines = "\n".join(f"• {escape(_cut(mark_hidden(p), 200, '…'))}" for p in problems)
+        return f"Not approved: the arguments do not match the tool's input schema:\n{lines}\n{still}"
+    if result == "too-long":
+        return escape(
+            f"This call's arguments are too long to edit from the chat ({max_chars:,} characters of JSON "
+            "at most). Press Approve or Deny."
+        )
+    if result == "already":
+        return "That call was already decided. Nothing changed."
+    return NOT_AN_APPROVAL

@@ -204,8 +204,11 @@ class FakeBotAPI:
         self._new_update = trio.Event()
         return update
 
-    def inject_message(self, chat_id: int, text: str, *, user_id: int | None = None) -> dict[str, Any]:
-        """A text message from ``user_id`` (default: the chat's id, i.e. a private chat) in ``chat_id``."""
+    def inject_message(
+        self, chat_id: int, text: str, *, user_id: int | None = None, reply_to: int | None = None
+    ) -> dict[str, Any]:
+        """A text message from ``user_id`` (default: the chat's id, i.e. a private chat) in ``chat_id``;
+        with ``reply_to``, a reply to that message (``reply_to_message``, as Telegram sends it)."""
         uid = chat_id if user_id is None else user_id
         self._next_message_id += 1
         msg = {
@@ -218,6 +221,14 @@ class FakeBotAPI:
         if text.startswith("/"):
             cmd_len = len(text.split()[0])
             msg["entities"] = [{"type": "bot_command", "offset": 0, "length": cmd_len}]
+        if reply_to is not None:
+            stored = self.messages.get(reply_to)
+            msg["reply_to_message"] = {
+                "message_id": reply_to,
+                "chat": {"id": chat_id, "type": "private" if chat_id > 0 else "group"},
+                "date": 0,
+                "text": stored.visible_text if stored else "",
+            }
         return self._push_update({"message": msg})
 
     def inject_callback(self, chat_id: int, message_id: int, data: str, *, user_id: int | None = None) -> str:
