@@ -359,3 +359,24 @@ def test_status_counts_the_chat_rules_only_when_told() -> None:
     assert "Rules from the chat: 3 (/rules)" in visible(with_rules)
     without = render.status_text(status, pending=[], grants=[], telegram_state="polling", now=0)
     assert "Rules from the chat" not in without
+
+
+# ----------------------------------------------------------------------------------- portero tools
+
+
+def test_portero_tools_names_the_chat_rule_and_the_servers_it_denies() -> None:
+    from portero.cli.tools import describe, whole_server_denials
+
+    engine = PolicyEngine("allow", {"gh/*": "require-approval"}, chat={"gh/list": "allow"})
+    tool = {"name": "gh__list", "_meta": {"io.portero/canonical": "gh/list"}}
+    row = describe(tool, engine, [], 0.0)
+    assert (row["action"], row["source"]) == ("allow", "chat-rule:gh/list")
+    config = parse_config(
+        '[server]\nauth = "none"\n'
+        '[[mcp]]\nname = "gh"\ncommand = "true"\n[[mcp]]\nname = "fs"\ncommand = "true"\n',
+        path="/tmp/x.toml",
+        env={},
+    )
+    assert whole_server_denials(config, {"fs/*": "deny", "gh/list": "deny"}) == [
+        {"deny": "chat-rule:fs/*", "servers": ["fs"]}
+    ]
