@@ -23,6 +23,7 @@ from portero.cli.common import data_dir_for_command
 from portero.core import pins
 from portero.core.descriptions import check_tool, render_flags
 from portero.core.pins import Pin
+from portero.core.policy import glob_match
 from portero.store import Store, StoreError, read_pins
 
 ACTIONS = ("list", "diff", "approve", "block", "export")
@@ -40,7 +41,12 @@ def add_parser(
     )
     config_options(p)
     p.add_argument("action", nargs="?", default="list", choices=ACTIONS, help="what to do (default: list)")
-    p.add_argument("tool", nargs="?", metavar="SERVER/TOOL", help="the tool, for diff, approve and block")
+    p.add_argument(
+        "tool",
+        nargs="?",
+        metavar="SERVER/TOOL",
+        help="the tool, for diff, approve and block (approve and block take a pattern too: 'everything/*')",
+    )
     p.add_argument("--json", action="store_true", help="list: one JSON object per line")
     p.set_defaults(func=cmd_pins)
 
@@ -76,6 +82,8 @@ def cmd_pins(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return 0
     if args.action == "list":
         return _list(every, out, as_json=args.json)
+    if "*" in str(args.tool) and args.action in ("approve", "block"):
+        return _decide_many(db, every, str(args.tool), args.action, out, err)
     server, _, tool = str(args.tool).partition("/")
     found = next((p for p in every if p.server == server and p.tool == tool), None)
     if found is None:
@@ -102,6 +110,29 @@ def cmd_pins(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         "within a second",
         file=out,
     )
+    return 0
+
+
+def _decide_many(db: str, every: Sequence[Pin], pattern: str, action: str, out: TextIO, err: TextIO) -> int:
+    """``approve 'everything/*'``: every pinned tool whose canonical name matches, not already so."""
+    state = "approved" if action == "approve" else "blocked"
+    matching = [p for p in every if glob_match(pattern, p.canonical)]
+    if not matching:
+        print(f"no pinned tool matches {pattern} (portero pins lists them)", file=err)
+        return 1
+    done = 0
+    for pin in matching:
+        if pin.state == state:
+            continue
+        try:
+            result, _ = Store.decide_pin_in_file(db, pin.server, pin.tool, state, by="cli")
+        except (StoreError, OSError) as exc:
+            print(f"pins {action}: {pin.canonical}: {exc}", file=err)
+            return 1
+        done += result == "ok"
+    tail = "listed again" if state == "approved" else "hidden and refused"
+    print(f"{done} of {len(matching)} tools matching {pattern} {state}; a running gateway has them {tail} "
+          "within a second", file=out)  # fmt: skip
     return 0
 
 

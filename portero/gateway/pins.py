@@ -86,11 +86,30 @@ class PinGuard:
         for server, tools in listings.items():
             if self._reviewed.get(server) is tools:
                 continue
+            held: list[str] = []
             for tool in tools:
                 name = tool.get("name")
                 if not isinstance(name, str) or not name:
                     continue
-                self._review_one(server, name, pins.definition_of(tool), listings, now)
+                if self._review_one(server, name, pins.definition_of(tool), listings, now):
+                    held.append(name)
+            if len(held) == 1:
+                log.warning(
+                    "tool %s/%s is quarantined: %s; `portero pins approve %s/%s` or the Telegram buttons",
+                    server,
+                    held[0],
+                    REASONS["quarantined"],
+                    server,
+                    held[0],
+                )
+            elif held:  # one line for a server's many (a first start in approve mode)
+                log.warning(
+                    "%d tools of %s are quarantined, waiting for the admin to approve their definitions: "
+                    "`portero pins` lists them, `portero pins approve '%s/*'` approves them all",
+                    len(held),
+                    server,
+                    server,
+                )
             if isinstance(tools, list):
                 self._reviewed[server] = tools
 
@@ -101,25 +120,20 @@ class PinGuard:
         definition: dict[str, Any],
         listings: Mapping[str, Sequence[dict[str, Any]]],
         now: float,
-    ) -> None:
+    ) -> bool:
+        """Review one tool; True when it was just quarantined (or held blocked)."""
         key = (server, name)
         verdict = pins.evaluate(self.mode, self._pins.get(key), definition, server=server, tool=name, now=now)
         if verdict.pin is None:
-            return
+            return False
         pin = verdict.pin
         self._pins[key] = pin
         self._unsaved[key] = pin
         self._generation += 1
         self._dirty.set()
         if verdict.state != "approved":
-            log.warning(
-                "tool %s/%s is quarantined (%s): %s; `portero pins approve %s/%s` or the Telegram buttons",
-                server,
-                name,
-                "changed" if pin.approved_hash else "new",
-                REASONS["quarantined"],
-                server,
-                name,
+            log.debug(
+                "tool %s/%s is quarantined (%s)", server, name, "changed" if pin.approved_hash else "new"
             )
         if verdict.ask:
             others = {
@@ -131,6 +145,7 @@ class PinGuard:
             }
             flags = render_flags(check_tool(definition, server=server, others=others))
             self._ask(pins.question(pin, flags=flags))
+        return verdict.state != "approved"
 
     def _ask(self, question: Question) -> None:
         if self.on_question is not None:

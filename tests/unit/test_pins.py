@@ -489,6 +489,11 @@ async def test_cli_lists_diffs_decides_exports_and_checks_the_lock(tmp_path: Pat
     assert json.loads(out)["state"] == "quarantined"
     assert run("pins", "block", "s/weather", "--config", str(config))[0] == 0
     assert read_pins(str(tmp_path / "data" / "gateway.db"))[0].state == "blocked"
+    # A pattern decides every matching tool at once (what a first start in approve mode asks for).
+    code, out, _ = run("pins", "approve", "s/*", "--config", str(config))
+    assert code == 0 and "1 of 1 tools matching s/* approved" in out
+    assert read_pins(str(tmp_path / "data" / "gateway.db"))[0].state == "approved"
+    assert run("pins", "approve", "other/*", "--config", str(config))[0] == 1
 
 
 def test_word_diff_keeps_spaces_outside_the_markers() -> None:
