@@ -518,7 +518,7 @@ class TelegramBot:
             return
         replied = message.get("reply_to_message")
         if isinstance(replied, dict) and not text.startswith("/"):
-            await self._handle_reply(replied.get("message_id"), text)
+            await self._handle_reply(replied, text)
             return
         parsed = render.parse_command(text, self._username)
         if parsed is None:
@@ -654,14 +654,21 @@ class TelegramBot:
 
     # ------------------------------------------------- replies: deny reasons, edited arguments
 
-    async def _handle_reply(self, message_id: object, text: str) -> None:
+    async def _handle_reply(self, replied: dict[str, Any], text: str) -> None:
         """The admin replied to a message. To a pending approval: a JSON object (the text starts with ``{``)
         approves the call with those arguments, once they fit the tool's schema; any other text denies it
         with that reason, which the model reads. To one denied with the button: the reason, for the record
         (see :mod:`portero.approvals`)."""
+        message_id = replied.get("message_id")
         approval_id = next(
             (aid for aid, t in reversed(self._tracked.items()) if message_id in t.message_ids), None
         )
+        if approval_id is None:
+            # Telegram sends the replied-to message with its buttons: an approval's name its id. (A reply
+            # can arrive before the answer to our sendMessage told us the message's id.)
+            approval_id = _approval_of_buttons(replied.get("reply_markup"))
+            if approval_id is not None and isinstance(message_id, int):
+                self._track(approval_id).message_ids.append(message_id)
         if approval_id is None:
             await self._reply(render.NOT_AN_APPROVAL)
             return
@@ -955,3 +962,15 @@ def _fail_queued(receive: trio.MemoryReceiveChannel[_Outbound]) -> None:
             break
         req.finish(error=TelegramUnavailable("the Telegram bot stopped"))
     receive.close()
+
+
+def _approval_of_buttons(markup: Any) -> str | None:
+    """The approval an inline keyboard's buttons decide (``a:<id>``, ``d:<id>``...), if any."""
+    rows = markup.get("inline_keyboard") if isinstance(markup, dict) else None
+    for row in rows if isinstance(rows, list) else []:
+        for button in row if isinstance(row, list) else []:
+            data = button.get("callback_data") if isinstance(button, dict) else None
+            parsed = render.parse_callback(data) if isinstance(data, str) else None
+            if parsed is not None:
+                return parsed[1]
+    return None

@@ -229,6 +229,8 @@ class FakeBotAPI:
                 "date": 0,
                 "text": stored.visible_text if stored else "",
             }
+            if stored is not None and stored.reply_markup:
+                msg["reply_to_message"]["reply_markup"] = stored.reply_markup  # as Telegram sends it
         return self._push_update({"message": msg})
 
     def inject_callback(self, chat_id: int, message_id: int, data: str, *, user_id: int | None = None) -> str:

@@ -320,3 +320,17 @@ async def test_large_arguments_are_not_editable(store: Store) -> None:
         assert broker.approve_edited(approval.id, {"text": "z"}) == ("too-long", [])
         broker.decide(approval.id, False)
     assert not result[0].approved
+
+
+def test_a_reply_names_its_approval_by_the_buttons_it_carries() -> None:
+    # Telegram sends the replied-to message with its keyboard: a reply that arrives before the bot
+    # learned the message's id (the answer to its sendMessage) still finds its approval.
+    from portero.telegram import render
+    from portero.telegram.bot import _approval_of_buttons
+
+    markup = {
+        "inline_keyboard": [[{"text": "✅ Approve", "callback_data": render.callback_data("a", "ab12")}]]
+    }
+    assert _approval_of_buttons(markup) == "ab12"
+    assert _approval_of_buttons({"inline_keyboard": [[{"text": "x", "callback_data": "pin:a:k"}]]}) is None
+    assert _approval_of_buttons(None) is None and _approval_of_buttons({"inline_keyboard": "no"}) is None
