@@ -511,13 +511,7 @@ class Router:
             ctx.session.capabilities = caps if isinstance(caps, dict) else {}
         return {
             "protocolVersion": version,
-            "capabilities": {
-                "tools": {"listChanged": True},
-                "prompts": {"listChanged": True},
-                "resources": {"subscribe": True, "listChanged": True},
-                "logging": {},
-                "completions": {},
-            },
+            "capabilities": capabilities(),
             "serverInfo": SERVER_INFO,
             "instructions": self._instructions(),
         }
@@ -533,14 +527,7 @@ class Router:
             )
         return {
             "supportedVersions": [*modern.MODERN_PROTOCOLS, *SUPPORTED_PROTOCOLS],
-            "capabilities": {
-                "tools": {"listChanged": True},
-                "prompts": {"listChanged": True},
-                "resources": {"subscribe": True, "listChanged": True},
-                "logging": {},
-                "completions": {},
-                "extensions": {TASKS_EXTENSION: {}},
-            },
+            "capabilities": {**capabilities(), "extensions": {TASKS_EXTENSION: {}}},
             "instructions": self._instructions(),
         }
 
@@ -1391,6 +1378,17 @@ class Router:
             return {**reply, "id": msg["id"]}
         finally:
             session.waiting.pop(our_id, None)
+
+
+def capabilities() -> dict[str, Any]:
+    """What the gateway serves, as initialize and server/discover declare it (a fresh dict each time)."""
+    return {
+        "tools": {"listChanged": True},
+        "prompts": {"listChanged": True},
+        "resources": {"subscribe": True, "listChanged": True},
+        "logging": {},
+        "completions": {},
+    }
 
 
 MAX_CHILD_TASKS = 10_000  # relayed task handles remembered (the oldest are forgotten first)
