@@ -42,8 +42,8 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -367,6 +367,17 @@ class _Connection:
         self.peer.fail(reason)
 
     # -- HTTP ------------------------------------------------------------------------------------
+    @contextmanager
+    def _credentials_errors(self) -> Iterator[None]:
+        """Credentials that fail for a network reason (a token refresh that could not connect) are a
+        readable :class:`RemoteError`, not a crash; NeedsLogin passes through."""
+        try:
+            yield
+        except (OSError, httpx.HTTPError) as exc:
+            raise RemoteError(
+                f"credentials for {self.origin} unavailable ({exc.__class__.__name__})"
+            ) from None
+
     async def _headers(
         self, accept: str, *, body: bool, session: bool, last_event_id: str | None
     ) -> dict[str, str]:
@@ -380,12 +391,8 @@ class _Connection:
         if last_event_id:
             own["Last-Event-ID"] = last_event_id
         taken = {k.lower() for k in own} | _FRAMING
-        try:
+        with self._credentials_errors():
             configured = await self.credentials.headers()
-        except (OSError, httpx.HTTPError) as exc:  # e.g. a token refresh that could not connect
-            raise RemoteError(
-                f"credentials for {self.origin} unavailable ({exc.__class__.__name__})"
-            ) from None
         headers = {k: v for k, v in configured.items() if k.lower() not in taken}
         headers.update(own)
         return headers
@@ -419,12 +426,8 @@ class _Connection:
                 return resp
             challenge = resp.headers.get("www-authenticate")
             await resp.aclose()
-            try:
+            with self._credentials_errors():
                 fresh = attempt == 0 and await self.credentials.unauthorized(challenge)
-            except (OSError, httpx.HTTPError) as exc:
-                raise RemoteError(
-                    f"credentials for {self.origin} unavailable ({exc.__class__.__name__})"
-                ) from None
             if fresh:
                 continue
             break
