@@ -408,6 +408,18 @@ def _apply_audit(conn: sqlite3.Connection, writes: Sequence[tuple[str, tuple[Any
     return results
 
 
+def _transaction(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(conn, *args)`` in one transaction, committed, or rolled back if it raises."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(conn, *args)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
+
+
 class Store:
     """The gateway's database. Create with :meth:`open`; close with :meth:`aclose`."""
 
@@ -495,19 +507,9 @@ class Store:
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
         """Like :meth:`_run` inside one committed transaction, shielded from cancellation."""
 
-        def transaction(conn: sqlite3.Connection, *args: Any) -> T:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(conn, *args)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return result
-
         with trio.CancelScope(shield=True):
             try:
-                return await self._run(transaction, *args)
+                return await self._run(_transaction, fn, *args)
             except sqlite3.Error as exc:
                 raise StoreError(f"database write failed: {exc}") from exc
         raise AssertionError("unreachable: a shielded scope never swallows the result")  # for mypy
@@ -899,17 +901,6 @@ class Store:
         return conn.execute("DELETE FROM oauth_tokens WHERE server = ?", (server,)).rowcount == 1
 
     @staticmethod
-    def _oauth_transaction(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(conn, *args)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        return result
-
-    @staticmethod
     def _oauth_in_file(db_path: str, fn: Callable[..., T], *args: Any) -> T:
         """``fn(conn, *args)`` in one transaction on a short connection of this (another) process: the
         file made owner-only, the schema brought up to date, WAL mode as the gateway's."""
@@ -922,7 +913,7 @@ class Store:
             _migrate(conn)
             for suffix in ("-wal", "-shm"):
                 _owner_only(db_path + suffix)
-            return Store._oauth_transaction(conn, fn, *args)
+            return _transaction(conn, fn, *args)
         finally:
             conn.close()
 
