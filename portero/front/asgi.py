@@ -63,8 +63,7 @@ def build_app(
         router,
         sessions,
         keepalive=server.sse_keepalive,
-        read_body=mcp.read_body,
-        max_body=server.max_body_bytes,
+        read_messages=mcp.read_messages,
     )
     registry = metrics.scrape_registry(
         metrics.StateCollector(

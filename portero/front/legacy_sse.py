@@ -28,7 +28,7 @@ from typing import Any
 from ..core import jsonrpc
 from ..gateway.router import Router
 from ..gateway.sessions import ClientSession, RequestContext, Sessions
-from .mcp_http import Receive, Scope, Send, send_error, send_json, send_raw, stream_session
+from .mcp_http import Receive, Scope, Send, send_error, send_raw, stream_session
 
 log = logging.getLogger("portero.http")
 
@@ -37,7 +37,8 @@ MESSAGES_PATH = "/messages"
 LEGACY_PATHS = (SSE_PATH, MESSAGES_PATH)
 LEGACY_PROTOCOL = "2024-11-05"
 
-ReadBody = Callable[[Receive, dict[str, str]], Awaitable[bytes | None]]
+# McpEndpoint.read_messages: the POST's JSON-RPC messages, or None once it answered the refusal.
+ReadMessages = Callable[[Receive, Send, dict[str, str]], Awaitable[tuple[Any, list[dict[str, Any]]] | None]]
 
 
 def session_id_of(query_string: bytes) -> str | None:
@@ -62,14 +63,12 @@ class LegacySse:
         sessions: Sessions,
         *,
         keepalive: float,
-        read_body: ReadBody,
-        max_body: int,
+        read_messages: ReadMessages,
     ) -> None:
         self.router = router
         self.sessions = sessions
         self.keepalive = keepalive
-        self._read_body = read_body
-        self._max_body = max_body
+        self._read_messages = read_messages
 
     async def stream(
         self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], client: str
@@ -118,22 +117,10 @@ class LegacySse:
         session = self.sessions.get(sid)
         if session is None or not session.legacy or session.client != client:
             return await send_error(send, 404, "Session not found")
-        if "json" not in headers.get("content-type", "application/json").lower():
-            return await send_error(send, 415, "Unsupported Media Type: expected application/json")
-        body = await self._read_body(receive, headers)
-        if body is None:
-            return await send_error(send, 413, f"Payload Too Large: limit is {self._max_body} bytes")
-        try:
-            payload = jsonrpc.loads(body)
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            return await send_json(
-                send, 400, jsonrpc.error_response(None, jsonrpc.PARSE_ERROR, "Parse error")
-            )
-        messages = payload if isinstance(payload, list) else [payload]
-        if not messages or not all(isinstance(m, dict) for m in messages):
-            return await send_json(
-                send, 400, jsonrpc.error_response(None, jsonrpc.INVALID_REQUEST, "Invalid Request")
-            )
+        read = await self._read_messages(receive, send, headers)
+        if read is None:
+            return
+        _, messages = read
         self.sessions.touch(session)
         for msg in messages:
             if jsonrpc.kind(msg) in ("request", "invalid"):

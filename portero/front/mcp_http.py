@@ -108,6 +108,30 @@ class McpEndpoint:
             await unauthorized(send)
         return client
 
+    async def read_messages(
+        self, receive: Receive, send: Send, headers: dict[str, str]
+    ) -> tuple[Any, list[dict[str, Any]]] | None:
+        """A POST's JSON-RPC payload and its messages (one, or a batch's); None when it was refused
+        (415, 413, or 400 with a JSON-RPC error), the answer already sent."""
+        if "json" not in headers.get("content-type", "application/json").lower():
+            await send_error(send, 415, "Unsupported Media Type: expected application/json")
+            return None
+        body = await self.read_body(receive, headers)
+        if body is None:
+            await send_error(send, 413, f"Payload Too Large: limit is {self.max_body} bytes")
+            return None
+        try:
+            payload = jsonrpc.loads(body)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            await send_json(send, 400, jsonrpc.error_response(None, jsonrpc.PARSE_ERROR, "Parse error"))
+            return None
+        messages = payload if isinstance(payload, list) else [payload]
+        if not messages or not all(isinstance(m, dict) for m in messages):
+            error = jsonrpc.error_response(None, jsonrpc.INVALID_REQUEST, "Invalid Request")
+            await send_json(send, 400, error)
+            return None
+        return payload, messages
+
     async def read_body(self, receive: Receive, headers: dict[str, str]) -> bytes | None:
         """The request body; None when it is over ``max_body_bytes``."""
         declared = headers.get("content-length")
@@ -150,24 +174,11 @@ class McpEndpoint:
         wants_sse = "text/event-stream" in accept or "*/*" in accept
         if not ("application/json" in accept or wants_sse or "application/*" in accept):
             return await send_error(send, 406, "Not Acceptable: accept application/json or text/event-stream")
-        ctype = headers.get("content-type", "application/json").lower()
-        if "json" not in ctype:
-            return await send_error(send, 415, "Unsupported Media Type: expected application/json")
-        body = await self.read_body(receive, headers)
-        if body is None:
-            return await send_error(send, 413, f"Payload Too Large: limit is {self.max_body} bytes")
-        try:
-            payload = jsonrpc.loads(body)
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            return await send_json(
-                send, 400, jsonrpc.error_response(None, jsonrpc.PARSE_ERROR, "Parse error")
-            )
+        read = await self.read_messages(receive, send, headers)
+        if read is None:
+            return
+        payload, messages = read
         batch = isinstance(payload, list)
-        messages = payload if batch else [payload]
-        if not messages or not all(isinstance(m, dict) for m in messages):
-            return await send_json(
-                send, 400, jsonrpc.error_response(None, jsonrpc.INVALID_REQUEST, "Invalid Request")
-            )
 
         if "mcp-session-id" not in headers and (
             modern.is_modern(payload.get("method"), payload.get("params"), headers, SUPPORTED_PROTOCOLS)
