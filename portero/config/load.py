@@ -48,6 +48,7 @@ from .model import (
     ClientSection,
     Config,
     ConfigError,
+    ConsoleSection,
     McpServer,
     PinsSection,
     PoliciesSection,
@@ -61,6 +62,7 @@ from .validate import (
     _check_anonymizer,
     _check_client,
     _check_clients,
+    _check_console,
     _check_mcp,
     _check_mcp_name,
     _check_pins,
@@ -85,7 +87,7 @@ __all__ = [
     "read_env_file",
 ]
 
-_TOP_LEVEL_KEYS = ("server", "telegram", "policies", "replacements", "mcp", "client", "pins")
+_TOP_LEVEL_KEYS = ("server", "telegram", "policies", "replacements", "mcp", "client", "pins", "console")
 
 
 class _Invalid(Exception):
@@ -309,6 +311,7 @@ def _make_converter() -> cattrs.Converter:
         McpServer,
         ClientSection,
         PinsSection,
+        ConsoleSection,
     ):
         overrides: dict[str, Any] = {}
         for field in attrs.fields(cls):
@@ -500,7 +503,7 @@ def _parse_config(text: str, *, path: str, env: Mapping[str, str], check_files: 
 
     # Interpolate, section by section (each [[mcp]] entry on its own, so skipped ones can be lenient).
     sections: dict[str, Any] = {}
-    for key in ("server", "telegram", "policies", "replacements", "client", "pins"):
+    for key in ("server", "telegram", "policies", "replacements", "client", "pins", "console"):
         if key in raw:
             sections[key] = _interpolate_tree(raw[key], key, env, failed, strict=True)
 
@@ -525,6 +528,9 @@ def _parse_config(text: str, *, path: str, env: Mapping[str, str], check_files: 
     pins = _structure(sections.get("pins", {}), PinsSection, "pins", problems)
     if pins is not None:
         _check_pins(pins, problems)
+    console = _structure(sections.get("console", {}), ConsoleSection, "console", problems)
+    if console is not None:
+        _check_console(console, problems)
 
     replacements: list[Replacement] = []
     # The replacements the anonymizer is built from: those with nothing already wrong with them.
@@ -630,6 +636,7 @@ def _parse_config(text: str, *, path: str, env: Mapping[str, str], check_files: 
         warnings=tuple(warnings),
         clients=tuple(c for _, c in clients),
         pins=pins or PinsSection(),
+        console=console or ConsoleSection(),
     )
 
 

@@ -19,6 +19,7 @@ __all__ = [
     "PIN_MODES",
     "ClientSection",
     "Config",
+    "ConsoleSection",
     "DEFAULT_CLIENT",
     "ConfigError",
     "McpServer",
@@ -144,6 +145,17 @@ class PinsSection:
     mode: str = "trust-first"
 
 
+@attrs.frozen
+class ConsoleSection:
+    """``[console]``: the web console at ``/console`` on the gateway's own port (off by default). Its
+    password is not in the file: ``portero console passwd`` keeps a scrypt hash of it in the database."""
+
+    enabled: bool = False
+    # A console login lasts this long without a request, and at most session_max in all.
+    session_idle: float = _duration(default=1800.0)
+    session_max: float = _duration(default=43200.0)
+
+
 # The client that `server.bearer_token` stands for: every tool, no rules of its own.
 DEFAULT_CLIENT = "default"
 
@@ -211,3 +223,4 @@ class Config:
     warnings: tuple[str, ...] = ()
     clients: tuple[ClientSection, ...] = ()  # the [[client]] entries
     pins: PinsSection = PinsSection()  # [pins]
+    console: ConsoleSection = ConsoleSection()  # [console]

@@ -40,6 +40,7 @@ from .model import (
     REMOTE_AUTH_MODES,
     REMOTE_TRANSPORTS,
     ClientSection,
+    ConsoleSection,
     McpServer,
     PinsSection,
     PoliciesSection,
@@ -184,6 +185,13 @@ def _check_pins(p: PinsSection, problems: list[str]) -> None:
         hint = difflib.get_close_matches(p.mode, PIN_MODES, n=1)
         suffix = f' (did you mean "{hint[0]}"?)' if hint else ""
         problems.append(f"pins.mode: expected one of {', '.join(PIN_MODES)}, got {_describe(p.mode)}{suffix}")
+
+
+def _check_console(c: ConsoleSection, problems: list[str]) -> None:
+    if not c.session_idle > 0:
+        problems.append(f"console.session_idle: must be a positive duration, got {c.session_idle:g}s")
+    if not c.session_max > 0:
+        problems.append(f"console.session_max: must be a positive duration, got {c.session_max:g}s")
 
 
 def _check_action(value: str, path: str, problems: list[str]) -> None:
