@@ -27,13 +27,15 @@ import trio
 from hypercorn.config import Config as HyperConfig
 from hypercorn.trio import serve as hyper_serve
 
-from .approvals import ApprovalBroker
+from .approvals import ApprovalBroker, Approvers
 from .config import Config, ConfigError, load_config
 from .config.preflight import preflight
 from .core.anonymize import Anonymizer
 from .core.policy import PolicyEngine
 from .front import hypercorn_fixes
 from .front.asgi import build_app
+from .front.console import Console, ConsoleApprover
+from .front.console.views import serve_console
 from .front.security import Guard
 from .gateway.clients import client_views
 from .gateway.router import Router
@@ -93,6 +95,11 @@ async def serve(
     try:
         approval_timeout = config.telegram.approval_timeout if config.telegram is not None else 120.0
         broker = await ApprovalBroker.open(store, timeout=approval_timeout, approver=None)
+        console_approver: ConsoleApprover | None = None
+        if config.console.enabled:
+            # The console approves next to Telegram (the first decision wins), or alone without it.
+            console_approver = ConsoleApprover()
+            broker.approver = Approvers(console_approver)
         sessions = Sessions(idle_timeout=config.server.session_idle_timeout)
         router = Router(
             config, env, sessions=sessions, store=store, broker=broker, clean_log=clean, tracing=tracing
@@ -121,7 +128,22 @@ async def serve(
                 async with trio.open_nursery() as front:
                     if config.telegram is not None:
                         live["bot"] = await _start_bot(front, config, broker, router, store)
-                    binds, served = await _start_http(front, config, router, sessions, shutdown, guard)
+                    console = None
+                    if console_approver is not None:
+                        console = Console(
+                            config.console,
+                            config.server,
+                            router,
+                            sessions,
+                            store,
+                            broker,
+                            console_approver,
+                            guard,
+                        )
+                        await front.start(serve_console, console)
+                    binds, served = await _start_http(
+                        front, config, router, sessions, shutdown, guard, console
+                    )
                     for b in binds:
                         # Tests and scripts read this line to learn the bound port.
                         print(f"portero: listening on {b}", file=sys.stderr, flush=True)
@@ -226,6 +248,7 @@ async def _start_http(
     sessions: Sessions,
     shutdown: trio.Event,
     guard: Guard | None = None,
+    console: Console | None = None,
 ) -> tuple[list[str], trio.Event]:
     """Start hypercorn; returns the bound addresses and an event set when it has stopped."""
     hc = HyperConfig()
@@ -243,7 +266,7 @@ async def _start_http(
         hc.certfile = config.server.tls_cert
         hc.keyfile = config.server.tls_key
     hypercorn_fixes.install()
-    app = build_app(router, sessions, config.server, guard)
+    app = build_app(router, sessions, config.server, guard, console)
     served = trio.Event()
 
     async def run_http(task_status: trio.TaskStatus[list[str]]) -> None:
@@ -409,7 +432,10 @@ async def _start_bot(
 
     bot = TelegramBot(config.telegram, broker, status, store)
     bot.rules = router  # /allow /deny /ask /unrule /rules and the Always allow / Always deny buttons
-    broker.approver = bot
+    if isinstance(broker.approver, Approvers):
+        broker.approver.add(bot)  # next to the console
+    else:
+        broker.approver = bot
     await nursery.start(bot.run)
 
     def needs_login(name: str) -> None:

@@ -160,6 +160,62 @@ class Approver(Protocol):
         ...
 
 
+class Approvers:
+    """Several approvers at once (the Telegram bot and the web console): each is told of every approval,
+    the first to decide wins (:meth:`ApprovalBroker.decide` takes an id once), and each is asked to settle
+    it, so the other shows who decided ("approved in the console").
+
+    ``available`` when any member is; :meth:`announce` announces to the available members concurrently
+    and raises only when every one of them failed. ``unavailable_reason`` is what the model reads when
+    none is available."""
+
+    def __init__(self, *members: Approver) -> None:
+        self.members: list[Approver] = list(members)
+
+    def add(self, member: Approver) -> None:
+        self.members.append(member)
+
+    @property
+    def available(self) -> bool:
+        return any(m.available for m in self.members)
+
+    @property
+    def unavailable_reason(self) -> str:
+        return NOBODY_REASON if len(self.members) > 1 else UNREACHABLE_REASON
+
+    async def announce(self, approval: Approval) -> None:
+        failures: list[BaseException] = []
+        told = 0
+
+        async def one(member: Approver) -> None:
+            nonlocal told
+            try:
+                await member.announce(approval)
+            except Exception as exc:
+                failures.append(exc)
+                log.warning("could not announce approval %s through %s", approval.id, type(member).__name__)
+            else:
+                told += 1
+
+        async with trio.open_nursery() as nursery:
+            for member in self.members:
+                if member.available:
+                    nursery.start_soon(one, member)
+        if told == 0:
+            raise RuntimeError("no approver could be told") from (failures[0] if failures else None)
+
+    async def settle(self, approval: Approval) -> None:
+        async def one(member: Approver) -> None:
+            try:
+                await member.settle(approval)
+            except Exception:
+                log.warning("could not settle approval %s through %s", approval.id, type(member).__name__)
+
+        async with trio.open_nursery() as nursery:
+            for member in self.members:
+                nursery.start_soon(one, member)
+
+
 @attrs.frozen
 class Outcome:
     """How an approval ended: ``decision`` is ``approved``, ``rejected`` or ``expired``; ``source`` is who
@@ -178,7 +234,13 @@ class Outcome:
 
 NO_APPROVER_REASON = "no approver configured (no [telegram] section)"
 UNREACHABLE_REASON = "Telegram unreachable"
+# With the console among the approvers (the composite's reason when none of them can be reached).
+NOBODY_REASON = "no approver reachable (Telegram unreachable, and no console password set)"
 _SPACES = re.compile(r"\s+")
+
+
+def _unreachable(approver: Approver | None) -> str:
+    return str(getattr(approver, "unavailable_reason", UNREACHABLE_REASON))
 
 
 def arguments_editable(arguments: Any) -> bool:
@@ -371,7 +433,7 @@ class ApprovalBroker:
         self._resolve(approval, "approved" if approved else "rejected", source)
         return "ok"
 
-    def deny_with_reason(self, approval_id: str, text: str) -> str:
+    def deny_with_reason(self, approval_id: str, text: str, *, source: str = "admin") -> str:
         """Deny a pending approval with the admin's reason, which the model reads in the refusal
         (:func:`clean_reason`, then anonymized with :attr:`Approval.to_fake`: the admin writes real names,
         the model knows the fake ones). Returns ``"ok"``, ``"empty"`` (nothing in ``text``: still
@@ -385,8 +447,9 @@ class ApprovalBroker:
         if reason is None:
             return "empty"
         approval.reason = str(approval.to_fake(reason))
-        self._remember_denied(approval)
-        self._resolve(approval, "rejected", "admin")
+        if source == "admin":
+            self._remember_denied(approval)
+        self._resolve(approval, "rejected", source)
         return "ok"
 
     def approve_edited(self, approval_id: str, arguments: dict[str, Any]) -> tuple[str, list[str]]:
@@ -496,7 +559,7 @@ class ApprovalBroker:
         if approver is None:
             return Outcome("rejected", "no-approver", NO_APPROVER_REASON)
         if not approver.available:
-            return Outcome("rejected", "unreachable", UNREACHABLE_REASON)
+            return Outcome("rejected", "unreachable", _unreachable(approver))
 
         now = self._clock()
         approval = Approval(
@@ -609,7 +672,7 @@ class ApprovalBroker:
         if source == "no-approver":
             reason = NO_APPROVER_REASON
         elif source == "unreachable":
-            reason = UNREACHABLE_REASON
+            reason = _unreachable(self.approver)
         elif source == "timeout":
             reason = f"approval timed out after {format_duration(self.timeout)}"
         elif source == "shutdown":

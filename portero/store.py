@@ -1127,16 +1127,13 @@ class Store:
 
     async def set_setting(self, key: str, value: str) -> None:
         """Store ``value`` under ``key`` (replacing what was there), committed before returning."""
-        when = time.time()
+        await self._write(_put_setting, key, value, time.time())
 
-        def run(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO settings (key, value, updated_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                (key, value, when),
-            )
-
-        await self._write(run)
+    @staticmethod
+    def set_setting_in_file(db_path: str, key: str, value: str) -> None:
+        """:meth:`set_setting`, synchronously, in the database file at ``db_path`` (created if needed), from
+        another process (``portero console passwd``); a running gateway reads it on its next look."""
+        Store._oauth_in_file(db_path, _put_setting, key, value, time.time())
 
     async def delete_setting(self, key: str) -> bool:
         """Remove ``key``; False when it was not there."""
@@ -1147,6 +1144,14 @@ class Store:
         return await self._write(run)
 
     # === end of settings ==================================================================================
+
+
+def _put_setting(conn: sqlite3.Connection, key: str, value: str, now: float) -> None:
+    conn.execute(
+        "INSERT INTO settings (key, value, updated_at) VALUES (?, ?, ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        (key, value, now),
+    )
 
 
 def _audit_dict(row: Sequence[Any], *, iso: bool) -> dict[str, Any]:

@@ -23,6 +23,7 @@ import portero
 from portero.cli.audit import cmd_audit
 from portero.cli.clients import add_parsers as add_client_parsers
 from portero.cli.common import build_env, create_private_or_say, load_for_command
+from portero.cli.console import add_parser as add_console_parser
 from portero.cli.login import add_parsers as add_login_parsers
 from portero.cli.migrate import cmd_migrate
 from portero.cli.pins import add_parser as add_pins_parser
@@ -361,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_login_parsers(sub, config_options)  # login, logout: OAuth of remote servers
     add_pins_parser(sub, config_options)  # pins: pinned tool definitions
+    add_console_parser(sub, config_options)  # console passwd: the web console's password
     add_client_parsers(sub, config_options)  # client add|list|revoke: a token per client
     return parser
 

@@ -7,7 +7,7 @@ The MCP endpoint and ``/health`` are plain ASGI callables rather than Quart rout
 hot path (every tool call; monitors poll health), and Quart's disconnect watcher would hold
 keep-alive connections open at shutdown. So is the deprecated HTTP+SSE transport of 2024-11-05
 (``GET /sse`` and ``POST /messages``, :mod:`.legacy_sse`), behind the same checks. Everything else
-(``/``, 404s) is a Quart-Trio app.
+(``/``, the web console at ``/console`` when enabled, 404s) is a Quart-Trio app.
 
 Every path is behind the Host/Origin checks. ``/.well-known/oauth-*`` answers a JSON 404: MCP clients
 probe it for OAuth discovery, and an HTML 404 makes them report a confusing registration error.
@@ -26,6 +26,8 @@ from ..config import ServerSection
 from ..core import jsonrpc
 from ..gateway.router import Router
 from ..gateway.sessions import Sessions
+from .console import Console
+from .console.views import MAX_FORM_BYTES
 from .health import health
 from .legacy_sse import LEGACY_PATHS, SSE_PATH, LegacySse
 from .mcp_http import (
@@ -46,11 +48,19 @@ AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 def build_app(
-    router: Router, sessions: Sessions, server: ServerSection, guard: Guard | None = None
+    router: Router,
+    sessions: Sessions,
+    server: ServerSection,
+    guard: Guard | None = None,
+    console: Console | None = None,
 ) -> AsgiApp:
     """The ASGI callable for hypercorn. ``guard`` (built from the server section when not given) is
-    the caller's to keep, so a reload can install new client tokens in it."""
+    the caller's to keep, so a reload can install new client tokens in it. ``console``: the web console's
+    pages at ``/console`` (``[console] enabled``); without it, ``/console`` is a 404."""
     quart = QuartTrio("portero")
+    quart.config["MAX_CONTENT_LENGTH"] = MAX_FORM_BYTES  # the console's forms; nothing else posts to Quart
+    if console is not None:
+        quart.register_blueprint(console.blueprint())
 
     @quart.route("/")
     async def index() -> Response:

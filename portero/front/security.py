@@ -80,6 +80,15 @@ class Guard:
         # An empty token never names a client (the hash of b"" is a known value).
         return found if given else None
 
+    def is_token(self, secret: str) -> bool:
+        """Whether ``secret`` is one of the MCP tokens (a client's or the bearer token), even with
+        ``auth = "none"``: the console refuses them as its password. Constant time like :meth:`identify`."""
+        digest = hashlib.sha256(secret.encode()).digest()
+        found = False
+        for stored, _ in self._clients:
+            found = hmac.compare_digest(digest, stored) or found
+        return found and bool(secret)
+
     def token_ok(self, authorization: str | None) -> bool:
         return self.identify(authorization) is not None
 

@@ -75,6 +75,14 @@ class PinGuard:
     def pin(self, server: str, tool: str) -> Pin | None:
         return self._pins.get((server, tool))
 
+    def held(self) -> list[Pin]:
+        """The pins the admin has to look at (quarantined) and those blocked, quarantined first, each
+        group by name; none in ``off`` mode."""
+        if self.mode == "off":
+            return []
+        found = [p for p in self._pins.values() if p.state in REASONS]
+        return sorted(found, key=lambda p: (p.state != "quarantined", p.server, p.tool))
+
     # -- reviewing listings --------------------------------------------------------------------------
 
     def review(self, listings: Mapping[str, Sequence[dict[str, Any]]]) -> None:

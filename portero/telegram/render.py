@@ -630,7 +630,9 @@ def full_arguments_document(approval: Any) -> tuple[str, bytes, str]:
 def outcome_label(state: str, source: str) -> str:
     """One line saying how an approval ended."""
     if state == "approved":
-        return "✅ Approved"
+        return "✅ Approved in the console" if source == "console" else "✅ Approved"
+    if state == "rejected" and source == "console":
+        return "❌ Denied in the console"
     if source == "shutdown":
         return "🛑 Gateway shut down: denied"
     if source == "cancelled":

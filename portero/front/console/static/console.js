@@ -1,0 +1,33 @@
+// Portero console: refresh the element #live every 2 seconds. Everything works without this script;
+// it only saves pressing "Refresh". The server answers X-Console-Partial with #live's content alone
+// and hands back the page's form token (X-Console-Form) so forms keep working after a refresh.
+(function () {
+  "use strict";
+  var live = document.getElementById("live");
+  if (!live || !window.fetch) return;
+  var busy = false;
+  function typing() {
+    var el = document.activeElement;
+    return el && live.contains(el) && (el.tagName === "INPUT" || el.tagName === "TEXTAREA");
+  }
+  function refresh() {
+    if (busy || document.hidden || typing()) return;
+    busy = true;
+    fetch(window.location.href, {
+      credentials: "same-origin",
+      cache: "no-store",
+      headers: { "X-Console-Partial": "1", "X-Console-Form": live.getAttribute("data-form") || "" }
+    }).then(function (response) {
+      if (response.status === 401) { window.location.reload(); return null; }
+      if (!response.ok) return null;
+      var token = response.headers.get("X-Console-Form");
+      return response.text().then(function (html) {
+        if (typing()) return;
+        live.innerHTML = html;
+        if (token) live.setAttribute("data-form", token);
+      });
+    }).catch(function () { /* the gateway restarts: try again next time */ })
+      .then(function () { busy = false; });
+  }
+  window.setInterval(refresh, 2000);
+})();
