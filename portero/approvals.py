@@ -167,7 +167,7 @@ class Approvers:
 
     ``available`` when any member is; :meth:`announce` announces to the available members concurrently
     and raises only when every one of them failed. ``unavailable_reason`` is what the model reads when
-    none is available."""
+    none is available: each member's own (``unavailable_reason``, else "Telegram unreachable")."""
 
     def __init__(self, *members: Approver) -> None:
         self.members: list[Approver] = list(members)
@@ -181,7 +181,7 @@ class Approvers:
 
     @property
     def unavailable_reason(self) -> str:
-        return NOBODY_REASON if len(self.members) > 1 else UNREACHABLE_REASON
+        return "; ".join(_unreachable(m) for m in self.members) or UNREACHABLE_REASON
 
     async def announce(self, approval: Approval) -> None:
         failures: list[BaseException] = []
@@ -234,8 +234,6 @@ class Outcome:
 
 NO_APPROVER_REASON = "no approver configured (no [telegram] section)"
 UNREACHABLE_REASON = "Telegram unreachable"
-# With the console among the approvers (the composite's reason when none of them can be reached).
-NOBODY_REASON = "no approver reachable (Telegram unreachable, and no console password set)"
 _SPACES = re.compile(r"\s+")
 
 

@@ -64,6 +64,10 @@ class ConsoleApprover:
     def available(self) -> bool:
         return self.password is not None
 
+    @property
+    def unavailable_reason(self) -> str:
+        return "the console has no password yet (portero console passwd)"
+
     async def announce(self, approval: Approval) -> None:
         """Nothing to send: the pages read the broker's pending table (and refresh themselves)."""
 
