@@ -396,3 +396,62 @@ async def test_grant_validation(store: Store) -> None:
         await grants.add("has space", 10.0, "admin")
     with pytest.raises(ValueError):
         await grants.add("a/*", 0.0, "admin")
+
+
+# --- several approvers (Telegram and the console) -------------------------------------------------------
+
+
+async def test_approvers_first_decision_wins_and_all_settle(store: Store, clock: Clock) -> None:
+    from portero.approvals import Approvers
+
+    telegram, console = FakeApprover(), FakeApprover()
+    both = Approvers(telegram, console)
+    broker = ApprovalBroker(store, timeout=120.0, approver=both, wall_clock=clock)
+    async with trio.open_nursery() as nursery:
+        results: list[Outcome] = []
+
+        async def run() -> None:
+            results.append(await ask(broker))
+
+        nursery.start_soon(run)
+        approval = await console.next_announcement()
+        assert telegram.announced == [approval]  # both were told
+        assert broker.decide(approval.id, True, source="console") == "ok"
+        assert broker.decide(approval.id, False) == "already"  # Telegram's press comes second
+    assert results == [Outcome("approved", "console", "approved by the admin")]
+    assert telegram.settled == console.settled == [(approval.id, "approved", "console")]
+
+
+async def test_approvers_one_unavailable_or_failing_still_asks_the_other(store: Store, clock: Clock) -> None:
+    from portero.approvals import Approvers
+
+    telegram, console = FakeApprover(), FakeApprover()
+    broker = ApprovalBroker(store, timeout=120.0, approver=Approvers(telegram, console), wall_clock=clock)
+    console.broker = broker
+    console.auto = {"approved": True, "source": "console"}
+    telegram.available = False
+    assert (await ask(broker)).approved and telegram.announced == []
+    telegram.available = True
+    telegram.fail_announce = True
+    assert (await ask(broker)).approved
+    # Every announcement fails: rejected at once as unreachable.
+    console.fail_announce = True
+    outcome = await ask(broker)
+    assert (outcome.decision, outcome.source) == ("rejected", "unreachable")
+
+
+async def test_approvers_none_available_says_why(store: Store, clock: Clock) -> None:
+    from portero.approvals import Approvers
+    from portero.front.console import ConsoleApprover
+
+    console = ConsoleApprover()  # no password yet
+    broker = ApprovalBroker(store, timeout=120.0, approver=Approvers(console), wall_clock=clock)
+    outcome = await ask(broker)
+    assert outcome == Outcome(
+        "rejected", "unreachable", "the console has no password yet (portero console passwd)"
+    )
+    telegram = FakeApprover()
+    telegram.available = False
+    broker.approver = Approvers(telegram, console)
+    outcome = await ask(broker)
+    assert outcome.reason == "Telegram unreachable; the console has no password yet (portero console passwd)"
