@@ -93,7 +93,7 @@ async def serve(
     store = await Store.open(os.path.join(config.server.data_dir, "gateway.db"))
     tracing = setup_tracing(config.server.otlp_endpoint, env)  # None: traces off, nothing is created
     try:
-        approval_timeout = config.telegram.approval_timeout if config.telegram is not None else 120.0
+        approval_timeout = _approval_timeout(config)
         broker = await ApprovalBroker.open(store, timeout=approval_timeout, approver=None)
         console_approver: ConsoleApprover | None = None
         if config.console.enabled:
@@ -316,6 +316,13 @@ async def _until(step: Callable[[], Awaitable[object]], hurry: trio.Event, timeo
             nursery.start_soon(first, hurry.wait)
 
 
+def _approval_timeout(config: Config) -> float:
+    """How long a call waits for the admin: ``[telegram] approval_timeout``, else ``[console]``'s."""
+    if config.telegram is not None:
+        return config.telegram.approval_timeout
+    return config.console.approval_timeout
+
+
 def _leaves(exc: BaseException) -> list[BaseException]:
     if isinstance(exc, BaseExceptionGroup):
         return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
@@ -387,8 +394,8 @@ async def reload_config(
     if guard is not None:
         guard.set_clients(new.clients)
     added, removed, restarted = router.apply_servers(new.mcp)
-    if router.broker is not None and new.telegram is not None:
-        router.broker.timeout = new.telegram.approval_timeout
+    if router.broker is not None:
+        router.broker.timeout = _approval_timeout(new)
     old = router.config
     needs_restart = [
         what

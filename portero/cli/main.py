@@ -173,6 +173,10 @@ log_format = "text"             # "text" | "json" (one JSON object per line)
 # admin_chat_id = 123456789
 # approval_timeout = "2m"
 
+# The web console at /console (approvals, audit, grants, pins); `portero console passwd` sets its password.
+# [console]
+# enabled = true
+
 # New or changed tool definitions wait for the admin (Telegram, or `portero pins approve <server/tool>`).
 [pins]
 mode = "approve"                # "approve" | "trust-first" (changes only) | "off"

@@ -151,6 +151,8 @@ class ConsoleSection:
     password is not in the file: ``portero console passwd`` keeps a scrypt hash of it in the database."""
 
     enabled: bool = False
+    # How long a call waits for a decision when there is no [telegram] (with it, its approval_timeout).
+    approval_timeout: float = _duration(default=120.0)
     # A console login lasts this long without a request, and at most session_max in all.
     session_idle: float = _duration(default=1800.0)
     session_max: float = _duration(default=43200.0)

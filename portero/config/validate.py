@@ -188,6 +188,8 @@ def _check_pins(p: PinsSection, problems: list[str]) -> None:
 
 
 def _check_console(c: ConsoleSection, problems: list[str]) -> None:
+    if not c.approval_timeout > 0:
+        problems.append(f"console.approval_timeout: must be a positive duration, got {c.approval_timeout:g}s")
     if not c.session_idle > 0:
         problems.append(f"console.session_idle: must be a positive duration, got {c.session_idle:g}s")
     if not c.session_max > 0:

@@ -481,3 +481,16 @@ async def test_grants_add_revoke_and_refused(tmp_path: Path, gw: GatewayProcess,
     assert [(x["pattern"], x["created_by"], x["revoked_at"] is not None) for x in rows] == [
         ("t/who*", "console", True)
     ]
+
+
+async def test_console_approval_timeout_without_telegram(tmp_path: Path) -> None:
+    g = await start(tmp_path, config_text(tmp_path, console=CONSOLE + 'approval_timeout = "1s"\n'))
+    try:
+        client = await Mcp(g.url).initialize()
+        res = await client.call(DELETE, {"what": "x"})
+        await client.aclose()
+        assert res["isError"] is True and "approval timed out after 1s" in text_of(res)
+    finally:
+        await stop(g)
+    [row] = db_rows(tmp_path, "SELECT state, source FROM approvals")
+    assert (row["state"], row["source"]) == ("expired", "timeout")
