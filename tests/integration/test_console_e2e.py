@@ -494,3 +494,54 @@ async def test_console_approval_timeout_without_telegram(tmp_path: Path) -> None
         await stop(g)
     [row] = db_rows(tmp_path, "SELECT state, source FROM approvals")
     assert (row["state"], row["source"]) == ("expired", "timeout")
+
+
+async def test_pins_approve_block_and_clients(tmp_path: Path) -> None:
+    import hashlib
+
+    ci_token = "ci-token-0123456789abcdef"
+    clients = (
+        "[[client]]\n"
+        'name = "ci"\n'
+        f'token_sha256 = "{hashlib.sha256(ci_token.encode()).hexdigest()}"\n'
+        'tools = ["t/echo", "t/delete_*"]\n'
+        "[client.policy]\n"
+        '"t/delete_thing" = "deny"\n'
+    )
+    g = await start(tmp_path, config_text(tmp_path, extra='[pins]\nmode = "approve"\n' + clients))
+    web = Console(g.url)
+    client = await Mcp(g.url).initialize()
+    try:
+        assert (await web.login()).status_code == 303
+        # Every tool waits for its first approval: none is listed yet.
+        resp, _ = await client.request_raw("tools/list")
+        assert resp["result"]["tools"] == []
+        page = await web.page("/pins")
+        assert 'data-tool="t/echo"' in page and "quarantined: new" in page
+        keys = dict(re.findall(r'data-tool="([^"]+)">.*?name="key" value="([^"]+)"', page, re.S))
+        r = await web.submit("/pins", "/pins", {"key": keys["t/echo"], "action": "approve"})
+        assert flash(r.text) == "t/echo approved"
+        r = await web.submit("/pins", "/pins", {"key": keys["t/delete_thing"], "action": "block"})
+        assert flash(r.text) == "t/delete_thing blocked"
+        assert 'data-tool="t/echo"' not in r.text and 'class="pin state-blocked"' in r.text
+        # A stale key (the definition changed, or a forged one) decides nothing.
+        r = await web.submit("/pins", "/pins", {"key": "0" * 20, "action": "approve"})
+        assert "changed since the page was shown" in flash(r.text)
+        with trio.fail_after(10):
+            while True:
+                resp, _ = await client.request_raw("tools/list")
+                if [t["name"] for t in resp["result"]["tools"]] == ["t__echo"]:
+                    break
+                await trio.sleep(0.1)
+        assert db_rows(tmp_path, "SELECT state, decided_by FROM pins WHERE tool = 'echo'") == [
+            {"state": "approved", "decided_by": "console"}
+        ]
+        # Clients: each one's tools (approved ones only) and the policy that applies to each.
+        page = await web.page("/clients")
+        ci = page.split('id="client-ci"', 1)[1].split("<section", 1)[0]
+        assert re.findall(r"<td>(t/[a-z_]+)</td><td>([a-z-]+)</td>", ci) == [("t/echo", "allow")]
+        assert 'id="client-default"' in page
+    finally:
+        await client.aclose()
+        await web.aclose()
+        await stop(g)
