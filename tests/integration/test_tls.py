@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import ssl
 import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -15,7 +16,7 @@ from .harness import TOKEN, GatewayProcess, child_toml, server_toml
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 
 
-def test_https_with_a_self_signed_certificate(tmp_path: Path) -> None:
+def make_certificate(tmp_path: Path) -> tuple[Path, Path]:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
         [
@@ -39,6 +40,11 @@ def test_https_with_a_self_signed_certificate(tmp_path: Path) -> None:
         check=True,
         capture_output=True,
     )
+    return cert, key
+
+
+def test_https_with_a_self_signed_certificate(tmp_path: Path) -> None:
+    cert, key = make_certificate(tmp_path)
     extra = f'tls_cert = "{cert}"\ntls_key = "{key}"'
     g = GatewayProcess(tmp_path, server_toml(tmp_path, extra=extra) + child_toml("t"))
     try:
@@ -55,5 +61,37 @@ def test_https_with_a_self_signed_certificate(tmp_path: Path) -> None:
         assert r.json()["result"]["serverInfo"]["name"] == "portero"
         with pytest.raises(httpx.HTTPError):
             httpx.get(g.url.replace("https://", "http://") + "/health", timeout=3)
+    finally:
+        g.stop()
+
+
+def test_tls_cookie_is_secure(tmp_path: Path) -> None:
+    """Under TLS the console's session cookie is ``Secure`` (over plain HTTP it cannot be: see
+    test_console_e2e.test_login_cookie_headers_and_logout)."""
+    import re
+
+    cert, key = make_certificate(tmp_path)
+    extra = f'tls_cert = "{cert}"\ntls_key = "{key}"\n[console]\nenabled = true'
+    config = tmp_path / "portero.toml"
+    config.write_text(server_toml(tmp_path, extra=extra) + child_toml("t"))
+    done = subprocess.run(
+        [sys.executable, "-m", "portero", "console", "passwd", "--config", str(config)],
+        input="a console password 42\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    g = GatewayProcess(tmp_path, config.read_text())
+    try:
+        ctx = ssl.create_default_context(cafile=str(cert))
+        with httpx.Client(base_url=g.url + "/console", verify=ctx) as web:
+            page = web.get("/login").text
+            token = re.search(r'name="csrf" value="([^"]+)"', page)
+            assert token
+            r = web.post("/login", data={"password": "a console password 42", "csrf": token.group(1)})
+            assert r.status_code == 303
+            cookie = r.headers["set-cookie"]
+            assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
     finally:
         g.stop()
