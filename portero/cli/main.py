@@ -97,7 +97,10 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if s.log_file:
         print(f"  log file:     {s.log_file}", file=out)
     if config.telegram is None:
-        print("  telegram:     off (require-approval calls will be denied)", file=out)
+        without = "require-approval calls will be denied"
+        if config.console.enabled:
+            without = "the console approves"
+        print(f"  telegram:     off ({without})", file=out)
     else:
         t = config.telegram
         chat = t.admin_chat_id if t.admin_chat_id is not None else "paired with /pair"
@@ -105,6 +108,10 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             f"  telegram:     on (chat {chat}, approval timeout {format_duration(t.approval_timeout)})",
             file=out,
         )
+    if config.console.enabled:
+        c = config.console
+        timeout = "" if config.telegram else f", approval timeout {format_duration(c.approval_timeout)}"
+        print(f"  console:      on at /console (its password: `portero console passwd`{timeout})", file=out)
     rules = len(config.policies.rules)
     print(
         f"  policies:     default {config.policies.default}, {rules} rule{'s' if rules != 1 else ''}",

@@ -625,7 +625,8 @@ def _parse_config(text: str, *, path: str, env: Mapping[str, str], check_files: 
         raise fail()
 
     mcp = [m for _, m in servers]
-    warnings.extend(_warnings(server, telegram, policies, mcp, clients=len(clients)))
+    enabled = console is not None and console.enabled
+    warnings.extend(_warnings(server, telegram, policies, mcp, clients=len(clients), console=enabled))
     return Config(
         server=server,
         telegram=telegram,

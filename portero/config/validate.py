@@ -479,6 +479,7 @@ def _warnings(
     servers: list[McpServer],
     *,
     clients: int = 0,
+    console: bool = False,
 ) -> list[str]:
     """Things that are valid but probably not what the user wants, as far as the file alone tells."""
     out: list[str] = []
@@ -502,7 +503,7 @@ def _warnings(
             "if two expose the same name, the first in the file wins"
         )
     actions = {policies.default, *policies.rules.values()}
-    if telegram is None and "require-approval" in actions:
+    if telegram is None and not console and "require-approval" in actions:
         out.append("no [telegram] section: calls that require approval will be denied")
     names = {m.name for m in servers}
     for pattern in policies.rules:
