@@ -431,6 +431,20 @@ def test_policies() -> None:
     assert config.policies.default == "deny"
     assert config.policies.rules == {"one/*": "allow", "*/delete_*": "require-approval"}
     assert "no [telegram] section: calls that require approval will be denied" in config.warnings
+    # With the console on, it approves: no such warning.
+    config = parse(text + "[console]\nenabled = true\n")
+    assert config.console.enabled and config.console.approval_timeout == 120.0
+    assert not any("[telegram]" in w for w in config.warnings)
+
+
+def test_console_section() -> None:
+    config = parse(MINIMAL)
+    assert not config.console.enabled  # off by default
+    config = parse(MINIMAL + '[console]\nenabled = true\nsession_idle = "10m"\napproval_timeout = "5m"\n')
+    assert (config.console.session_idle, config.console.approval_timeout) == (600.0, 300.0)
+    problems = problems_of(MINIMAL + '[console]\nenabeld = true\nsession_max = "soon"\n')
+    assert any("console.enabeld" in p and "unknown key" in p for p in problems), problems
+    assert any(p.startswith("portero.toml: console.session_max:") for p in problems), problems
 
 
 def test_policy_action_typo() -> None:
