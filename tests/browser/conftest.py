@@ -86,7 +86,10 @@ class ConsoleGateway:
 
 
 def console_config(tmp: Path, extra: str = "") -> str:
-    return server_toml(tmp) + "[console]\nenabled = true\n" + POLICIES + extra + child_toml("t")
+    # --redescribe: the test can change a tool's definition, so the pins page has one to show.
+    return (
+        server_toml(tmp) + "[console]\nenabled = true\n" + POLICIES + extra + child_toml("t", "--redescribe")
+    )
 
 
 def set_console_password(config_path: Path, password: str, cwd: Path) -> None:
