@@ -37,17 +37,6 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 COOKIE = "portero_console"
 
-# The console answers every page with ``Referrer-Policy: no-referrer`` (header and <meta>). Under that
-# policy Chromium sends ``Origin: null`` with a form POST (the Fetch standard's "serializing a request
-# origin"), and the gateway's Origin guard (portero/front/security.py, before the console) answers 403
-# "Forbidden: Host or Origin not allowed": no form of the console can be submitted from a real browser,
-# the login first. With the policy "same-origin" all of these tests pass. Strict: once the console is
-# fixed they XPASS and fail, so this marker gets removed.
-ORIGIN_NULL = pytest.mark.xfail(
-    strict=True,
-    reason="console bug: Referrer-Policy no-referrer makes Chromium POST with Origin: null, which the "
-    "gateway's Origin guard refuses (403) - remove this marker once fixed",
-)
 Shot = Callable[[Any, str], Path]
 
 
@@ -213,7 +202,6 @@ def test_without_a_session_every_page_redirects_to_login(console_gateway: Consol
             assert r.status_code == 303 and urlsplit(r.headers["location"]).path == "/console/login", page
 
 
-@ORIGIN_NULL
 def test_wrong_password_is_refused(console_gateway: ConsoleGateway, make_driver: Any, shot: Shot) -> None:
     gw = console_gateway
     d = make_driver()  # a browser of its own: the shared one logs in for the other tests
@@ -243,7 +231,6 @@ def test_wrong_password_is_refused(console_gateway: ConsoleGateway, make_driver:
     d.quit()  # three Chromiums at once are a lot for 2 cores; the module's fixture tolerates a quit driver
 
 
-@ORIGIN_NULL
 def test_login_and_overview(console_gateway: ConsoleGateway, driver: Any, shot: Shot) -> None:
     gw = console_gateway
     login(driver, gw)
@@ -259,7 +246,6 @@ def test_login_and_overview(console_gateway: ConsoleGateway, driver: Any, shot: 
     assert any(e["result"] == "ok" for e in events), events
 
 
-@ORIGIN_NULL
 def test_approve_a_waiting_call_with_live_refresh(
     console_gateway: ConsoleGateway, driver: Any, pool: ThreadPoolExecutor, shot: Shot
 ) -> None:
@@ -292,7 +278,6 @@ def test_approve_a_waiting_call_with_live_refresh(
     assert (row["decision"], row["source"], row["outcome"]) == ("approved", "console", "ok"), row
 
 
-@ORIGIN_NULL
 def test_deny_a_waiting_call(
     console_gateway: ConsoleGateway, driver: Any, pool: ThreadPoolExecutor, shot: Shot
 ) -> None:
@@ -321,7 +306,6 @@ def test_deny_a_waiting_call(
     assert (row["decision"], row["source"], row["outcome"]) == ("rejected", "console", "refused"), row
 
 
-@ORIGIN_NULL
 def test_audit_filter_and_record(console_gateway: ConsoleGateway, driver: Any, shot: Shot) -> None:
     gw = console_gateway
     # Calls that need no approval: one allowed, one denied by a rule.
@@ -381,7 +365,6 @@ def test_audit_filter_and_record(console_gateway: ConsoleGateway, driver: Any, s
     shot(driver, "audit-record")
 
 
-@ORIGIN_NULL
 def test_grant_add_list_and_revoke(
     console_gateway: ConsoleGateway, driver: Any, pool: ThreadPoolExecutor, shot: Shot
 ) -> None:
@@ -426,7 +409,6 @@ def test_grant_add_list_and_revoke(
     assert gw.db_rows("SELECT * FROM grants WHERE pattern = 't/whoami' AND revoked_at IS NULL") == []
 
 
-@ORIGIN_NULL
 def test_post_without_csrf_is_refused(console_gateway: ConsoleGateway, driver: Any, shot: Shot) -> None:
     gw = console_gateway
     login(driver, gw)
@@ -450,7 +432,6 @@ def test_post_without_csrf_is_refused(console_gateway: ConsoleGateway, driver: A
     assert gw.db_rows("SELECT * FROM grants WHERE pattern = 't/log'") == []
 
 
-@ORIGIN_NULL
 def test_replayed_form_is_refused(console_gateway: ConsoleGateway, driver: Any) -> None:
     gw = console_gateway
     login(driver, gw)
@@ -467,7 +448,6 @@ def test_replayed_form_is_refused(console_gateway: ConsoleGateway, driver: Any) 
     assert len(gw.db_rows("SELECT * FROM grants WHERE pattern = 't/echo'")) == 1
 
 
-@ORIGIN_NULL
 def test_approve_without_javascript(
     console_gateway: ConsoleGateway, nojs_driver: Any, pool: ThreadPoolExecutor, shot: Shot
 ) -> None:
@@ -496,7 +476,6 @@ def test_approve_without_javascript(
     assert (row["decision"], row["source"]) == ("approved", "console"), row
 
 
-@ORIGIN_NULL
 def test_pins_approve_a_changed_definition(console_gateway: ConsoleGateway, driver: Any, shot: Shot) -> None:
     gw = console_gateway
     # trust-first (no [pins]): a changed definition is quarantined until the admin approves it.
@@ -541,7 +520,6 @@ def test_pins_approve_a_changed_definition(console_gateway: ConsoleGateway, driv
     )
 
 
-@ORIGIN_NULL
 def test_clients_page(console_gateway: ConsoleGateway, driver: Any, shot: Shot) -> None:
     gw = console_gateway
     login(driver, gw)
@@ -551,7 +529,6 @@ def test_clients_page(console_gateway: ConsoleGateway, driver: Any, shot: Shot) 
     shot(driver, "clients")
 
 
-@ORIGIN_NULL
 def test_static_assets_are_served_locally(console_gateway: ConsoleGateway, driver: Any) -> None:
     gw = console_gateway
     login(driver, gw)
@@ -565,7 +542,6 @@ def test_static_assets_are_served_locally(console_gateway: ConsoleGateway, drive
         assert src.startswith(gw.url + "/console/"), src  # no CDN
 
 
-@ORIGIN_NULL
 def test_logout(console_gateway: ConsoleGateway, driver: Any, shot: Shot) -> None:
     gw = console_gateway
     login(driver, gw)

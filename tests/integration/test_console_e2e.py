@@ -87,7 +87,9 @@ class Console:
     """A console user without a browser: an httpx client that keeps the cookie."""
 
     def __init__(self, url: str) -> None:
-        self.http = httpx.AsyncClient(base_url=url + "/console", timeout=30)
+        # A browser's Origin on every request (the guard checks it, and a page's Referrer-Policy decides
+        # whether Chromium sends it or "null": see tests/browser).
+        self.http = httpx.AsyncClient(base_url=url + "/console", timeout=30, headers={"Origin": url})
 
     async def aclose(self) -> None:
         await self.http.aclose()
