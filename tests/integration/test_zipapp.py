@@ -69,7 +69,18 @@ def _build(repo: Path, command: str, tmp: Path) -> str:
 
 def _serve_and_call(python: str, pyz: Path, tmp: Path) -> None:
     cfg = tmp / "portero.toml"
-    cfg.write_text(server_toml(tmp) + child_toml("z"))
+    cfg.write_text(server_toml(tmp) + "[console]\nenabled = true\n" + child_toml("z"))
+    # The console's password, its templates and static files come out of the one file too.
+    done = subprocess.run(
+        [python, str(pyz), "console", "passwd", "--config", str(cfg)],
+        input="zipapp console password\n",
+        env=_env(tmp),
+        cwd=str(tmp),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0 and "console password set" in done.stdout, done.stderr
     proc = subprocess.Popen(
         [python, str(pyz), "serve", "--config", str(cfg)],
         env=_env(tmp),
@@ -110,6 +121,16 @@ def _serve_and_call(python: str, pyz: Path, tmp: Path) -> None:
             url + "/mcp", json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, headers=headers
         )
         assert any(tool["name"].startswith("z") for tool in r.json()["result"]["tools"])
+        with httpx.Client(base_url=url + "/console") as web:
+            page = web.get("/login")
+            assert page.status_code == 200 and "Console password" in page.text
+            token = re.search(r'name="csrf" value="([^"]+)"', page.text)
+            assert token
+            r = web.post("/login", data={"password": "zipapp console password", "csrf": token.group(1)})
+            assert r.status_code == 303
+            assert 'data-name="z"' in web.get("/").text
+            assert web.get("/static/console.css").status_code == 200
+            assert web.get("/static/console.js").status_code == 200
     finally:
         proc.terminate()
         proc.wait(20)
