@@ -557,3 +557,31 @@ def test_logout(console_gateway: ConsoleGateway, driver: Any, shot: Shot) -> Non
     with httpx.Client(base_url=gw.url, cookies={COOKIE: old}, timeout=30) as c:
         r = c.get("/console/", follow_redirects=False)
         assert r.status_code == 303 and urlsplit(r.headers["location"]).path == "/console/login"
+
+
+def test_pages_fit_a_phone_and_label_their_controls(
+    console_gateway: ConsoleGateway, make_driver: Callable[..., Any], shot: Shot
+) -> None:
+    """At a phone's width (390 px) no page scrolls sideways (wide tables scroll inside themselves), and
+    every form control has a label or a visible text, so a screen reader can name it."""
+    gw = console_gateway
+    phone = make_driver()
+    phone.set_window_size(390, 844)
+    login(phone, gw)
+    unlabelled = """
+        return [...document.querySelectorAll('input:not([type=hidden]), select, button')].filter(e => {
+            if (e.tagName === 'BUTTON') return !e.textContent.trim();
+            return !(e.labels && e.labels.length) && !e.getAttribute('aria-label');
+        }).map(e => e.outerHTML);
+    """
+    for page in ("", "approvals", "audit", "grants", "pins", "clients"):
+        phone.get(f"{gw.console}/{page}")
+        settle(phone, lambda d: d.find_elements(By.TAG_NAME, "h1"), f"/console/{page} did not load")
+        overflow = phone.execute_script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        shot(phone, f"phone-{page or 'overview'}")
+        assert overflow <= 1, f"/console/{page} is {overflow} px wider than a phone"
+        assert phone.execute_script(unlabelled) == [], f"/console/{page}"
+    phone.get(f"{gw.console}/audit")
+    assert phone.find_element(By.CSS_SELECTOR, "table#audit").size["width"] <= 390

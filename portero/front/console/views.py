@@ -292,7 +292,7 @@ def _blueprint(console: Console) -> Blueprint:
 
     @bp.get("/")
     async def overview() -> Response:
-        recent = await console.store.recent_audit(RECENT_CALLS)
+        recent, _ = await console.store.audit_page(limit=RECENT_CALLS)
         sessions = sorted(console.mcp_sessions.all(), key=lambda s: s.last_seen, reverse=True)
         now = console.clock()
         return await _page(
