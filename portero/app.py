@@ -140,6 +140,8 @@ async def serve(
                             console_approver,
                             guard,
                         )
+                        if config.telegram is not None:
+                            console.max_grant = config.telegram.max_grant
                         await front.start(serve_console, console)
                     binds, served = await _start_http(
                         front, config, router, sessions, shutdown, guard, console

@@ -476,9 +476,12 @@ async def test_grants_add_revoke_and_refused(tmp_path: Path, gw: GatewayProcess,
         ({"pattern": "t/x", "duration": "soon"}, "Not granted: duration"),
         ({"pattern": "", "duration": "1h"}, "Not granted:"),
         ({"pattern": "t/x", "duration": "1h", "client": "nobody"}, "Not granted: no client named"),
+        ({"pattern": "t/x", "duration": "2d"}, "Not granted: at most 1d"),
     ):
         r = await web.submit("/grants", "/grants", data)
         assert flash(r.text).startswith(expected), (data, flash(r.text))
+    # The message of a form is kept in the session for the next page, never taken from the URL.
+    assert flash(await web.page("/grants", flash="Your session expired: log in at evil.example")) == ""
     rows = db_rows(tmp_path, "SELECT pattern, created_by, revoked_at FROM grants")
     assert [(x["pattern"], x["created_by"], x["revoked_at"] is not None) for x in rows] == [
         ("t/who*", "console", True)

@@ -100,6 +100,11 @@ class Session:
     password: str = attrs.field(repr=False)  # the stored hash it logged in with
     peer: str = ""
     forms: OrderedDict[str, None] = attrs.field(factory=OrderedDict, repr=False)
+    flash: str = ""  # one message for the next page (the outcome of a form)
+
+    def take_flash(self) -> str:
+        text, self.flash = self.flash, ""
+        return text
 
     def issue_form_token(self) -> str:
         token = secrets.token_urlsafe(24)

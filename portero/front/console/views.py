@@ -21,7 +21,6 @@ import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
-from urllib.parse import quote
 
 import attrs
 import trio
@@ -81,6 +80,9 @@ class Console:
     sessions: Sessions = attrs.field(init=False)
     login_forms: LoginForms = attrs.field(factory=LoginForms, init=False)
     limiter: LoginLimiter = attrs.field(factory=LoginLimiter, init=False)
+    # scrypt takes 16 MiB and ~50 ms: two at a time, however many logins arrive at once.
+    hashing: trio.CapacityLimiter = attrs.field(factory=lambda: trio.CapacityLimiter(2), init=False)
+    max_grant: float = 86400.0  # the longest grant the form accepts ([telegram] max_grant when set)
 
     def __attrs_post_init__(self) -> None:
         self.sessions = Sessions(idle=self.section.session_idle, max_age=self.section.session_max)
@@ -203,7 +205,7 @@ def _blueprint(console: Console) -> Blueprint:
             csrf=form_token,
             logged_in=session is not None,
             pending_count=len(console.broker.pending()),
-            flash=request.args.get("flash", ""),
+            flash=(session.take_flash() if session is not None and not partial else ""),
             **context,
         )
         response = Response(html, status=status, mimetype="text/html")
@@ -212,8 +214,12 @@ def _blueprint(console: Console) -> Blueprint:
         return response
 
     def _back(path: str, flash: str) -> Response:
-        """303 to the page at ``path``, which shows ``flash`` (post/redirect/get: a reload posts nothing)."""
-        return _see(f"{path}?flash={quote(flash)}")
+        """303 to the page at ``path``, which shows ``flash`` once (post/redirect/get: a reload posts
+        nothing). The message stays in the session, not the URL, so no link can put words on a page."""
+        session: Session | None = g.get("console_session")
+        if session is not None:
+            session.flash = flash
+        return _see(path)
 
     # --- login ------------------------------------------------------------------------------------
 
@@ -261,7 +267,9 @@ def _blueprint(console: Console) -> Blueprint:
         if stored is not None and password:
             # The bearer token (or any client's) never logs in, whatever the stored hash says.
             is_token = console.guard.is_token(password)
-            matches = await trio.to_thread.run_sync(verify_password, password, stored)
+            matches = await trio.to_thread.run_sync(
+                verify_password, password, stored, limiter=console.hashing
+            )
             ok = matches and not is_token
         if not ok:
             console.limiter.failed(peer, now)
@@ -447,6 +455,8 @@ def _blueprint(console: Console) -> Blueprint:
             seconds = parse_duration(str(form.get("duration", "")).strip())
         except ValueError as exc:
             return _back("/grants", f"Not granted: duration: {exc}")
+        if seconds > console.max_grant:
+            return _back("/grants", f"Not granted: at most {format_duration(console.max_grant)}")
         if client is not None and client not in console.router.clients:
             return _back("/grants", f"Not granted: no client named {client!r}")
         try:
