@@ -454,6 +454,11 @@ async def test_audit_filters_paging_and_bad_input(tmp_path: Path, gw: GatewayPro
     assert (await web.http.get("/audit/999999")).status_code == 404
     assert (await web.http.get("/audit/abc")).status_code == 404
     assert "before: expected" in await web.page("/audit", before="x")
+    huge = "9" * 40  # past SQLite's 64-bit integers
+    assert "No calls." not in await web.page("/audit", before=huge)
+    assert (await web.http.get(f"/audit/{huge}")).status_code == 404
+    assert (await web.http.get("/grants/1/revoke")).status_code == 405
+    assert (await web.http.post(f"/grants/{huge}/revoke", data={"csrf": "x"})).status_code == 403
 
 
 async def test_grants_add_revoke_and_refused(tmp_path: Path, gw: GatewayProcess, web: Console) -> None:

@@ -49,6 +49,7 @@ PAGE_ROWS = 50
 RECENT_CALLS = 15
 GRANT_30M = 1800.0
 MAX_FORM_BYTES = 64 * 1024
+MAX_ROW_ID = 2**63 - 1
 
 _HEADERS = {
     "Cache-Control": "no-store",
@@ -397,6 +398,8 @@ def _blueprint(console: Console) -> Blueprint:
                 before = int(args["before"])
             except ValueError:
                 problems.append("before: expected a record number")
+            else:
+                before = min(max(before, 0), MAX_ROW_ID)  # SQLite's integers are 64-bit
         rows: list[dict[str, Any]] = []
         older: int | None = None
         if not problems:
@@ -427,7 +430,7 @@ def _blueprint(console: Console) -> Blueprint:
 
     @bp.get("/audit/<int:record_id>")
     async def audit_record(record_id: int) -> Response:
-        record = await console.store.audit_entry(record_id)
+        record = await console.store.audit_entry(record_id) if record_id <= MAX_ROW_ID else None
         if record is None:
             return await _page(
                 "missing.html", status=404, title="Not found", what=f"audit record {record_id}"
