@@ -908,13 +908,17 @@ class Store:
 
         await self._write(run)
 
-    async def recent_events(self, n: int) -> list[dict[str, Any]]:
-        """The last ``n`` events, newest first, as dicts with ts, kind and the decoded detail."""
+    async def recent_events(self, n: int, kind: str | None = None) -> list[dict[str, Any]]:
+        """The last ``n`` events (of ``kind`` only, when given), newest first, as dicts with ts, kind and
+        the decoded detail. (A kind's events are found walking the ids down: the table is small.)"""
 
         def run(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-            rows = conn.execute(
-                "SELECT ts, kind, detail FROM events ORDER BY id DESC LIMIT ?", (max(n, 0),)
-            ).fetchall()
+            args: tuple[Any, ...] = (max(n, 0),)
+            sql = "SELECT ts, kind, detail FROM events ORDER BY id DESC LIMIT ?"
+            if kind is not None:
+                sql = "SELECT ts, kind, detail FROM events WHERE kind = ? ORDER BY id DESC LIMIT ?"
+                args = (kind, *args)
+            rows = conn.execute(sql, args).fetchall()
             return [{"ts": ts, "kind": kind, "detail": _loads(d)} for ts, kind, d in rows]
 
         return await self._run(run)

@@ -162,6 +162,7 @@ async def test_login_cookie_headers_and_logout(tmp_path: Path, gw: GatewayProces
     assert "Secure" not in cookie  # plain HTTP on loopback; under TLS it is set (test_tls_cookie_is_secure)
     r = await web.http.get("/")
     assert r.status_code == 200 and 'data-name="t"' in r.text
+    assert re.search(r'<li class="login result-ok">[^<]*: ok from 127.0.0.1</li>', r.text)
     assert r.headers["cache-control"] == "no-store"
     assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
     assert "script-src 'self'" in r.headers["content-security-policy"]
@@ -203,6 +204,8 @@ async def test_wrong_password_limiter_and_events(tmp_path: Path, gw: GatewayProc
     log = "\n".join(gw.lines)
     assert "not the password" not in log and BEARER not in log and PASSWORD not in log
     assert "console: wrong password from 127.0.0.1" in log
+    # The overview lists the last logins, the refused ones marked.
+    assert (await web.http.get("/")).status_code == 303
 
 
 async def test_forms_refused_without_token_with_a_forged_one_or_replayed(
@@ -331,6 +334,13 @@ async def test_console_alone_approves_denies_with_reason_and_grants(
         assert flash(r.text) == "Approved t/delete_thing"
         res = await later.wait()
         assert text_of(res) == "deleted the files of John Doe"
+        # Huge arguments are cut on the page (it refreshes every 2 s); the call gets them whole.
+        later = spawn(nursery, client.call, DELETE, {"what": "x" * 100_000})
+        [big] = await pending_ids(web)
+        page = await web.page("/approvals")
+        assert "more characters)" in page and len(page) < 40_000
+        await web.submit("/approvals", f"/approvals/{big}", {"action": "approve"})
+        assert text_of(await later.wait()) == "deleted " + "x" * 100_000
         # Deny with a reason, written with the real name: the model reads it with the fake one.
         later = spawn(nursery, client.call, DELETE, {"what": "y"})
         [aid2] = await pending_ids(web)
@@ -357,6 +367,7 @@ async def test_console_alone_approves_denies_with_reason_and_grants(
     rows = db_rows(tmp_path, "SELECT tool, decision, source, outcome FROM audit ORDER BY id")
     assert [(r["decision"], r["source"]) for r in rows] == [
         ("approved", "console"),
+        ("approved", "console"),
         ("rejected", "console"),
         ("approved", "console"),
         ("allow", "grant:t/delete_thing"),
@@ -364,10 +375,11 @@ async def test_console_alone_approves_denies_with_reason_and_grants(
     approvals = db_rows(tmp_path, "SELECT state, source, reason FROM approvals ORDER BY created_at")
     assert [(a["state"], a["source"]) for a in approvals] == [
         ("approved", "console"),
+        ("approved", "console"),
         ("rejected", "console"),
         ("approved", "console"),
     ]
-    assert approvals[1]["reason"] == "ask John Doe first"
+    assert approvals[2]["reason"] == "ask John Doe first"
 
 
 async def test_console_and_telegram_first_decision_wins(tmp_path: Path, nursery: trio.Nursery) -> None:

@@ -50,6 +50,8 @@ RECENT_CALLS = 15
 GRANT_30M = 1800.0
 MAX_FORM_BYTES = 64 * 1024
 MAX_ROW_ID = 2**63 - 1
+SHOWN_CHARS = 20_000  # of an approval's or a call's arguments, on a page
+LOGIN_EVENTS = 10  # the last console logins the overview lists
 
 _HEADERS = {
     "Cache-Control": "no-store",
@@ -99,11 +101,16 @@ def _when(ts: float | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _pretty(value: Any) -> str:
+def _pretty(value: Any, limit: int = SHOWN_CHARS) -> str:
+    """``value`` as indented JSON, cut after ``limit`` characters (a page that refreshes every two
+    seconds must not carry megabytes of arguments)."""
     try:
-        return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
+        text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
     except (TypeError, ValueError, RecursionError):
-        return repr(value)
+        text = repr(value)
+    if len(text) > limit:
+        text = text[:limit] + f"\n… ({len(text) - limit:,} more characters)"
+    return text
 
 
 def parse_moment(text: str, now: float) -> float:
@@ -302,6 +309,7 @@ def _blueprint(console: Console) -> Blueprint:
     @bp.get("/")
     async def overview() -> Response:
         recent, _ = await console.store.audit_page(limit=RECENT_CALLS)
+        logins = await console.store.recent_events(LOGIN_EVENTS, kind="console-login")
         sessions = sorted(console.mcp_sessions.all(), key=lambda s: s.last_seen, reverse=True)
         now = console.clock()
         return await _page(
@@ -313,6 +321,7 @@ def _blueprint(console: Console) -> Blueprint:
             session_count=len(sessions),
             pending=console.broker.pending(),
             recent=recent,
+            logins=logins,
             uptime=console.router.uptime(),
             now=now,
             monotonic=console.mcp_sessions.clock(),
