@@ -10,7 +10,9 @@ Decisions made here go through the same broker as Telegram's buttons, with ``sou
 decision wins, the audit row says ``console``, and the bot edits its message to "Approved in the console".
 
 Every answer carries ``Cache-Control: no-store``, a Content-Security-Policy that allows only the console's
-own script and style, and no framing. Login attempts are recorded as ``console-login`` events.
+own script and style, and no framing. ``Referrer-Policy`` is ``same-origin``, not ``no-referrer``: under
+``no-referrer`` Chromium posts forms with ``Origin: null``, which the gateway's Origin check (in front of
+every path) refuses. Login attempts are recorded as ``console-login`` events.
 """
 
 from __future__ import annotations
