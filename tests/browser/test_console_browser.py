@@ -262,11 +262,17 @@ def test_approve_a_waiting_call_with_live_refresh(
     assert not future.done(), future.result() if future.done() else None
     assert re.fullmatch(r"approval-.+", art.get_attribute("id") or ""), art.get_attribute("id")
     assert "t/delete_thing" in art.text
+    # The tab's title and the menu's badge count it too (seen from another tab), still without a reload.
+    wait(driver).until(lambda d: d.title.startswith("(1) Approvals"), "the title does not count the call")
+    badge = driver.find_element(By.ID, "pending-badge")
+    assert badge.is_displayed() and badge.text == "1"
     shot(driver, "approvals-pending")
 
     art.find_element(By.CSS_SELECTOR, "button[name=action][value=approve]").click()
     wait(driver).until(lambda d: path_of(d) == "/console/approvals")
     assert "Approved" in flash_text(driver)
+    assert driver.title == "Approvals · Portero"
+    assert not driver.find_element(By.ID, "pending-badge").is_displayed()
     shot(driver, "approvals-approved")
 
     resp = future.result(timeout=WAIT)

@@ -221,6 +221,8 @@ def _blueprint(console: Console) -> Blueprint:
         response = Response(html, status=status, mimetype="text/html")
         if form_token:
             response.headers["X-Console-Form"] = form_token
+        if session is not None:  # for the script: the tab's title and the menu's badge
+            response.headers["X-Console-Pending"] = str(len(console.broker.pending()))
         return response
 
     def _back(path: str, flash: str) -> Response:

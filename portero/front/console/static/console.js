@@ -10,6 +10,15 @@
     var el = document.activeElement;
     return el && live.contains(el) && (el.tagName === "INPUT" || el.tagName === "TEXTAREA");
   }
+  // The number of calls waiting: in the tab's title (seen from another tab) and the menu's badge.
+  function showPending(count) {
+    if (count === null) return;
+    var n = parseInt(count, 10) || 0;
+    document.title = document.title.replace(/^\(\d+\) /, "");
+    if (n > 0) document.title = "(" + n + ") " + document.title;
+    var badge = document.getElementById("pending-badge");
+    if (badge) { badge.textContent = String(n); badge.hidden = n === 0; }
+  }
   function refresh() {
     if (busy || document.hidden || typing()) return;
     busy = true;
@@ -21,6 +30,7 @@
       if (response.status === 401) { window.location.reload(); return null; }
       if (!response.ok) return null;
       var token = response.headers.get("X-Console-Form");
+      showPending(response.headers.get("X-Console-Pending"));
       return response.text().then(function (html) {
         if (typing()) return;
         live.innerHTML = html;
