@@ -567,3 +567,47 @@ async def test_pins_approve_block_and_clients(tmp_path: Path) -> None:
         await client.aclose()
         await web.aclose()
         await stop(g)
+
+
+async def test_always_allow_and_rules_from_the_console(
+    tmp_path: Path, gw: GatewayProcess, web: Console, nursery: trio.Nursery
+) -> None:
+    assert (await web.login()).status_code == 303
+    client = await Mcp(gw.url).initialize()
+    try:
+        # "Always allow": an exact rule for this tool, then the call runs; the next runs without asking.
+        later = spawn(nursery, client.call, DELETE, {"what": "one"})
+        [aid] = await pending_ids(web)
+        r = await web.submit("/approvals", f"/approvals/{aid}", {"action": "always-allow"})
+        assert flash(r.text) == "t/delete_thing: allowed from now on (a rule on Grants)"
+        assert text_of(await later.wait()) == "deleted one"
+        assert text_of(await client.call(DELETE, {"what": "two"})) == "deleted two"
+        grants = await web.page("/grants")
+        rule = r'class="rule" data-pattern="t/delete_thing"><td><code>t/delete_thing</code></td><td>allow<'
+        assert re.search(rule, grants)
+        # A rule added by hand applies to the next call: t/echo denied.
+        r = await web.submit("/grants", "/rules", {"pattern": "t/echo", "action": "deny"})
+        assert flash(r.text) == "Rule t/echo = deny"
+        res = await client.call("t__echo", {"text": "hi"})
+        assert res["isError"] is True and "t/echo" in text_of(res)
+        # Removing both: t/echo runs again, t/delete_thing asks again.
+        for pattern, was in (("t/echo", "deny"), ("t/delete_thing", "allow")):
+            r = await web.submit("/grants", "/rules/remove", {"pattern": pattern})
+            assert flash(r.text) == f"Removed the rule {pattern} ({was})"
+        assert text_of(await client.call("t__echo", {"text": "hi"})) == "hi"
+        clients = await web.page("/clients")
+        assert re.search(r"<td>t/delete_thing</td><td>require-approval</td>", clients)
+        # Refused input says why and changes nothing.
+        r = await web.submit("/grants", "/rules", {"pattern": "t/x", "action": "maybe"})
+        assert flash(r.text).startswith("No rule added:")
+        r = await web.submit("/grants", "/rules/remove", {"pattern": "t/none"})
+        assert flash(r.text) == "There was no rule t/none"
+    finally:
+        await client.aclose()
+    assert db_rows(tmp_path, "SELECT * FROM chat_rules") == []
+    rows = db_rows(tmp_path, "SELECT tool, decision, source FROM audit ORDER BY id")
+    assert [(r["decision"], r["source"]) for r in rows][:3] == [
+        ("approved", "console"),
+        ("allow", "chat-rule:t/delete_thing"),
+        ("deny", "chat-rule:t/echo"),
+    ]

@@ -30,7 +30,7 @@ from quart import Blueprint, Response, g, redirect, render_template, request
 
 from ...config import ConsoleSection, ServerSection
 from ...core import pins as core_pins
-from ...core.policy import validate_pattern
+from ...core.policy import ACTIONS, validate_pattern
 from ...durations import format_duration, parse_duration
 from ...store import AUDIT_DECISIONS, AUDIT_OUTCOMES
 from .approver import ConsoleApprover, decided_by
@@ -356,6 +356,23 @@ def _blueprint(console: Console) -> Blueprint:
         elif action == "approve30":
             result = console.broker.decide(approval_id, True, grant_seconds=GRANT_30M, source="console")
             done = f"Approved {tool}, and granted it for 30m"
+        elif action in ("always-allow", "always-deny"):
+            # As Telegram's buttons: the exact rule for this one tool is stored first, then the call is
+            # decided with it (a tool whose name holds "*" gets no rule: it would be a pattern).
+            if approval is None:
+                result = "already" if console.approver.find(approval_id) else "unknown"
+                done = ""
+            elif "*" in approval.tool:
+                return _back("/approvals", f"No rule for {tool}: its name holds '*'")
+            else:
+                rule = "allow" if action == "always-allow" else "deny"
+                try:
+                    await console.router.add_chat_rule(approval.tool, rule, "console")
+                except Exception as exc:
+                    log.warning("console: saving a rule failed: %s", type(exc).__name__)
+                    return _back("/approvals", "The rule could not be saved; nothing was decided")
+                result = console.broker.decide(approval_id, rule == "allow", source="console")
+                done = f"{tool}: {'allowed' if rule == 'allow' else 'denied'} from now on (a rule on Grants)"
         elif action == "deny":
             if reason:
                 result = console.broker.deny_with_reason(approval_id, reason, source="console")
@@ -458,6 +475,9 @@ def _blueprint(console: Console) -> Blueprint:
             "grants.html",
             title="Grants",
             grants=console.broker.grants.active(),
+            rules=sorted(console.router.chat_rules.items()),
+            actions=ACTIONS,
+            config_rules=len(console.router.config.policies.rules),
             now=console.clock(),
             clients=sorted(console.router.clients),
         )
@@ -482,6 +502,28 @@ def _blueprint(console: Console) -> Blueprint:
         log.info("console: granted %s for %s", grant.pattern, format_duration(seconds))
         whom = f" to {client}" if client else ""
         return _back("/grants", f"Granted {grant.pattern}{whom} for {format_duration(seconds)}")
+
+    @bp.post("/rules")
+    async def rule_add() -> Response:
+        form = await request.form
+        pattern = str(form.get("pattern", "")).strip()
+        action = str(form.get("action", ""))
+        try:
+            before = await console.router.add_chat_rule(pattern, action, "console")
+        except ValueError as exc:
+            return _back("/grants", f"No rule added: {exc}")
+        log.info("console: rule %s = %s", pattern, action)
+        return _back("/grants", f"Rule {pattern} = {action}" + (f" (was {before})" if before else ""))
+
+    @bp.post("/rules/remove")
+    async def rule_remove() -> Response:
+        form = await request.form
+        pattern = str(form.get("pattern", ""))
+        removed = await console.router.remove_chat_rule(pattern)
+        if removed is None:
+            return _back("/grants", f"There was no rule {pattern}")
+        log.info("console: removed the rule %s (%s)", pattern, removed)
+        return _back("/grants", f"Removed the rule {pattern} ({removed})")
 
     @bp.post("/grants/<int:grant_id>/revoke")
     async def grant_revoke(grant_id: int) -> Response:
