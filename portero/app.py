@@ -23,6 +23,7 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+import attrs
 import trio
 from hypercorn.config import Config as HyperConfig
 from hypercorn.trio import serve as hyper_serve
@@ -377,10 +378,10 @@ async def reload_config(
       401 from the next request on), and each client's tools and rules apply to its next request.
     - ``[pins] mode``: every server's tools are reviewed again under the new mode.
     - ``[telegram]``: the approval timeout applies to approvals asked from now on; the admin chat
-      and the longest grant at once.
+      and the longest grant at once. ``[console] approval_timeout`` too (without ``[telegram]``).
     - Sessions get ``notifications/<list>/list_changed`` for every list whose exposed content changed.
-    - ``[server]`` settings (address, TLS, token…), the bot's token and API base, and adding or
-      removing ``[telegram]`` need a restart.
+    - ``[server]`` settings (address, TLS, token…), the bot's token and API base, adding or
+      removing ``[telegram]``, and the rest of ``[console]`` need a restart.
     """
     try:
         new = await trio.to_thread.run_sync(load_config, config_path, env)
@@ -399,10 +400,16 @@ async def reload_config(
     if router.broker is not None:
         router.broker.timeout = _approval_timeout(new)
     old = router.config
+    # The console's approval_timeout applies at once (above); turning it on or off, its session limits,
+    # take a restart.
+    console_changed = attrs.evolve(new.console, approval_timeout=0) != attrs.evolve(
+        old.console, approval_timeout=0
+    )
     needs_restart = [
         what
         for what, changed in (
             ("[server]", new.server != old.server),
+            ("[console]", console_changed),
             ("[telegram] (added, removed, or its bot token or API base)",
              (new.telegram is None) != (old.telegram is None)
              or (bot is not None and new.telegram is not None and not bot.apply_settings(new.telegram))),

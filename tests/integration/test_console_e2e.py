@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import json
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -505,17 +506,25 @@ async def test_grants_add_revoke_and_refused(tmp_path: Path, gw: GatewayProcess,
     ]
 
 
-async def test_console_approval_timeout_without_telegram(tmp_path: Path) -> None:
+async def test_console_approval_timeout_without_telegram_and_reload(tmp_path: Path) -> None:
     g = await start(tmp_path, config_text(tmp_path, console=CONSOLE + 'approval_timeout = "1s"\n'))
     try:
         client = await Mcp(g.url).initialize()
         res = await client.call(DELETE, {"what": "x"})
-        await client.aclose()
         assert res["isError"] is True and "approval timed out after 1s" in text_of(res)
+        # SIGHUP: a new approval_timeout applies to the next call; the rest of [console] takes a restart.
+        g.config_path.write_text(
+            config_text(tmp_path, console=CONSOLE + 'approval_timeout = "2s"\nsession_idle = "5m"\n')
+        )
+        g.proc.send_signal(signal.SIGHUP)
+        await trio.to_thread.run_sync(g.wait_log, "([console] changed: that takes a restart)")
+        res = await client.call(DELETE, {"what": "x"})
+        assert "approval timed out after 2s" in text_of(res)
+        await client.aclose()
     finally:
         await stop(g)
-    [row] = db_rows(tmp_path, "SELECT state, source FROM approvals")
-    assert (row["state"], row["source"]) == ("expired", "timeout")
+    rows = db_rows(tmp_path, "SELECT state, source FROM approvals")
+    assert [(r["state"], r["source"]) for r in rows] == [("expired", "timeout")] * 2
 
 
 async def test_pins_approve_block_and_clients(tmp_path: Path) -> None:
