@@ -17,8 +17,6 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
-import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,22 +24,13 @@ from typing import Any
 
 import pytest
 
-from tests.integration.harness import ROOT, GatewayProcess, child_toml, server_toml
+from tests.integration.harness import ROOT, GatewayProcess, child_toml, console_passwd, server_toml
+from tests.integration.test_approvals_e2e import POLICIES  # t/delete_thing, t/whoami ask; t/add denied
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 PASSWORD = "console-pass-0123456789"
 WAIT = 20.0  # explicit Selenium waits: generous, never a speed assertion
-
-POLICIES = """
-[policies]
-default = "allow"
-[policies.rules]
-"t/delete_thing" = "require-approval"
-"t/whoami" = "require-approval"
-"t/add" = "deny"
-"t/echo" = "allow"
-"""
 
 
 def browser_missing() -> str:
@@ -92,17 +81,10 @@ def console_config(tmp: Path, extra: str = "") -> str:
     )
 
 
-def set_console_password(config_path: Path, password: str, cwd: Path) -> None:
-    r = subprocess.run(
-        [sys.executable, "-m", "portero", "console", "passwd", "--config", str(config_path)],
-        input=password + "\n",
-        capture_output=True,
-        text=True,
-        cwd=str(cwd),
-        timeout=60,
-    )
+def set_console_password(config_path: Path, password: str) -> None:
+    r = console_passwd(config_path, password)
     assert r.returncode == 0, f"console passwd failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
-    assert "console password set" in r.stdout + r.stderr, r.stdout + r.stderr
+    assert "console password set" in r.stdout, r.stdout + r.stderr
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +96,7 @@ def console_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Consol
     text = console_config(tmp)
     config_path = tmp / "portero.toml"
     config_path.write_text(text)
-    set_console_password(config_path, PASSWORD, tmp)
+    set_console_password(config_path, PASSWORD)
     g = GatewayProcess(tmp, text)  # writes the same text to the same file, then serves
     try:
         g.wait_ready()

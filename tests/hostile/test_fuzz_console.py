@@ -21,8 +21,6 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +31,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ..integration.harness import GatewayProcess, child_toml, server_toml
+from ..integration.harness import GatewayProcess, child_toml, console_passwd, server_toml
 from .rawhttp import own_tracebacks
 
 EXAMPLES = int(os.environ.get("PORTERO_FUZZ_EXAMPLES", "0") or 0)
@@ -93,13 +91,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     )
     config = tmp / "portero.toml"
     config.write_text(text)
-    done = subprocess.run(
-        [sys.executable, "-m", "portero", "console", "passwd", "--config", str(config)],
-        input=PASSWORD + "\n",
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = console_passwd(config, PASSWORD)
     assert done.returncode == 0, done.stderr
     g = GatewayProcess(tmp, text)
     try:

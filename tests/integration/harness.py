@@ -45,6 +45,19 @@ def server_toml(tmp: Path, *, auth: str = "bearer", extra: str = "") -> str:
     )
 
 
+def console_passwd(config: Path, password: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    """``portero console passwd --config <config>`` with ``password`` on stdin (``argv``: another way to
+    run portero than ``python -m portero``, e.g. a zipapp)."""
+    return subprocess.run(
+        [*(argv or (sys.executable, "-m", "portero")), "console", "passwd", "--config", str(config)],
+        input=password + "\n",
+        capture_output=True,
+        text=True,
+        cwd=str(config.parent),
+        timeout=60,
+    )
+
+
 class GatewayProcess:
     """`python -m portero serve` with a config file; knows its URL once it listens."""
 

@@ -26,9 +26,10 @@ from portero.front.console.auth import PASSWORD_KEY, hash_password
 from portero.store import Store
 
 from .harness import TOKEN as BEARER
-from .harness import GatewayProcess, child_toml, server_toml, text_of
+from .harness import GatewayProcess, child_toml, console_passwd, server_toml, text_of
 from .test_approvals_e2e import (
     ADMIN,
+    POLICIES,
     REPLACEMENTS,
     Mcp,
     answer_for,
@@ -47,15 +48,6 @@ from fake_botapi import TOKEN, FakeBotAPI  # noqa: E402
 PASSWORD = "a console password 42"
 DELETE = "t__delete_thing"
 
-POLICIES = """
-[policies]
-default = "allow"
-[policies.rules]
-"t/delete_thing" = "require-approval"
-"t/whoami" = "require-approval"
-"t/add" = "deny"
-"""
-
 CONSOLE = "[console]\nenabled = true\n"
 
 
@@ -64,13 +56,7 @@ def config_text(tmp: Path, *, telegram: str = "", console: str = CONSOLE, extra:
 
 
 def set_password(config: Path, password: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "portero", "console", "passwd", "--config", str(config)],
-        input=password + "\n",
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return console_passwd(config, password)
 
 
 def form_token(page: str) -> str:

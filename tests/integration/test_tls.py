@@ -5,13 +5,12 @@ from __future__ import annotations
 import shutil
 import ssl
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
-from .harness import TOKEN, GatewayProcess, child_toml, server_toml
+from .harness import TOKEN, GatewayProcess, child_toml, console_passwd, server_toml
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 
@@ -74,13 +73,7 @@ def test_tls_cookie_is_secure(tmp_path: Path) -> None:
     extra = f'tls_cert = "{cert}"\ntls_key = "{key}"\n[console]\nenabled = true'
     config = tmp_path / "portero.toml"
     config.write_text(server_toml(tmp_path, extra=extra) + child_toml("t"))
-    done = subprocess.run(
-        [sys.executable, "-m", "portero", "console", "passwd", "--config", str(config)],
-        input="a console password 42\n",
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = console_passwd(config, "a console password 42")
     assert done.returncode == 0, done.stderr
     g = GatewayProcess(tmp_path, config.read_text())
     try:
