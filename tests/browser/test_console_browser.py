@@ -312,6 +312,40 @@ def test_deny_a_waiting_call(
     assert (row["decision"], row["source"], row["outcome"]) == ("rejected", "console", "refused"), row
 
 
+def test_a_typed_reason_survives_the_live_refresh(
+    console_gateway: ConsoleGateway, driver: Any, pool: ThreadPoolExecutor, shot: Shot
+) -> None:
+    """The admin types a reason, looks away (the field loses the focus), another call arrives and the page
+    refreshes: the reason is still there, and Deny sends it to the model."""
+    gw = console_gateway
+    login(driver, gw)
+    driver.get(gw.console + "/approvals")
+    first = call_in_background(pool, gw, "t__delete_thing", {"what": "gamma-file"})
+    art = wait_approval(driver, "t/delete_thing", "gamma-file")
+    field = art.find_element(By.CSS_SELECTOR, "input[name=reason]")
+    field_id = field.get_attribute("id")
+    field.send_keys("use the archive instead")
+    driver.find_element(By.TAG_NAME, "h1").click()  # the field loses the focus: refreshes go on
+    second = call_in_background(pool, gw, "t__delete_thing", {"what": "delta-file"})
+    other = wait_approval(driver, "t/delete_thing", "delta-file")  # arrived by a refresh
+    kept = driver.find_element(By.ID, field_id)
+    assert kept.get_attribute("value") == "use the archive instead"
+    shot(driver, "approvals-reason-kept")
+    kept.find_element(By.XPATH, "./ancestor::form").find_element(
+        By.CSS_SELECTOR, "button[name=action][value=deny]"
+    ).click()
+    assert "the model reads your reason" in flash_text(driver)
+    resp = first.result(timeout=WAIT)
+    assert (
+        text_of(resp["result"])
+        == "Call to t/delete_thing refused: denied by the admin: use the archive instead."
+    )
+    # The other call is still waiting; deny it too, without a reason.
+    other = wait_approval(driver, "t/delete_thing", "delta-file")
+    other.find_element(By.CSS_SELECTOR, "button[name=action][value=deny]").click()
+    assert second.result(timeout=WAIT)["result"]["isError"] is True
+
+
 def test_audit_filter_and_record(console_gateway: ConsoleGateway, driver: Any, shot: Shot) -> None:
     gw = console_gateway
     # Calls that need no approval: one allowed, one denied by a rule.

@@ -1,5 +1,6 @@
 // Portero console: refresh the element #live every 2 seconds. Everything works without this script;
-// it only saves pressing "Refresh". The server answers X-Console-Partial with #live's content alone
+// it only saves pressing "Refresh". It waits while a field in #live has the focus, and what was typed
+// into a field is put back after a refresh. The server answers X-Console-Partial with #live's content alone
 // and hands back the page's form token (X-Console-Form) so forms keep working after a refresh.
 (function () {
   "use strict";
@@ -33,7 +34,15 @@
       showPending(response.headers.get("X-Console-Pending"));
       return response.text().then(function (html) {
         if (typing()) return;
+        var kept = {};  // what was typed (a reason) survives the refresh, by the field's id
+        live.querySelectorAll("input[id], textarea[id]").forEach(function (el) {
+          if (el.type !== "hidden" && el.value) kept[el.id] = el.value;
+        });
         live.innerHTML = html;
+        Object.keys(kept).forEach(function (id) {
+          var el = document.getElementById(id);
+          if (el && live.contains(el)) el.value = kept[id];
+        });
         if (token) live.setAttribute("data-form", token);
       });
     }).catch(function () { /* the gateway restarts: try again next time */ })
