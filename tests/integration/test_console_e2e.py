@@ -606,3 +606,24 @@ async def test_always_allow_and_rules_from_the_console(
         ("allow", "chat-rule:t/delete_thing"),
         ("deny", "chat-rule:t/echo"),
     ]
+
+
+async def test_a_locked_database_is_a_503_page_and_nothing_breaks(
+    tmp_path: Path, gw: GatewayProcess, web: Console
+) -> None:
+    import sqlite3
+
+    assert (await web.login()).status_code == 303
+    token = form_token(await web.page("/grants"))
+    lock = sqlite3.connect(tmp_path / "data" / "gateway.db", isolation_level=None)
+    try:
+        lock.execute("BEGIN IMMEDIATE")  # another process holds the write lock past the store's budget
+        r = await web.http.post("/grants", data={"pattern": "t/*", "duration": "1h", "csrf": token})
+        assert r.status_code == 503 and "database did not answer" in r.text
+        assert (await web.http.get("/grants")).status_code == 200  # reading still works (WAL)
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    r = await web.submit("/grants", "/grants", {"pattern": "t/*", "duration": "1h"})
+    assert flash(r.text) == "Granted t/* for 1h"
+    assert "console: the database could not answer POST /console/grants" in "\n".join(gw.lines)

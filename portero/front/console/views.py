@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
@@ -32,7 +33,7 @@ from ...config import ConsoleSection, ServerSection
 from ...core import pins as core_pins
 from ...core.policy import ACTIONS, validate_pattern
 from ...durations import format_duration, parse_duration
-from ...store import AUDIT_DECISIONS, AUDIT_OUTCOMES
+from ...store import AUDIT_DECISIONS, AUDIT_OUTCOMES, StoreError
 from .approver import ConsoleApprover, decided_by
 from .auth import LoginForms, LoginLimiter, Session, Sessions, verify_password
 
@@ -194,6 +195,14 @@ def _blueprint(console: Console) -> Blueprint:
                 )
                 return await _page("refused.html", status=403, title="Refused")
         return None
+
+    @bp.errorhandler(StoreError)
+    @bp.errorhandler(sqlite3.Error)
+    async def store_failed(exc: Exception) -> Response:
+        """The database could not answer (locked past its budget, a disk error): a page that says so,
+        503, and the gateway goes on."""
+        log.warning("console: the database could not answer %s %s: %s", request.method, request.path, exc)
+        return await _page("unavailable.html", status=503, title="Database unavailable")
 
     @bp.after_request
     async def headers(response: Response) -> Response:
