@@ -156,9 +156,11 @@ async def serve(
                     await _until(lambda: _settle_reporting(router), shutdown)
                     if not shutdown.is_set():
                         log.info("%s", servers_summary(router))
+                        shown, held = router.tool_counts()
                         log.info(
-                            "ready: %d tools on %s — `portero client-config` prints how to connect",
-                            len(router.catalog.tools),
+                            "ready: %d tools%s on %s — `portero client-config` prints how to connect",
+                            shown,
+                            f" ({held} more held for the admin: `portero pins`)" if held else "",
                             _mcp_url(config, binds),
                         )
                         notifier.ready(status())

@@ -310,6 +310,17 @@ class Router:
             if before[what] != after[what]:
                 self.sessions.broadcast(jsonrpc.notification(f"notifications/{what}/list_changed"))
 
+    def tool_counts(self) -> tuple[int, int]:
+        """``(shown, held)``: the tools a client with the global rules sees (not denied, definition not
+        held), and how many more wait for the admin's approval of their definitions (quarantined)."""
+        shown = sum(1 for e in self._shown_tools() if self.policy.visible(e.canonical))
+        held = 0
+        if self.pins.mode != "off":
+            for e in self.catalog.tools.values():
+                pin = self.pins.pin(e.server, e.original)
+                held += pin is not None and pin.state == "quarantined"
+        return shown, held
+
     def _shown_tools(self) -> list[Entry]:
         """The catalog's tools less those whose definition is quarantined or blocked (see .pins)."""
         return [e for e in self.catalog.tools.values() if self.pins.refusal(e.server, e.original) is None]

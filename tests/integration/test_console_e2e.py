@@ -530,7 +530,10 @@ async def test_pins_approve_block_and_clients(tmp_path: Path) -> None:
     client = await Mcp(g.url).initialize()
     try:
         assert (await web.login()).status_code == 303
-        # Every tool waits for its first approval: none is listed yet.
+        # Every tool waits for its first approval: none is listed yet, and the log says so at start.
+        ready = await trio.to_thread.run_sync(g.wait_log, "INFO portero: ready: ")
+        held = r"ready: 0 tools \(\d+ more held for the admin: `portero pins`\) on http"
+        assert re.search(held, ready), ready
         resp, _ = await client.request_raw("tools/list")
         assert resp["result"]["tools"] == []
         page = await web.page("/pins")
