@@ -624,3 +624,24 @@ def test_portero_tools_names_the_servers_that_are_not_ready_as_status_does() -> 
         {"server": "sentry", "state": "failed: cannot reach x"},
         {"server": "beta", "state": "restarting"},
     ]
+
+
+def test_a_reader_that_goes_away_is_no_traceback(good_config: Path) -> None:
+    """`portero client-config | head -1`: the pipe closes before the output is written; the command stops
+    quietly with 141 (128 + SIGPIPE) instead of printing BrokenPipeError twice."""
+    import subprocess
+
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the command writes
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "portero", "client-config", "--config", str(good_config)],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write)
+    assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr
+    assert done.returncode == 141
