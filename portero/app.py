@@ -95,12 +95,17 @@ async def serve(
     tracing = setup_tracing(config.server.otlp_endpoint, env)  # None: traces off, nothing is created
     try:
         approval_timeout = _approval_timeout(config)
-        broker = await ApprovalBroker.open(store, timeout=approval_timeout, approver=None)
+        # Who can decide approvals: the console and the Telegram bot (added when it starts), each told of
+        # every approval, the first decision winning. Neither: approvals are refused ("no approver").
+        approvers = Approvers()
+        has_approver = config.console.enabled or config.telegram is not None
+        broker = await ApprovalBroker.open(
+            store, timeout=approval_timeout, approver=approvers if has_approver else None
+        )
         console_approver: ConsoleApprover | None = None
         if config.console.enabled:
-            # The console approves next to Telegram (the first decision wins), or alone without it.
             console_approver = ConsoleApprover()
-            broker.approver = Approvers(console_approver)
+            approvers.add(console_approver)
         sessions = Sessions(idle_timeout=config.server.session_idle_timeout)
         router = Router(
             config, env, sessions=sessions, store=store, broker=broker, clean_log=clean, tracing=tracing
@@ -128,7 +133,7 @@ async def serve(
                 await calls.start(sessions.run)
                 async with trio.open_nursery() as front:
                     if config.telegram is not None:
-                        live["bot"] = await _start_bot(front, config, broker, router, store)
+                        live["bot"] = await _start_bot(front, config, broker, router, store, approvers)
                     console = None
                     if console_approver is not None:
                         console = Console(
@@ -434,7 +439,12 @@ async def reload_config(
 
 
 async def _start_bot(
-    nursery: trio.Nursery, config: Config, broker: ApprovalBroker, router: Router, store: Store
+    nursery: trio.Nursery,
+    config: Config,
+    broker: ApprovalBroker,
+    router: Router,
+    store: Store,
+    approvers: Approvers,
 ) -> Any:
     from .telegram.bot import TelegramBot
 
@@ -450,10 +460,7 @@ async def _start_bot(
 
     bot = TelegramBot(config.telegram, broker, status, store)
     bot.rules = router  # /allow /deny /ask /unrule /rules and the Always allow / Always deny buttons
-    if isinstance(broker.approver, Approvers):
-        broker.approver.add(bot)  # next to the console
-    else:
-        broker.approver = bot
+    approvers.add(bot)  # next to the console, if there is one
     await nursery.start(bot.run)
 
     def needs_login(name: str) -> None:

@@ -964,19 +964,19 @@ class Store:
         """:meth:`oauth_tokens`, synchronously, from the database file at ``db_path``."""
         if not os.path.exists(db_path):
             return None
-        return Store._oauth_in_file(db_path, Store._oauth_read, server)
+        return Store._in_file(db_path, Store._oauth_read, server)
 
     @staticmethod
     def save_oauth_tokens_in_file(db_path: str, server: str, data: str) -> tuple[int, float]:
         """:meth:`save_oauth_tokens`, synchronously, to the database file at ``db_path``."""
-        return Store._oauth_in_file(db_path, Store._oauth_write, server, data, time.time())
+        return Store._in_file(db_path, Store._oauth_write, server, data, time.time())
 
     @staticmethod
     def delete_oauth_tokens_in_file(db_path: str, server: str) -> bool:
         """:meth:`delete_oauth_tokens`, synchronously, in the database file at ``db_path``."""
         if not os.path.exists(db_path):
             return False
-        return Store._oauth_in_file(db_path, Store._oauth_delete, server)
+        return Store._in_file(db_path, Store._oauth_delete, server)
 
     @staticmethod
     def _oauth_read(conn: sqlite3.Connection, server: str) -> tuple[str, tuple[int, float]] | None:
@@ -1003,7 +1003,7 @@ class Store:
         return conn.execute("DELETE FROM oauth_tokens WHERE server = ?", (server,)).rowcount == 1
 
     @staticmethod
-    def _oauth_in_file(db_path: str, fn: Callable[..., T], *args: Any) -> T:
+    def _in_file(db_path: str, fn: Callable[..., T], *args: Any) -> T:
         """``fn(conn, *args)`` in one transaction on a short connection of this (another) process: the
         file made owner-only, the schema brought up to date, WAL mode as the gateway's."""
         _make_private_dirs(os.path.dirname(os.path.abspath(db_path)))
@@ -1055,7 +1055,7 @@ class Store:
         Raises FileNotFoundError when there is no database there."""
         if not os.path.exists(db_path):
             raise FileNotFoundError(f"no database at {db_path}")
-        return Store._oauth_in_file(db_path, _decide_pin, server, tool, state, by, expect_hash, time.time())
+        return Store._in_file(db_path, _decide_pin, server, tool, state, by, expect_hash, time.time())
 
     # === end of pinned tool definitions ===================================================================
 
@@ -1137,7 +1137,7 @@ class Store:
     def set_setting_in_file(db_path: str, key: str, value: str) -> None:
         """:meth:`set_setting`, synchronously, in the database file at ``db_path`` (created if needed), from
         another process (``portero console passwd``); a running gateway reads it on its next look."""
-        Store._oauth_in_file(db_path, _put_setting, key, value, time.time())
+        Store._in_file(db_path, _put_setting, key, value, time.time())
 
     async def delete_setting(self, key: str) -> bool:
         """Remove ``key``; False when it was not there."""

@@ -41,6 +41,8 @@ from collections.abc import Iterable, Mapping
 import attrs
 
 ACTIONS = ("allow", "deny", "require-approval")
+# "Approve 30m" (Telegram's button, the console's): approve the call and grant that one tool this long.
+QUICK_GRANT_SECONDS = 30 * 60
 
 # Higher is stricter; used to break ties between equally specific patterns.
 _STRICTNESS = {"allow": 0, "require-approval": 1, "deny": 2}

@@ -31,6 +31,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from ..core.policy import QUICK_GRANT_SECONDS
 from ..durations import format_duration
 
 __all__ = [
@@ -72,7 +73,7 @@ TEXT_LIMIT = 4096
 TEXT_BUDGET = 3900
 """What we allow ourselves: well under :data:`TEXT_LIMIT`, leaving room for the truncation notes."""
 CALLBACK_DATA_MAX_BYTES = 64
-GRANT_BUTTON_SECONDS = 30 * 60
+GRANT_BUTTON_SECONDS = QUICK_GRANT_SECONDS
 """How long the "Approve 30m" button grants the tool for."""
 
 FULL_ARGUMENTS_MAX_MESSAGES = 3

@@ -31,7 +31,7 @@ from quart import Blueprint, Response, g, redirect, render_template, request
 
 from ...config import ConsoleSection, ServerSection
 from ...core import pins as core_pins
-from ...core.policy import ACTIONS, validate_pattern
+from ...core.policy import ACTIONS, QUICK_GRANT_SECONDS, validate_pattern
 from ...durations import format_duration, parse_duration
 from ...store import AUDIT_DECISIONS, AUDIT_OUTCOMES, StoreError
 from .approver import ConsoleApprover, decided_by
@@ -50,7 +50,6 @@ COOKIE = "portero_console"
 PREFIX = "/console"
 PAGE_ROWS = 50
 RECENT_CALLS = 15
-GRANT_30M = 1800.0
 MAX_FORM_BYTES = 64 * 1024
 MAX_ROW_ID = 2**63 - 1
 SHOWN_CHARS = 20_000  # of an approval's or a call's arguments, on a page
@@ -363,8 +362,10 @@ def _blueprint(console: Console) -> Blueprint:
             result = console.broker.decide(approval_id, True, source="console")
             done = f"Approved {tool}"
         elif action == "approve30":
-            result = console.broker.decide(approval_id, True, grant_seconds=GRANT_30M, source="console")
-            done = f"Approved {tool}, and granted it for 30m"
+            result = console.broker.decide(
+                approval_id, True, grant_seconds=QUICK_GRANT_SECONDS, source="console"
+            )
+            done = f"Approved {tool}, and granted it for {format_duration(QUICK_GRANT_SECONDS)}"
         elif action in ("always-allow", "always-deny"):
             # As Telegram's buttons: the exact rule for this one tool is stored first, then the call is
             # decided with it (a tool whose name holds "*" gets no rule: it would be a pattern).
