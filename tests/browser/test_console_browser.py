@@ -29,7 +29,7 @@ from .conftest import PASSWORD, WAIT, ConsoleGateway, browser_missing
 if browser_missing():
     pytest.skip(browser_missing(), allow_module_level=True)
 
-from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 from selenium.webdriver.support.select import Select  # noqa: E402
@@ -54,7 +54,12 @@ def path_of(driver: Any) -> str:
 
 
 def body_text(driver: Any) -> str:
-    return str(driver.find_element(By.TAG_NAME, "body").text)
+    """The page's text; "" while the page is being replaced (a click's navigation can take the body away
+    between finding it and reading it: Chromium then says "Node ... does not belong to the document")."""
+    try:
+        return str(driver.find_element(By.TAG_NAME, "body").text)
+    except WebDriverException:  # StaleElementReferenceException is one too
+        return ""
 
 
 # Texts of a page that answers a submitted form with a refusal: seen instead of the page expected, they
@@ -69,10 +74,13 @@ def settle(driver: Any, done: Callable[[Any], Any], what: str) -> Any:
 
     def check(d: Any) -> bool:
         value = done(d)
+        if not value and any(r in body_text(d) for r in REFUSALS):
+            value = done(d)  # the page may have arrived between the two reads: look again, then stop
+            if not value:
+                return True
         if value:
             found.append(value)
-            return True
-        return any(r in body_text(d) for r in REFUSALS)
+        return bool(value)
 
     wait(driver).until(check, what)
     if not found:
